@@ -1,0 +1,289 @@
+/* ct-offload.h - the C API of ctoffload.
+ *
+ * This header keeps the contract of the Open vSwitch RFC "ct-offload"
+ * provider interface: a registry of provider classes, each notified of the
+ * lifecycle of the connections a connection-tracking datapath wants
+ * accelerated.  A C datapath written against the RFC links against this
+ * library unchanged: the class members come first, in the RFC's order, and
+ * everything ctoffload adds sits after them.
+ *
+ * Return convention, stated once: every function returning 'int' returns 0
+ * on success or a positive errno value (EINVAL, EEXIST, ENOSPC, ...) on
+ * failure.  When a call fails, ct_offload_last_error() gives a sentence
+ * naming what was wrong, for the calling thread.  Nothing in this library
+ * writes to stdout; diagnostics go through the log (ct_offload_log_level()).
+ *
+ * Threads: every dispatch function may be called from many threads at once;
+ * dispatch does not take a global lock.  ct_offload_register() and
+ * ct_offload_unregister() may run concurrently with dispatch.
+ * ct_offload_unregister() returns only once no dispatch still uses the
+ * class, so the provider may be torn down right after it returns. */
+#ifndef CTOFFLOAD_CT_OFFLOAD_H
+#define CTOFFLOAD_CT_OFFLOAD_H 1
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------
+ * Connection model
+ * ------------------------------------------------------------------------ */
+
+#define CT_OFFLOAD_IFNAMSIZ 16
+
+/* An IPv4 or IPv6 address in network byte order.  An IPv4 address uses the
+ * first four bytes of 'bytes'; the other twelve are zero. */
+union ct_offload_addr {
+    uint8_t bytes[16];
+    uint32_t words[4];
+};
+
+/* One direction of a connection, as conntrack names it: the source and
+ * destination seen by a packet travelling in that direction.  Ports are in
+ * host byte order. */
+struct ct_offload_tuple {
+    union ct_offload_addr src;
+    union ct_offload_addr dst;
+    uint16_t src_port;
+    uint16_t dst_port;
+};
+
+/* A connection.  'orig' is the direction of the packet that created it;
+ * 'reply' is the direction answers travel in.  Without NAT, 'reply' is the
+ * mirror of 'orig'; under SNAT or DNAT it carries the translated addresses
+ * and ports, exactly as `conntrack -L` shows them. */
+struct ct_offload_conn {
+    uint8_t family;  /* AF_INET or AF_INET6, for both directions. */
+    uint8_t proto;   /* IPPROTO_TCP or IPPROTO_UDP. */
+    uint16_t zone;   /* Conntrack zone; 0 is the default zone. */
+    uint32_t mark;   /* Conntrack mark; informational. */
+    struct ct_offload_tuple orig;
+    struct ct_offload_tuple reply;
+};
+
+/* A network device: its name and ifindex.  Either may be unset (empty name,
+ * ifindex 0); a provider that needs the other resolves it. */
+struct ct_offload_netdev {
+    char name[CT_OFFLOAD_IFNAMSIZ];
+    int ifindex;
+};
+
+/* Context for offload as part of the callbacks that all connection offload
+ * APIs receive: the RFC's struct ct_offload_ctx with ctoffload's own
+ * connection and device types. */
+struct ct_offload_ctx {
+    const struct ct_offload_conn *conn;     /* Connection (never NULL). */
+    const struct ct_offload_netdev *netdev_in; /* Input netdev (may be NULL). */
+    uint32_t input_port_id;                 /* Datapath port number. */
+};
+
+/* Parses "10.0.0.1:80" or "[fd00::1]:80" into 'addr' and 'port' and sets
+ * '*family' to AF_INET or AF_INET6.  Port 0 is accepted here; whether it is
+ * valid depends on the protocol (ct_offload_conn_validate()). */
+int ct_offload_endpoint_parse(const char *text, uint8_t *family,
+                              union ct_offload_addr *addr, uint16_t *port);
+
+/* Writes "10.0.0.1:80" or "[fd00::1]:80" into 'buf' (always NUL-terminated
+ * when 'size' > 0).  Returns the length the full text needs, like
+ * snprintf(); 64 bytes always suffice. */
+int ct_offload_endpoint_format(uint8_t family, const union ct_offload_addr *,
+                               uint16_t port, char *buf, size_t size);
+
+/* Checks that 'conn' describes something a provider can be handed: a known
+ * family and protocol, non-zero ports on TCP and UDP, no unspecified or
+ * multicast addresses, IPv4 addresses without stray bytes.  Returns EINVAL
+ * or EPROTONOSUPPORT with ct_offload_last_error() naming the field. */
+int ct_offload_conn_validate(const struct ct_offload_conn *conn);
+
+/* Sets 'conn->reply' to the mirror of 'conn->orig' (no NAT). */
+void ct_offload_conn_mirror_reply(struct ct_offload_conn *conn);
+
+/* ------------------------------------------------------------------------
+ * Batches of operations
+ * ------------------------------------------------------------------------ */
+
+enum ct_offload_op_type {
+    CT_OFFLOAD_OP_ADD,     /* conn_add. */
+    CT_OFFLOAD_OP_DEL,     /* conn_del. */
+    CT_OFFLOAD_OP_UPD,     /* conn_update: 0, or ENODATA if nobody knows. */
+    CT_OFFLOAD_OP_POLICY,  /* can_offload: 0, or EPERM if nobody can. */
+    CT_OFFLOAD_OP_FLUSH,   /* flush. */
+    CT_OFFLOAD_OP_EST,     /* conn_established (first reply seen). */
+};
+
+/* One operation of a batch.  'error' is the operation's own result, set by
+ * ct_offload_op_batch_submit().  'last_used' (ctoffload's addition) receives
+ * the answer of an UPD operation, in ms since the Unix epoch, 0 if none. */
+struct ct_offload_op {
+    enum ct_offload_op_type type;
+    struct ct_offload_ctx ctx;
+    int error;
+    long long last_used;
+};
+
+struct ct_offload_op_batch {
+    struct ct_offload_op *ops;
+    size_t n_ops;
+    size_t allocated;
+};
+
+/* ------------------------------------------------------------------------
+ * Provider classes
+ * ------------------------------------------------------------------------ */
+
+/* Bits of struct ct_offload_class's 'flags'. */
+#define CT_OFFLOAD_CLASS_FALLBACK 0x1u /* conn_add only when no primary
+                                        * provider accepted the connection. */
+
+/* How a provider holds a connection, reported by 'conn_query'. */
+enum ct_offload_mode {
+    CT_OFFLOAD_MODE_NONE = 0, /* Not held. */
+    CT_OFFLOAD_MODE_SW = 1,   /* Held in a software fast path. */
+    CT_OFFLOAD_MODE_HW = 2,   /* Held in hardware. */
+};
+
+/* Which provider holds a connection and how (ct_offload_conn_query()). */
+struct ct_offload_conn_status {
+    char provider[32];        /* Name of the provider holding it, or "". */
+    enum ct_offload_mode mode;
+    uint64_t packets;         /* Fast-path packets, both directions. */
+    uint64_t bytes;           /* Fast-path bytes, both directions. */
+    long long last_used;      /* ms since the Unix epoch, 0 = never/unknown. */
+};
+
+/* A conntrack offload provider.
+ *
+ * Every callback is optional (may be NULL); a NULL 'can_offload' accepts
+ * every connection.  Callbacks may be called from many threads at once and
+ * must not call ct_offload_unregister() on their own class.  'ctx' and
+ * everything it points to is valid only during the call: copy what you keep.
+ *
+ * The members up to 'flush' are the RFC's, in the RFC's order. */
+struct ct_offload_class {
+    const char *name;
+
+    /* Called once by ct_offload_register(); a non-zero return refuses the
+     * registration and is returned to the caller. */
+    int (*init)(void);
+
+    /* Start offloading ctx->conn.  Returns 0 or a positive errno. */
+    int (*conn_add)(const struct ct_offload_ctx *);
+    /* Stop offloading ctx->conn at once.  Unknown connections are ignored. */
+    void (*conn_del)(const struct ct_offload_ctx *);
+    /* Last time ctx->conn was used in the fast path, in ms since the Unix
+     * epoch, or 0 if the connection is unknown or the time is unknown. */
+    long long (*conn_update)(const struct ct_offload_ctx *);
+    /* The first reply-direction packet was seen; 'ctx' is that packet's
+     * context (its netdev_in is the reply direction's input device). */
+    void (*conn_established)(const struct ct_offload_ctx *);
+    /* Whether this provider can offload ctx->conn. */
+    bool (*can_offload)(const struct ct_offload_ctx *);
+    /* Stop offloading every connection this provider holds. */
+    void (*flush)(void);
+
+    /* ---- ctoffload additions; zero-initialise to keep RFC behaviour ---- */
+
+    /* CT_OFFLOAD_CLASS_* bits. */
+    unsigned int flags;
+
+    /* Optional: processes 'batch' in one go (for example one netlink
+     * transaction), setting each op's 'error' (and 'last_used' for UPD)
+     * exactly as the single callbacks would.  The registry hands it only the
+     * ops meant for this provider (an ADD this provider may not take is left
+     * out).  When NULL, the batch is split into single calls. */
+    void (*batch_submit)(struct ct_offload_op_batch *batch);
+
+    /* Optional: fills 'status' (mode, counters, last used) and returns true
+     * if this provider holds ctx->conn; returns false otherwise. */
+    bool (*conn_query)(const struct ct_offload_ctx *ctx,
+                       struct ct_offload_conn_status *status);
+};
+
+/* Registers 'class'.  EINVAL if 'class' or its name is NULL or the name is
+ * empty or longer than 31 bytes; EEXIST (and a warning) if a class of that
+ * name is registered; the error of 'init' if it fails, and the class is then
+ * not registered.  Dispatch order is registration order. */
+int ct_offload_register(const struct ct_offload_class *);
+
+/* Unregisters 'class', found by identity.  An unknown class is a warning and
+ * a no-op.  Returns only when no dispatch still uses 'class'. */
+void ct_offload_unregister(const struct ct_offload_class *);
+
+/* Registers the built-in providers enabled by the "priority" setting, in its
+ * order.  Calling it again is harmless (already registered ones are kept). */
+void ct_offload_module_init(void);
+
+/* Dispatch (DESIGN.md section 3, contract lines 4-9). */
+int ct_offload_conn_add(const struct ct_offload_ctx *);
+void ct_offload_conn_del(const struct ct_offload_ctx *);
+long long ct_offload_conn_update(const struct ct_offload_ctx *);
+void ct_offload_conn_established(const struct ct_offload_ctx *);
+bool ct_offload_can_offload(const struct ct_offload_ctx *);
+void ct_offload_flush(void);
+
+/* Batches.  Typical use:
+ *
+ *     struct ct_offload_op_batch batch;
+ *     ct_offload_op_batch_init(&batch);
+ *     ct_offload_op_batch_add(&batch, CT_OFFLOAD_OP_ADD, &ctx_a);
+ *     ct_offload_op_batch_add(&batch, CT_OFFLOAD_OP_ADD, &ctx_b);
+ *     ct_offload_op_batch_submit(&batch);
+ *     ... inspect batch.ops[i].error ...
+ *     ct_offload_op_batch_destroy(&batch);
+ *
+ * ct_offload_op_batch_add() copies 'ctx' but not what it points to: the
+ * connection and netdev must stay valid until the batch is submitted.
+ * It returns ENOMEM if the batch cannot grow (the batch is left as it was). */
+void ct_offload_op_batch_init(struct ct_offload_op_batch *);
+int ct_offload_op_batch_add(struct ct_offload_op_batch *,
+                            enum ct_offload_op_type,
+                            const struct ct_offload_ctx *);
+void ct_offload_op_batch_submit(struct ct_offload_op_batch *);
+void ct_offload_op_batch_destroy(struct ct_offload_op_batch *);
+
+/* ------------------------------------------------------------------------
+ * Status and configuration (ctoffload additions)
+ * ------------------------------------------------------------------------ */
+
+/* Fills 'status' from the first provider (in dispatch order) that holds
+ * ctx->conn.  Returns 0, or ENOENT if no provider holds it (status is then
+ * zeroed). */
+int ct_offload_conn_query(const struct ct_offload_ctx *,
+                          struct ct_offload_conn_status *status);
+
+/* Sets one configuration key.  Keys:
+ *   "priority"                 built-in providers to enable, in dispatch
+ *                              order, e.g. "nft_flowtable,software".
+ *   "<provider>.<option>"      a built-in provider's option, e.g.
+ *                              "software.capacity" = "65536",
+ *                              "nft_flowtable.table" = "ctoffload",
+ *                              "nft_flowtable.hw_offload" = "true".
+ * Settings apply at ct_offload_module_init(); a provider option cannot be
+ * changed while that provider is registered (EBUSY).  EINVAL names an
+ * unknown key or a bad value. */
+int ct_offload_config_set(const char *key, const char *value);
+
+/* Copies the current value of 'key' into 'buf'.  ENOENT for unknown keys,
+ * ERANGE if 'size' is too small. */
+int ct_offload_config_get(const char *key, char *buf, size_t size);
+
+/* Names of the registered providers in dispatch order, comma-separated, in
+ * 'buf'.  ERANGE if 'size' is too small. */
+int ct_offload_providers(char *buf, size_t size);
+
+/* A sentence describing the calling thread's last failure, or "". */
+const char *ct_offload_last_error(void);
+
+/* Sets the level of every ctoffload logger: "trace", "debug", "info",
+ * "warn", "error", "critical" or "off".  EINVAL for anything else. */
+int ct_offload_log_level(const char *level);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CTOFFLOAD_CT_OFFLOAD_H */

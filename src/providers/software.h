@@ -1,0 +1,110 @@
+// software.h - the software fallback provider: a userspace exact-match flow
+// cache.
+//
+// It takes every connection the kernel provider cannot.  conn_add installs
+// both directions of a connection (original and reply tuple, in its zone);
+// lookup() is the datapath's fast-path call: a hit counts packets and bytes
+// and stamps last used, from either direction; conn_update() returns last
+// used in ms since the Unix epoch (0 when never hit).
+//
+// Identity: a connection is its family, protocol, zone and both tuples
+// (same_conn() in conn.h); conn_del, conn_update and conn_query act only on
+// a connection held with exactly that identity.  A packet is matched on
+// family, protocol, zone and its own 5-tuple: the original tuple gives
+// Direction::kOriginal, the reply tuple Direction::kReply.  Under NAT the
+// reply tuple is not the mirror of the original, and a packet carrying the
+// mirror of the original does not match.
+//
+// Bounded: at most 'capacity' connections, fixed at creation; when full,
+// conn_add fails with ENOSPC and nothing is evicted.  Memory is
+// bytes_per_connection() * capacity plus a constant: one 104-byte record
+// per connection (both tuples, zone, counters) and four 4-byte hash slots
+// per connection (two directions at a load factor of at most one half),
+// 120 bytes in all.  It is allocated at creation (zero pages, committed as
+// the table fills).
+//
+// Threads: lookup(), conn_update(), conn_query(), can_offload() and size()
+// are lock-free and may run on any number of threads while conn_add,
+// conn_del and flush (serialized by a mutex) go on.  A lookup never returns
+// a hit for a connection whose conn_del (or flush) returned before the
+// lookup started, and its counting never lands on a connection added after
+// it started.  The provider must outlive every lookup() call.
+// docs/SOFTWARE_PROVIDER.md explains the table and the concurrency model.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "ctoffload/config.h"
+#include "ctoffload/provider.h"
+#include "ctoffload/result.h"
+
+namespace ctoffload {
+
+struct SoftwareOptions {
+  size_t capacity = 65536;  // Connections; 1 .. 16M (kMaxCapacity).
+};
+
+// What lookup() found.
+enum class Direction : uint8_t { kMiss = 0, kOriginal = 1, kReply = 2 };
+
+class SoftwareProvider final : public Provider {
+ public:
+  static constexpr const char* kName = "software";
+  static constexpr size_t kDefaultCapacity = 65536;
+  static constexpr size_t kMaxCapacity = size_t{1} << 24;
+
+  // EINVAL for a capacity of 0 or above kMaxCapacity; ENOMEM if the table
+  // cannot be allocated.
+  static Result<std::shared_ptr<SoftwareProvider>> create(const SoftwareOptions& options);
+  // From config options: "capacity" (default kDefaultCapacity).  EINVAL
+  // names the option when its value does not parse or is out of range.
+  static Result<std::shared_ptr<SoftwareProvider>> create(const ProviderOptions& options);
+
+  ~SoftwareProvider() override;
+  SoftwareProvider(const SoftwareProvider&) = delete;
+  SoftwareProvider& operator=(const SoftwareProvider&) = delete;
+
+  // Fast path: the packet's tuple (as seen on the wire, in its own
+  // direction), family, protocol and zone.  On a hit, counts one packet of
+  // 'bytes' and stamps last used.  For IPv4 only the first four bytes of
+  // each address are read.  Lock-free; never blocks on a writer.
+  Direction lookup(uint8_t family, uint8_t proto, uint16_t zone, const Tuple& pkt, uint32_t bytes);
+
+  // Connections held now.
+  size_t size() const;
+  // Connections the table can hold (fixed at creation).
+  size_t capacity() const;
+  // Bytes of memory the table uses per connection it can hold (120).
+  static size_t bytes_per_connection();
+
+  // Provider.  conn_add: 0, EINVAL (invalid connection, or original and
+  // reply tuples identical), EPROTONOSUPPORT (not TCP or UDP), EEXIST (the
+  // connection is held, or one of its tuples is another held connection's
+  // tuple in the same zone), ENOSPC (full; nothing is evicted).
+  std::string name() const override { return kName; }
+  bool is_fallback() const override { return true; }
+  int conn_add(const Ctx& ctx) override;
+  // Removes ctx.conn; an unknown connection is ignored.
+  void conn_del(const Ctx& ctx) override;
+  // Last hit of ctx.conn in ms since the Unix epoch (coarse clock, a few ms
+  // of granularity); 0 when never hit or not held.
+  long long conn_update(const Ctx& ctx) override;
+  // True for a valid TCP or UDP connection while the table has room.
+  bool can_offload(const Ctx& ctx) override;
+  // Removes every connection.
+  void flush() override;
+  // Fills 'status' (provider "software", CT_OFFLOAD_MODE_SW, packets and
+  // bytes of both directions, last used) and returns true when ctx.conn is
+  // held; returns false and leaves 'status' untouched otherwise.
+  bool conn_query(const Ctx& ctx, ConnStatus* status) override;
+
+ private:
+  struct Impl;
+  explicit SoftwareProvider(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ctoffload

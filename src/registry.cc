@@ -1,0 +1,556 @@
+// registry.cc - provider registration and dispatch.
+//
+// Dispatch never takes a lock.  The provider list is an immutable Snapshot;
+// add()/remove() build a new one, publish it with one atomic exchange, and
+// then wait until no thread still reads the old one.  "Still reads" is
+// tracked with hazard slots: each thread owns a cache-line-sized ThreadSlot
+// holding the snapshot it is dispatching on (one entry per nesting depth,
+// so a provider may dispatch into a registry from inside a callback).  A
+// dispatch costs two stores and one load on its own cache line; threads
+// never write to shared memory, so dispatch scales with threads.
+//
+// The order of a reader's steps is what makes this safe (see ReadGuard):
+// publish the hazard, then re-read the current snapshot; if it changed in
+// between, retry.  A writer exchanges the snapshot first and scans the
+// hazards second, so either it sees the reader's hazard, or the reader sees
+// the new snapshot.  Both steps are seq_cst for that reason.
+#include "ctoffload/registry.h"
+
+#include <algorithm>
+#include <cstring>
+#include <thread>
+
+#include "builtins.h"
+#include "log.h"
+
+namespace ctoffload {
+
+// ---- The immutable provider list ----
+
+struct Registry::Snapshot {
+  struct Entry {
+    std::shared_ptr<Provider> provider;
+    const void* identity = nullptr;  // The Provider* or the ct_offload_class*.
+    std::string name;
+    bool fallback = false;
+    bool has_add = false;
+    bool has_est = false;
+    bool has_batch = false;
+  };
+  // Dispatch order: primaries in registration order, then fallbacks in
+  // registration order.
+  std::vector<Entry> entries;
+  size_t n_primaries = 0;
+};
+
+namespace {
+
+// ---- Hazard slots ----
+
+constexpr int kMaxDepth = 8;
+
+struct alignas(64) ThreadSlot {
+  std::atomic<const void*> hazard[kMaxDepth] = {};
+  std::atomic<bool> in_use{true};
+  ThreadSlot* next = nullptr;  // Immutable once the slot is published.
+  int depth = 0;               // Touched only by the owning thread.
+};
+
+// Every slot ever made, newest first.  Slots are never freed: a thread that
+// exits marks its slot free and the next new thread reuses it.
+std::atomic<ThreadSlot*> g_slots{nullptr};
+
+ThreadSlot* acquire_slot() {
+  for (ThreadSlot* s = g_slots.load(std::memory_order_acquire); s; s = s->next) {
+    bool expected = false;
+    if (!s->in_use.load(std::memory_order_relaxed) &&
+        s->in_use.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
+      return s;
+    }
+  }
+  auto* s = new ThreadSlot();
+  ThreadSlot* head = g_slots.load(std::memory_order_relaxed);
+  do {
+    s->next = head;
+  } while (!g_slots.compare_exchange_weak(head, s, std::memory_order_release, std::memory_order_relaxed));
+  return s;
+}
+
+struct SlotOwner {
+  ThreadSlot* slot = acquire_slot();
+  ~SlotOwner() { slot->in_use.store(false, std::memory_order_release); }
+};
+
+thread_local SlotOwner t_slot;
+
+// Holds a snapshot for the duration of one dispatch.
+class ReadGuard {
+ public:
+  explicit ReadGuard(const std::atomic<Registry::Snapshot*>& current) : slot_(t_slot.slot) {
+    depth_ = slot_->depth++;
+    if (depth_ >= kMaxDepth) return;
+    std::atomic<const void*>& hazard = slot_->hazard[depth_];
+    Registry::Snapshot* s = current.load(std::memory_order_acquire);
+    for (;;) {
+      hazard.store(s, std::memory_order_seq_cst);
+      // Re-read after publishing the hazard: a writer that exchanged the
+      // snapshot before our store is seen here, and we retry with its new one.
+      Registry::Snapshot* again = current.load(std::memory_order_seq_cst);
+      if (again == s) break;
+      s = again;
+    }
+    snapshot_ = s;
+  }
+  ~ReadGuard() {
+    if (depth_ < kMaxDepth) slot_->hazard[depth_].store(nullptr, std::memory_order_release);
+    --slot_->depth;
+  }
+  ReadGuard(const ReadGuard&) = delete;
+  ReadGuard& operator=(const ReadGuard&) = delete;
+
+  // Null when dispatch is nested deeper than kMaxDepth.
+  const Registry::Snapshot* get() const { return snapshot_; }
+
+ private:
+  ThreadSlot* slot_;
+  int depth_ = 0;
+  const Registry::Snapshot* snapshot_ = nullptr;
+};
+
+std::shared_ptr<spdlog::logger> logger() {
+  static auto l = log::get("registry");
+  return l;
+}
+
+void log_too_deep() {
+  logger()->error("dispatch nested deeper than {} levels (a provider dispatching into the registry from its "
+                  "callbacks in a loop?); operation refused",
+                  kMaxDepth);
+}
+
+// ---- C classes behind the Provider interface ----
+
+class CClassProvider final : public Provider {
+ public:
+  explicit CClassProvider(const ct_offload_class* c) : c_(c) {}
+  std::string name() const override { return c_->name; }
+  bool is_fallback() const override { return (c_->flags & CT_OFFLOAD_CLASS_FALLBACK) != 0; }
+  int init() override { return c_->init ? c_->init() : 0; }
+  bool has_conn_add() const override { return c_->conn_add != nullptr; }
+  int conn_add(const Ctx& ctx) override { return c_->conn_add ? c_->conn_add(&ctx) : 0; }
+  void conn_del(const Ctx& ctx) override {
+    if (c_->conn_del) c_->conn_del(&ctx);
+  }
+  long long conn_update(const Ctx& ctx) override { return c_->conn_update ? c_->conn_update(&ctx) : 0; }
+  bool has_conn_established() const override { return c_->conn_established != nullptr; }
+  void conn_established(const Ctx& ctx) override {
+    if (c_->conn_established) c_->conn_established(&ctx);
+  }
+  bool can_offload(const Ctx& ctx) override { return c_->can_offload ? c_->can_offload(&ctx) : true; }
+  void flush() override {
+    if (c_->flush) c_->flush();
+  }
+  bool has_batch() const override { return c_->batch_submit != nullptr; }
+  void batch_submit(std::span<Op> ops) override {
+    ct_offload_op_batch b{ops.data(), ops.size(), ops.size()};
+    c_->batch_submit(&b);
+  }
+  bool conn_query(const Ctx& ctx, ConnStatus* status) override {
+    return c_->conn_query ? c_->conn_query(&ctx, status) : false;
+  }
+
+ private:
+  const ct_offload_class* c_;
+};
+
+bool valid_op_type(int type) { return type >= CT_OFFLOAD_OP_ADD && type <= CT_OFFLOAD_OP_EST; }
+
+}  // namespace
+
+// ---- Registration ----
+
+Registry::Registry() : current_(new Snapshot()) {
+  config_.set_busy_check([this](std::string_view name) { return find(name) != nullptr; });
+}
+
+Registry::~Registry() {
+  config_.set_busy_check(nullptr);
+  {
+    std::lock_guard lock(writer_mutex_);
+    publish(new Snapshot());
+  }
+  delete current_.load();
+}
+
+Registry& Registry::global() {
+  // Never destroyed: datapath threads may still dispatch during exit.
+  static Registry* g = new Registry();
+  return *g;
+}
+
+Status Registry::add(std::shared_ptr<Provider> provider) {
+  if (!provider) return Status::error(EINVAL, "cannot register a null provider");
+  return add_entry(std::move(provider), nullptr);
+}
+
+Status Registry::add(const ct_offload_class* cls) {
+  if (!cls) return Status::error(EINVAL, "cannot register a null class");
+  if (!cls->name) return Status::error(EINVAL, "cannot register a class without a name");
+  return add_entry(std::make_shared<CClassProvider>(cls), cls);
+}
+
+Status Registry::add_entry(std::shared_ptr<Provider> provider, const ct_offload_class* cls) {
+  const std::string name = provider->name();
+  if (name.empty() || name.size() >= sizeof(ConnStatus{}.provider)) {
+    return Status::error(EINVAL, "provider name '" + name + "' must be 1 to " +
+                                     std::to_string(sizeof(ConnStatus{}.provider) - 1) + " bytes long");
+  }
+  std::lock_guard lock(writer_mutex_);
+  const Snapshot* cur = current_.load(std::memory_order_acquire);
+  for (const auto& e : cur->entries) {
+    if (e.name == name) {
+      logger()->warn("refusing to register a second provider named '{}'", name);
+      return Status::error(EEXIST, "a provider named '" + name + "' is already registered");
+    }
+  }
+  // init() runs under the writer lock (as in the RFC) but not under any
+  // dispatch lock: dispatch goes on meanwhile on the current snapshot.
+  if (int err = provider->init(); err != 0) {
+    logger()->warn("provider '{}' failed to initialize: {}", name, std::strerror(err));
+    return Status::error(err, "provider '" + name + "' failed to initialize: " + std::strerror(err));
+  }
+  Snapshot::Entry entry;
+  entry.identity = cls ? static_cast<const void*>(cls) : static_cast<const void*>(provider.get());
+  entry.name = name;
+  entry.fallback = provider->is_fallback();
+  entry.has_add = provider->has_conn_add();
+  entry.has_est = provider->has_conn_established();
+  entry.has_batch = provider->has_batch();
+  entry.provider = std::move(provider);
+
+  auto* next = new Snapshot(*cur);
+  if (entry.fallback) {
+    next->entries.push_back(std::move(entry));
+  } else {
+    next->entries.insert(next->entries.begin() + static_cast<std::ptrdiff_t>(next->n_primaries), std::move(entry));
+    ++next->n_primaries;
+  }
+  publish(next);
+  logger()->info("registered provider '{}'{}", name, next->entries.back().fallback ? " (fallback)" : "");
+  return {};
+}
+
+bool Registry::remove(const Provider* provider) { return provider && remove_if(provider); }
+bool Registry::remove(const ct_offload_class* cls) { return cls && remove_if(cls); }
+
+bool Registry::remove_if(const void* identity) {
+  std::lock_guard lock(writer_mutex_);
+  const Snapshot* cur = current_.load(std::memory_order_acquire);
+  auto it = std::find_if(cur->entries.begin(), cur->entries.end(),
+                         [&](const Snapshot::Entry& e) { return e.identity == identity; });
+  if (it == cur->entries.end()) {
+    logger()->warn("ignoring unregister of a provider that is not registered");
+    return false;
+  }
+  const std::string name = it->name;
+  auto* next = new Snapshot(*cur);
+  auto pos = next->entries.begin() + (it - cur->entries.begin());
+  if (!pos->fallback) --next->n_primaries;
+  next->entries.erase(pos);
+  publish(next);
+  logger()->info("unregistered provider '{}'", name);
+  return true;
+}
+
+void Registry::publish(Snapshot* next) {
+  Snapshot* old = current_.exchange(next, std::memory_order_seq_cst);
+  ThreadSlot* self = t_slot.slot;
+  bool self_holds_old = false;
+  for (ThreadSlot* s = g_slots.load(std::memory_order_acquire); s; s = s->next) {
+    for (int d = 0; d < kMaxDepth; ++d) {
+      if (s == self) {
+        // Our own thread cannot be waited for: it is here.  It holds 'old'
+        // only when a provider unregisters from inside a dispatch.
+        self_holds_old = self_holds_old || s->hazard[d].load(std::memory_order_relaxed) == old;
+        continue;
+      }
+      while (s->hazard[d].load(std::memory_order_seq_cst) == old) std::this_thread::yield();
+    }
+  }
+  if (self_holds_old) {
+    // The dispatch that called us still walks 'old': keep it (and the
+    // providers it holds) alive until the registry goes away.
+    logger()->error("a provider changed the registry from inside a dispatch; the previous provider list is kept "
+                    "alive until the registry is destroyed");
+    retired_.emplace_back(old);
+    return;
+  }
+  delete old;
+}
+
+Status Registry::module_init() {
+  std::vector<std::string> failures;
+  int first_err = 0;
+  for (const auto& name : config_.priority()) {
+    if (find(name)) continue;
+    const Builtin* b = find_builtin(name);
+    if (!b) continue;  // Config only accepts known names.
+    auto provider = b->create(config_.options(name));
+    Status s = provider ? add(std::move(*provider)) : provider.status();
+    if (!s && s.err() != EEXIST) {
+      logger()->warn("built-in provider '{}' is not available: {}", name, s.to_string());
+      failures.push_back(name + ": " + s.to_string());
+      if (!first_err) first_err = s.err();
+    }
+  }
+  if (failures.empty()) return {};
+  std::string msg = "built-in providers not available: ";
+  for (size_t i = 0; i < failures.size(); ++i) msg += (i ? "; " : "") + failures[i];
+  return Status::error(first_err, msg);
+}
+
+// ---- Dispatch ----
+
+int Registry::conn_add(const Ctx& ctx) {
+  ReadGuard guard(current_);
+  const Snapshot* s = guard.get();
+  if (!s) {
+    log_too_deep();
+    return ELOOP;
+  }
+  int first_err = 0;
+  bool accepted = false;
+  const auto* e = s->entries.data();
+  for (size_t i = 0; i < s->n_primaries; ++i) {
+    if (!e[i].has_add || !e[i].provider->can_offload(ctx)) continue;
+    int err = e[i].provider->conn_add(ctx);
+    if (err == 0) {
+      accepted = true;
+    } else if (!first_err) {
+      first_err = err;
+    }
+  }
+  if (accepted) return first_err;  // Contract line 4: first error, all notified.
+  for (size_t i = s->n_primaries; i < s->entries.size(); ++i) {
+    if (!e[i].has_add || !e[i].provider->can_offload(ctx)) continue;
+    int err = e[i].provider->conn_add(ctx);
+    if (err == 0) return 0;  // A fallback took it: the connection is offloaded.
+    if (!first_err) first_err = err;
+  }
+  return first_err;
+}
+
+void Registry::conn_del(const Ctx& ctx) {
+  ReadGuard guard(current_);
+  const Snapshot* s = guard.get();
+  if (!s) return log_too_deep();
+  for (const auto& e : s->entries) e.provider->conn_del(ctx);
+}
+
+long long Registry::conn_update(const Ctx& ctx) {
+  ReadGuard guard(current_);
+  const Snapshot* s = guard.get();
+  if (!s) {
+    log_too_deep();
+    return 0;
+  }
+  for (const auto& e : s->entries) {
+    if (long long t = e.provider->conn_update(ctx); t != 0) return t;
+  }
+  return 0;
+}
+
+void Registry::conn_established(const Ctx& ctx) {
+  ReadGuard guard(current_);
+  const Snapshot* s = guard.get();
+  if (!s) return log_too_deep();
+  for (const auto& e : s->entries) {
+    if (e.has_est) e.provider->conn_established(ctx);
+  }
+}
+
+bool Registry::can_offload(const Ctx& ctx) {
+  ReadGuard guard(current_);
+  const Snapshot* s = guard.get();
+  if (!s) {
+    log_too_deep();
+    return false;
+  }
+  for (const auto& e : s->entries) {
+    if (e.provider->can_offload(ctx)) return true;
+  }
+  return false;
+}
+
+void Registry::flush() {
+  ReadGuard guard(current_);
+  const Snapshot* s = guard.get();
+  if (!s) return log_too_deep();
+  for (const auto& e : s->entries) e.provider->flush();
+}
+
+std::optional<ConnStatus> Registry::conn_status(const Ctx& ctx) {
+  ReadGuard guard(current_);
+  const Snapshot* s = guard.get();
+  if (!s) {
+    log_too_deep();
+    return std::nullopt;
+  }
+  for (const auto& e : s->entries) {
+    ConnStatus st{};
+    if (e.provider->conn_query(ctx, &st)) {
+      std::memset(st.provider, 0, sizeof st.provider);
+      std::memcpy(st.provider, e.name.data(), std::min(e.name.size(), sizeof st.provider - 1));
+      return st;
+    }
+  }
+  return std::nullopt;
+}
+
+void Registry::submit(std::span<Op> ops) {
+  ReadGuard guard(current_);
+  const Snapshot* s = guard.get();
+  if (!s) {
+    log_too_deep();
+    for (auto& op : ops) op.error = ELOOP;
+    return;
+  }
+  const size_t n = ops.size();
+  // Per-op progress across providers.
+  enum : uint8_t { kNone = 0, kByPrimary = 1, kByFallback = 2 };
+  std::vector<uint8_t> accepted(n, kNone);
+  std::vector<int> first_err(n, 0);
+  for (auto& op : ops) {
+    op.error = 0;
+    op.last_used = 0;
+  }
+
+  std::vector<size_t> mine;
+  std::vector<Op> sub;
+  for (size_t p = 0; p < s->entries.size(); ++p) {
+    const auto& e = s->entries[p];
+    const bool fallback = p >= s->n_primaries;
+    // Which ops are meant for this provider, as the single calls would do.
+    mine.clear();
+    for (size_t i = 0; i < n; ++i) {
+      const Op& op = ops[i];
+      switch (op.type) {
+        case CT_OFFLOAD_OP_ADD:
+          if (fallback && accepted[i] != kNone) break;
+          if (e.has_add && e.provider->can_offload(op.ctx)) mine.push_back(i);
+          break;
+        case CT_OFFLOAD_OP_DEL:
+        case CT_OFFLOAD_OP_FLUSH:
+          mine.push_back(i);
+          break;
+        case CT_OFFLOAD_OP_EST:
+          if (e.has_est) mine.push_back(i);
+          break;
+        case CT_OFFLOAD_OP_UPD:
+          if (op.last_used == 0) mine.push_back(i);
+          break;
+        default:  // POLICY is answered by the registry; unknown types below.
+          break;
+      }
+    }
+    if (mine.empty()) continue;
+
+    auto record = [&](size_t i, int err, long long last_used) {
+      if (ops[i].type == CT_OFFLOAD_OP_ADD) {
+        if (err == 0 && accepted[i] == kNone) accepted[i] = fallback ? kByFallback : kByPrimary;
+        if (err != 0 && !first_err[i]) first_err[i] = err;
+      } else if (ops[i].type == CT_OFFLOAD_OP_UPD && last_used != 0) {
+        ops[i].last_used = last_used;
+      }
+    };
+
+    if (e.has_batch) {
+      sub.clear();
+      for (size_t i : mine) {
+        Op op = ops[i];
+        op.error = 0;
+        op.last_used = 0;
+        sub.push_back(op);
+      }
+      e.provider->batch_submit(sub);
+      for (size_t k = 0; k < mine.size(); ++k) record(mine[k], sub[k].error, sub[k].last_used);
+      continue;
+    }
+    for (size_t i : mine) {
+      Op& op = ops[i];
+      switch (op.type) {
+        case CT_OFFLOAD_OP_ADD:
+          record(i, e.provider->conn_add(op.ctx), 0);
+          break;
+        case CT_OFFLOAD_OP_DEL:
+          e.provider->conn_del(op.ctx);
+          break;
+        case CT_OFFLOAD_OP_FLUSH:
+          e.provider->flush();
+          break;
+        case CT_OFFLOAD_OP_EST:
+          e.provider->conn_established(op.ctx);
+          break;
+        case CT_OFFLOAD_OP_UPD:
+          record(i, 0, e.provider->conn_update(op.ctx));
+          break;
+        default:
+          break;
+      }
+    }
+  }
+
+  for (size_t i = 0; i < n; ++i) {
+    Op& op = ops[i];
+    switch (op.type) {
+      case CT_OFFLOAD_OP_ADD:
+        op.error = accepted[i] == kByFallback ? 0 : first_err[i];
+        break;
+      case CT_OFFLOAD_OP_UPD:
+        op.error = op.last_used ? 0 : ENODATA;
+        break;
+      case CT_OFFLOAD_OP_POLICY: {
+        bool any = false;
+        for (const auto& e : s->entries) {
+          if (e.provider->can_offload(op.ctx)) {
+            any = true;
+            break;
+          }
+        }
+        op.error = any ? 0 : EPERM;
+        break;
+      }
+      case CT_OFFLOAD_OP_DEL:
+      case CT_OFFLOAD_OP_FLUSH:
+      case CT_OFFLOAD_OP_EST:
+        op.error = 0;
+        break;
+      default:
+        op.error = valid_op_type(op.type) ? 0 : EINVAL;
+        break;
+    }
+  }
+}
+
+// ---- Introspection ----
+
+std::vector<std::string> Registry::providers() const {
+  ReadGuard guard(current_);
+  std::vector<std::string> names;
+  if (const Snapshot* s = guard.get()) {
+    for (const auto& e : s->entries) names.push_back(e.name);
+  }
+  return names;
+}
+
+std::shared_ptr<Provider> Registry::find(std::string_view name) const {
+  ReadGuard guard(current_);
+  if (const Snapshot* s = guard.get()) {
+    for (const auto& e : s->entries) {
+      if (e.name == name) return e.provider;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace ctoffload
