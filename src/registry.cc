@@ -216,8 +216,10 @@ Status Registry::add_entry(std::shared_ptr<Provider> provider, const ct_offload_
   // init() runs under the writer lock (as in the RFC) but not under any
   // dispatch lock: dispatch goes on meanwhile on the current snapshot.
   if (int err = provider->init(); err != 0) {
-    logger()->warn("provider '{}' failed to initialize: {}", name, std::strerror(err));
-    return Status::error(err, "provider '" + name + "' failed to initialize: " + std::strerror(err));
+    std::string why = provider->init_failure();
+    if (why.empty()) why = std::strerror(err);
+    logger()->warn("provider '{}' failed to initialize: {}", name, why);
+    return Status::error(err, "provider '" + name + "' failed to initialize: " + why);
   }
   Snapshot::Entry entry;
   entry.identity = cls ? static_cast<const void*>(cls) : static_cast<const void*>(provider.get());

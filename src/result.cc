@@ -8,7 +8,10 @@ namespace ctoffload {
 std::string Status::to_string() const {
   if (ok()) return "ok";
   const char* name = strerrorname_np(err());
-  return message_ + " (" + std::strerror(err()) + ", " + (name ? std::string(name) : "errno " + std::to_string(err())) + ")";
+  std::string label = name ? std::string(name) : "errno " + std::to_string(err());
+  // Messages from the netlink layer already name the errno; say it once.
+  if (message_.find(label) != std::string::npos) return message_;
+  return message_ + " (" + std::strerror(err()) + ", " + label + ")";
 }
 
 }  // namespace ctoffload

@@ -192,6 +192,7 @@ TEST_F(RegistryTest, ModuleInitRegistersNothingForAnEmptyPriority) {
 }
 
 TEST_F(RegistryTest, ModuleInitAppliesOptionsAndLocksThemWhileRegistered) {
+  ASSERT_TRUE(reg_.config().set("priority", "software").ok());
   ASSERT_TRUE(reg_.config().set("software.capacity", "1000").ok());
   EXPECT_TRUE(reg_.module_init().ok());
   auto sw = std::dynamic_pointer_cast<SoftwareProvider>(reg_.find("software"));

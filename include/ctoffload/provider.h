@@ -31,6 +31,9 @@ class Provider {
 
   // Called once by Registry::add(); non-zero refuses the registration.
   virtual int init() { return 0; }
+  // After init() failed: a sentence saying why ("this kernel has no
+  // nftables flowtables"), used in the registry's error; may be empty.
+  virtual std::string init_failure() const { return {}; }
 
   // The RFC's callbacks.  The defaults are what a NULL member of a C class
   // means: can_offload says yes, conn_update knows nothing.  has_conn_add()
