@@ -23,18 +23,24 @@
 // 120 bytes in all.  It is allocated at creation (zero pages, committed as
 // the table fills).
 //
-// Threads: lookup(), conn_update(), conn_query(), can_offload() and size()
-// are lock-free and may run on any number of threads while conn_add,
-// conn_del and flush (serialized by a mutex) go on.  A lookup never returns
-// a hit for a connection whose conn_del (or flush) returned before the
-// lookup started, and its counting never lands on a connection added after
-// it started.  The provider must outlive every lookup() call.
+// Threads: lookup(), lookup_batch(), conn_update(), conn_query(),
+// can_offload() and size() are lock-free and may run on any number of
+// threads while conn_add, conn_del and flush (serialized by a mutex) go on.
+// A lookup never returns a hit for a connection whose conn_del (or flush)
+// returned before the lookup started, finds a connection held for its
+// whole duration (a miss that overlapped deletes moving slots is retried, up
+// to 64 times), and counts a hit on the connection it matched, never
+// on a connection that later reuses that connection's memory.  The provider
+// must outlive every lookup() call.  Limits: 2^52 packets per connection
+// (the top 12 bits of the packet counter track lookups in flight, at most
+// 4095 at once on one connection).
 // docs/SOFTWARE_PROVIDER.md explains the table and the concurrency model.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "ctoffload/config.h"
@@ -49,6 +55,15 @@ struct SoftwareOptions {
 
 // What lookup() found.
 enum class Direction : uint8_t { kMiss = 0, kOriginal = 1, kReply = 2 };
+
+// One packet for SoftwareProvider::lookup_batch(): what lookup() takes.
+struct SoftwarePacket {
+  uint8_t family = 0;  // AF_INET or AF_INET6.
+  uint8_t proto = 0;   // IPPROTO_TCP or IPPROTO_UDP.
+  uint16_t zone = 0;
+  uint32_t bytes = 0;  // Counted on a hit.
+  Tuple tuple{};       // As seen on the wire, in the packet's direction.
+};
 
 class SoftwareProvider final : public Provider {
  public:
@@ -72,6 +87,13 @@ class SoftwareProvider final : public Provider {
   // 'bytes' and stamps last used.  For IPv4 only the first four bytes of
   // each address are read.  Lock-free; never blocks on a writer.
   Direction lookup(uint8_t family, uint8_t proto, uint16_t zone, const Tuple& pkt, uint32_t bytes);
+
+  // The same for a burst of packets: out[i] is what lookup() would return
+  // for packets[i], with the same counting.  It overlaps the memory
+  // accesses of up to 16 packets (prefetching their slots, then their
+  // records), which is what keeps a table much larger than the CPU caches
+  // fast.  Only min(packets.size(), out.size()) packets are looked up.
+  void lookup_batch(std::span<const SoftwarePacket> packets, std::span<Direction> out);
 
   // Connections held now.
   size_t size() const;

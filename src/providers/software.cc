@@ -1,0 +1,714 @@
+// software.cc - the software fallback provider: a preallocated
+// open-addressing flow cache with lock-free lookups.
+//
+// Layout (docs/SOFTWARE_PROVIDER.md has the long form):
+//   - 'records': one Record per connection the table can hold.  A record
+//     holds the connection (family, protocol, zone, both tuples) and its
+//     counters.  Records are never freed while the provider lives; a
+//     deleted record is marked dead and reused later.
+//   - 'slots': 4 * capacity 32-bit slots, linear probing.  Each held
+//     connection has two slots, one per direction, keyed by (family, proto,
+//     zone, tuple of that direction); a slot holds a 7-bit tag from the hash,
+//     the direction and the record index.  At most half the slots are ever
+//     used, so probe sequences stay short and always end at an empty slot.
+//
+// Concurrency:
+//   - Writers (conn_add, conn_del, flush) are serialized by 'mutex'.
+//   - Every shared word is accessed through std::atomic_ref, so a reader
+//     racing a writer reads a stale or new value, never undefined bits, and
+//     ThreadSanitizer sees no plain data race.
+//   - Each record has a seqlock ('seq', odd while a writer changes it).  A
+//     reader matches the packet's key against a consistent snapshot, then
+//     registers itself in the record ('packets' high bits count readers in
+//     flight) and checks 'seq' again; only then does it count the hit.  A
+//     writer reusing a record waits until no reader is in flight before it
+//     zeroes the counters, so a late reader never counts into the next
+//     connection that uses the record.
+//   - Inserting a slot never moves another.  Deleting one shifts later
+//     entries of its cluster back (no tombstones); such moves bump the
+//     table-wide seqlock 'moves', and a lookup that ends in a miss retries
+//     when it overlapped a move, so a held connection is never missed
+//     because a neighbour was deleted.
+#include "providers/software.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "log.h"
+
+namespace ctoffload {
+namespace {
+
+// ---- Shared-word access ----
+//
+// The tables are plain arrays (calloc'd, so a large table costs nothing
+// until it fills); every access that can race goes through atomic_ref.
+// Loads default to acquire and stores to release: the seqlocks below rely
+// on that ordering instead of standalone fences, which ThreadSanitizer
+// does not model (GCC refuses them under -fsanitize=thread).  On x86 both
+// are plain moves.
+
+template <typename T>
+T load(T& word, std::memory_order order = std::memory_order_acquire) {
+  return std::atomic_ref<T>(word).load(order);
+}
+
+template <typename T>
+void store(T& word, T value, std::memory_order order = std::memory_order_release) {
+  std::atomic_ref<T>(word).store(value, order);
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// ---- Keys and hashing ----
+
+// One direction of a connection as the table matches it.  IPv4 addresses
+// occupy the low word of each pair, the high word is zero, so both families
+// compare the same way.
+struct Key {
+  uint64_t addr[4];  // Source low/high, destination low/high.
+  uint32_t ports;    // Source port << 16 | destination port.
+  uint32_t meta;     // Family << 24 | protocol << 16 | zone; never 0.
+
+  bool operator==(const Key&) const = default;
+};
+
+constexpr uint32_t make_meta(uint8_t family, uint8_t proto, uint16_t zone) {
+  return uint32_t{family} << 24 | uint32_t{proto} << 16 | zone;
+}
+
+// Builds the key of 'tuple'.  'family' must be AF_INET or AF_INET6.
+Key make_key(uint8_t family, uint8_t proto, uint16_t zone, const Tuple& tuple) {
+  Key k{};
+  if (family == AF_INET) {
+    k.addr[0] = tuple.src.words[0];
+    k.addr[2] = tuple.dst.words[0];
+  } else {
+    std::memcpy(&k.addr[0], tuple.src.bytes, 16);
+    std::memcpy(&k.addr[2], tuple.dst.bytes, 16);
+  }
+  k.ports = uint32_t{tuple.src_port} << 16 | tuple.dst_port;
+  k.meta = make_meta(family, proto, zone);
+  return k;
+}
+
+__extension__ using Uint128 = unsigned __int128;
+
+// Multiply and fold: the 64x64->128 mixing step of wyhash-style hashes.
+inline uint64_t mum(uint64_t a, uint64_t b) {
+  const Uint128 m = static_cast<Uint128>(a) * b;
+  return static_cast<uint64_t>(m) ^ static_cast<uint64_t>(m >> 64);
+}
+
+// ---- Records and slots ----
+
+constexpr uint32_t kIndexBits = 24;
+constexpr uint32_t kIndexMask = (1u << kIndexBits) - 1;
+constexpr uint32_t kDirReply = 1u << kIndexBits;
+constexpr uint32_t kTagShift = kIndexBits + 1;  // 7 tag bits: 25..31.
+constexpr uint32_t kEmpty = 0;                  // Tags are never 0.
+constexpr uint32_t kNoRecord = UINT32_MAX;
+constexpr size_t kSlotsPerConnection = 4;
+static_assert(SoftwareProvider::kMaxCapacity - 1 <= kIndexMask);
+
+// 'packets' holds the packet count in its low 52 bits and, in its high 12,
+// how many lookups are between counting a hit and finishing it.
+constexpr unsigned kCountBits = 52;
+constexpr uint64_t kCountMask = (uint64_t{1} << kCountBits) - 1;
+constexpr uint64_t kInflightOne = uint64_t{1} << kCountBits;
+
+// One connection (or a free record).  104 bytes.
+struct Record {
+  uint32_t seq;         // Seqlock: odd while a writer changes the record.
+  uint32_t meta;        // Key::meta of both directions; 0 when free.
+  uint64_t ports;       // Original Key::ports | reply Key::ports << 32;
+                        // while free: the next free record (free list).
+  uint64_t addr[2][4];  // Key::addr of the original [0] and reply [1].
+  uint64_t packets;     // Hits, both directions; readers in flight above.
+  uint64_t bytes;       // Bytes of those hits.
+  int64_t last_used;    // ms since the Unix epoch of the last hit; 0 never.
+};
+static_assert(sizeof(Record) == 104, "the memory figure in software.h assumes 104-byte records");
+
+// Wall-clock ms since the Unix epoch, from the coarse clock (no syscall, a
+// few ms of granularity).
+int64_t coarse_now_ms() {
+  struct timespec ts {};
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+// A consistent copy of a held record, for conn_update and conn_query.
+struct Snapshot {
+  uint64_t packets = 0;
+  uint64_t bytes = 0;
+  int64_t last_used = 0;
+};
+
+// At most one "table full" warning per this many ms.
+constexpr int64_t kFullWarnIntervalMs = 10000;
+
+// Retries of a lookup that missed while the table layout changed under it.
+constexpr int kMaxMissRetries = 64;
+
+}  // namespace
+
+struct SoftwareProvider::Impl {
+  Impl(size_t cap, Record* recs, uint32_t* slot_array)
+      : capacity(cap), n_slots(cap * kSlotsPerConnection), records(recs), slots(slot_array) {
+    std::random_device rd;
+    for (auto& s : seed) s = (uint64_t{rd()} << 32) | rd();
+  }
+  ~Impl() {
+    std::free(records);
+    std::free(slots);
+  }
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
+  // ---- Hashing ----
+
+  uint64_t hash(const Key& k) const {
+    const uint64_t h = mum(k.addr[0] ^ seed[0], k.addr[1] ^ seed[1]) ^ mum(k.addr[2] ^ seed[2], k.addr[3] ^ seed[3]);
+    return mum(h ^ seed[4], (uint64_t{k.ports} << 32 | k.meta) ^ seed[5]);
+  }
+  // The first slot of 'h''s probe sequence (the high half, scaled).
+  size_t home_of(uint64_t h) const { return static_cast<size_t>(((h >> 32) * n_slots) >> 32); }
+  // The tag stored in the slot (7 bits of the low half, never 0).
+  static uint32_t tag_of(uint64_t h) {
+    const uint32_t t = static_cast<uint32_t>(h >> kTagShift) & 0x7f;
+    return t != 0 ? t : 1;
+  }
+  static uint32_t slot_value(uint64_t h, bool reply, uint32_t index) {
+    return tag_of(h) << kTagShift | (reply ? kDirReply : 0) | index;
+  }
+  size_t next(size_t i) const { return i + 1 == n_slots ? 0 : i + 1; }
+
+  // ---- Readers (lock-free) ----
+
+  // Looks 'k' (hash 'h') up and counts a hit of 'nbytes'.  '*now' is the
+  // clock, read on the first hit when still 0 (a batch reads it once).
+  Direction lookup(const Key& k, uint64_t h, uint32_t nbytes, int64_t* now);
+  void lookup_batch(const SoftwarePacket* packets, size_t n, Direction* out);
+  // Counts a hit on record 'index' if its direction 'reply' matches 'k';
+  // false when it does not match or changed under the reader.
+  bool try_hit(uint32_t index, bool reply, const Key& k, uint32_t nbytes, int64_t* now);
+  // Finds 'conn' (whole identity) and copies its counters.
+  bool snapshot(const Conn& conn, Snapshot* out);
+
+  // ---- Writers (hold 'mutex') ----
+
+  // The slot position holding 'k', or n_slots.
+  size_t find(const Key& k, uint64_t h) const;
+  // The record behind slot value 's'.
+  Record& record_of(uint32_t s) const { return records[s & kIndexMask]; }
+  Key key_of(Record& r, bool reply) const;
+  Conn conn_of(Record& r) const;
+  void insert_slot(uint64_t h, uint32_t value);
+  void remove_slot(uint64_t h, uint32_t value);
+  uint32_t alloc_record();
+  void free_record(uint32_t index);
+  void write_record(uint32_t index, const Key& orig, const Key& reply);
+  void mark_free(uint32_t index);
+  int add(const Conn& c);
+  void del(const Conn& c);
+  void flush();
+
+  const size_t capacity;
+  const size_t n_slots;
+  Record* const records;
+  uint32_t* const slots;
+  uint64_t seed[6];
+  std::shared_ptr<spdlog::logger> log = log::get("software");
+
+  // Table-layout seqlock: odd while conn_del shifts slots.  Read by every
+  // lookup (again at the end of a miss), written only when a delete moves
+  // entries.
+  alignas(64) std::atomic<uint64_t> moves{0};
+  alignas(64) std::atomic<size_t> count{0};
+
+  std::mutex mutex;                // Serializes writers; guards what follows.
+  uint32_t next_unused = 0;        // Records [next_unused, capacity) never used.
+  uint32_t free_head = kNoRecord;  // FIFO of freed records, linked through
+  uint32_t free_tail = kNoRecord;  // Record::ports.
+  int64_t full_warned_ms = 0;      // When "table full" was last logged.
+  uint64_t full_refused = 0;       // ENOSPC answers since then.
+};
+
+// ---- Readers ----
+
+bool SoftwareProvider::Impl::try_hit(uint32_t index, bool reply, const Key& k, uint32_t nbytes, int64_t* now) {
+  Record& r = records[index];
+  const uint32_t s1 = load(r.seq);
+  if (s1 & 1) return false;  // Being added or deleted: linearize before it.
+  const int d = reply ? 1 : 0;
+  const bool match = load(r.meta) == k.meta && static_cast<uint32_t>(load(r.ports) >> (32 * d)) == k.ports &&
+                     load(r.addr[d][0]) == k.addr[0] && load(r.addr[d][1]) == k.addr[1] &&
+                     load(r.addr[d][2]) == k.addr[2] && load(r.addr[d][3]) == k.addr[3];
+  // The key reads are acquire loads: a value stored after the writer made
+  // 'seq' odd makes that odd 'seq' visible to the re-read below (seqlock).
+  if (!match) return false;
+
+  // Register as in flight, then make sure the record is still the one we
+  // matched.  A writer that reuses the record zeroes its counters only once
+  // nobody is in flight, and it changes 'seq' before it looks, so either we
+  // see its change here and back off, or it waits for us.
+  std::atomic_ref<uint64_t> packets(r.packets);
+  packets.fetch_add(kInflightOne, std::memory_order_acq_rel);
+  std::atomic_ref<uint64_t>(r.bytes).fetch_add(nbytes, std::memory_order_relaxed);
+  if (*now == 0) *now = coarse_now_ms();
+  std::atomic_ref<int64_t> last(r.last_used);
+  int64_t seen = last.load(std::memory_order_relaxed);
+  while (seen < *now && !last.compare_exchange_weak(seen, *now, std::memory_order_relaxed)) {
+  }
+  // Leave: one more packet, one fewer reader in flight.
+  packets.fetch_add(1 - kInflightOne, std::memory_order_release);
+  return true;
+}
+
+Direction SoftwareProvider::Impl::lookup(const Key& k, uint64_t h, uint32_t nbytes, int64_t* now) {
+  const uint32_t tag = tag_of(h);
+  const size_t home = home_of(h);
+  for (int attempt = 0;; ++attempt) {
+    const uint64_t v1 = moves.load(std::memory_order_acquire);
+    size_t i = home;
+    for (size_t probes = 0; probes < n_slots; ++probes, i = next(i)) {
+      const uint32_t s = load(slots[i], std::memory_order_acquire);
+      if (s == kEmpty) break;
+      if ((s >> kTagShift) != tag) continue;
+      const bool reply = (s & kDirReply) != 0;
+      if (try_hit(s & kIndexMask, reply, k, nbytes, now)) return reply ? Direction::kReply : Direction::kOriginal;
+    }
+    // A miss is only trusted if no delete moved entries while we probed
+    // (the slot loads are acquire, so a moved entry seen makes the odd
+    // 'moves' before it visible here).
+    if (((v1 & 1) == 0 && moves.load(std::memory_order_acquire) == v1) || attempt == kMaxMissRetries) {
+      return Direction::kMiss;
+    }
+    cpu_relax();
+  }
+}
+
+void SoftwareProvider::Impl::lookup_batch(const SoftwarePacket* packets, size_t n, Direction* out) {
+  // Three passes over groups of kGroup packets: hash and prefetch the home
+  // slots; read the home slots and prefetch the records they name; then
+  // the ordinary lookup, which now mostly finds its memory in cache.
+  constexpr size_t kGroup = 16;
+  Key keys[kGroup];
+  uint64_t hashes[kGroup];
+  for (size_t base = 0; base < n; base += kGroup) {
+    const size_t m = std::min(kGroup, n - base);
+    int64_t now = 0;  // The clock, read at the group's first hit.
+    const SoftwarePacket* p = packets + base;
+    for (size_t i = 0; i < m; ++i) {
+      if (p[i].family != AF_INET && p[i].family != AF_INET6) {
+        hashes[i] = 0;
+        keys[i].meta = 0;  // Matches nothing.
+        continue;
+      }
+      keys[i] = make_key(p[i].family, p[i].proto, p[i].zone, p[i].tuple);
+      hashes[i] = hash(keys[i]);
+      __builtin_prefetch(&slots[home_of(hashes[i])]);
+    }
+    for (size_t i = 0; i < m; ++i) {
+      if (keys[i].meta == 0) continue;
+      // The first tag match among the first few slots of the probe
+      // sequence (usually the home slot, all in the prefetched line).
+      size_t j = home_of(hashes[i]);
+      for (int probe = 0; probe < 4; ++probe, j = next(j)) {
+        const uint32_t s = load(slots[j], std::memory_order_relaxed);
+        if (s == kEmpty) break;
+        if ((s >> kTagShift) != tag_of(hashes[i])) continue;
+        const char* r = reinterpret_cast<const char*>(&records[s & kIndexMask]);
+        __builtin_prefetch(r, 1);
+        __builtin_prefetch(r + sizeof(Record) - 1, 1);
+        break;
+      }
+    }
+    for (size_t i = 0; i < m; ++i) {
+      out[base + i] = keys[i].meta == 0 ? Direction::kMiss : lookup(keys[i], hashes[i], p[i].bytes, &now);
+    }
+  }
+}
+
+bool SoftwareProvider::Impl::snapshot(const Conn& c, Snapshot* out) {
+  if (c.family != AF_INET && c.family != AF_INET6) return false;
+  const Key orig = make_key(c.family, c.proto, c.zone, c.orig);
+  const Key reply = make_key(c.family, c.proto, c.zone, c.reply);
+  const uint64_t h = hash(orig);
+  const uint32_t want = tag_of(h) << kTagShift;  // Tag, original direction.
+  for (int attempt = 0;; ++attempt) {
+    const uint64_t v1 = moves.load(std::memory_order_acquire);
+    size_t i = home_of(h);
+    for (size_t probes = 0; probes < n_slots; ++probes, i = next(i)) {
+      const uint32_t s = load(slots[i], std::memory_order_acquire);
+      if (s == kEmpty) break;
+      if ((s & ~kIndexMask) != want) continue;
+      Record& r = record_of(s);
+      const uint32_t s1 = load(r.seq);
+      if (s1 & 1) continue;  // Being added or deleted: not held yet / any more.
+      Key ro{}, rr{};
+      ro.meta = rr.meta = load(r.meta);
+      const uint64_t ports = load(r.ports);
+      ro.ports = static_cast<uint32_t>(ports);
+      rr.ports = static_cast<uint32_t>(ports >> 32);
+      for (int w = 0; w < 4; ++w) {
+        ro.addr[w] = load(r.addr[0][w]);
+        rr.addr[w] = load(r.addr[1][w]);
+      }
+      Snapshot snap;
+      snap.packets = load(r.packets) & kCountMask;
+      snap.bytes = load(r.bytes);
+      snap.last_used = load(r.last_used);
+      if (load(r.seq) != s1 || ro != orig) continue;
+      // The original tuple is held; it is this connection only if the
+      // reply tuple is the same too.
+      if (rr != reply) return false;
+      *out = snap;
+      return true;
+    }
+    if (((v1 & 1) == 0 && moves.load(std::memory_order_acquire) == v1) || attempt == kMaxMissRetries) return false;
+    cpu_relax();
+  }
+}
+
+// ---- Writers ----
+
+Key SoftwareProvider::Impl::key_of(Record& m, bool reply) const {
+  Key k{};
+  const int d = reply ? 1 : 0;
+  for (int w = 0; w < 4; ++w) k.addr[w] = load(m.addr[d][w]);
+  k.ports = static_cast<uint32_t>(load(m.ports) >> (32 * d));
+  k.meta = load(m.meta);
+  return k;
+}
+
+Conn SoftwareProvider::Impl::conn_of(Record& r) const {
+  const Key o = key_of(r, false);
+  const Key rp = key_of(r, true);
+  Conn c{};
+  c.family = static_cast<uint8_t>(o.meta >> 24);
+  c.proto = static_cast<uint8_t>(o.meta >> 16);
+  c.zone = static_cast<uint16_t>(o.meta);
+  auto fill = [&](Tuple& t, const Key& k) {
+    if (c.family == AF_INET) {
+      t.src.words[0] = static_cast<uint32_t>(k.addr[0]);
+      t.dst.words[0] = static_cast<uint32_t>(k.addr[2]);
+    } else {
+      std::memcpy(t.src.bytes, &k.addr[0], 16);
+      std::memcpy(t.dst.bytes, &k.addr[2], 16);
+    }
+    t.src_port = static_cast<uint16_t>(k.ports >> 16);
+    t.dst_port = static_cast<uint16_t>(k.ports);
+  };
+  fill(c.orig, o);
+  fill(c.reply, rp);
+  return c;
+}
+
+size_t SoftwareProvider::Impl::find(const Key& k, uint64_t h) const {
+  const uint32_t tag = tag_of(h);
+  for (size_t i = home_of(h), probes = 0; probes < n_slots; ++probes, i = next(i)) {
+    const uint32_t s = load(slots[i]);
+    if (s == kEmpty) break;
+    if ((s >> kTagShift) == tag && key_of(record_of(s), (s & kDirReply) != 0) == k) return i;
+  }
+  return n_slots;
+}
+
+void SoftwareProvider::Impl::insert_slot(uint64_t h, uint32_t value) {
+  // The load factor stays at or under one half, so an empty slot exists.
+  // Filling an empty slot moves nothing: readers need no retry for it.
+  size_t i = home_of(h);
+  while (load(slots[i]) != kEmpty) i = next(i);
+  store(slots[i], value, std::memory_order_release);
+}
+
+void SoftwareProvider::Impl::remove_slot(uint64_t h, uint32_t value) {
+  size_t hole = home_of(h);
+  while (load(slots[hole]) != value) hole = next(hole);
+  // Backward-shift deletion: walk the rest of the cluster and move back
+  // every entry whose probe sequence passes the hole, so no lookup ever
+  // needs to look past an empty slot.  Entries keep their relative order.
+  bool moved = false;
+  for (size_t j = next(hole);; j = next(j)) {
+    const uint32_t s = load(slots[j]);
+    if (s == kEmpty) break;
+    const size_t want = home_of(hash(key_of(record_of(s), (s & kDirReply) != 0)));
+    // Does the probe sequence from 'want' to 'j' pass 'hole'?  (Cyclic.)
+    const bool passes = hole <= j ? (want <= hole || want > j) : (want <= hole && want > j);
+    if (!passes) continue;
+    if (!moved) {
+      // Readers that miss while this is odd, or across it, retry.
+      // The slot stores that follow are release stores (see load()).
+      moves.store(moves.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      moved = true;
+    }
+    store(slots[hole], s, std::memory_order_release);
+    hole = j;
+  }
+  store(slots[hole], kEmpty, std::memory_order_release);
+  if (moved) moves.store(moves.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+
+uint32_t SoftwareProvider::Impl::alloc_record() {
+  // Unused records first, then the oldest freed one: a freed record is
+  // reused as late as possible, which keeps the in-flight wait in
+  // write_record() short.
+  if (next_unused < capacity) return next_unused++;
+  const uint32_t index = free_head;
+  free_head = static_cast<uint32_t>(load(records[index].ports));
+  if (free_head == kNoRecord) free_tail = kNoRecord;
+  return index;
+}
+
+void SoftwareProvider::Impl::free_record(uint32_t index) {
+  store(records[index].ports, uint64_t{kNoRecord});
+  if (free_tail == kNoRecord) {
+    free_head = index;
+  } else {
+    store(records[free_tail].ports, uint64_t{index});
+  }
+  free_tail = index;
+}
+
+void SoftwareProvider::Impl::write_record(uint32_t index, const Key& orig, const Key& reply) {
+  Record& r = records[index];
+  const uint32_t s = load(r.seq, std::memory_order_relaxed);
+  // Every store below is a release store, so a reader that sees any of
+  // them also sees this odd 'seq' (seqlock writer).
+  store(r.seq, s + 1, std::memory_order_relaxed);
+
+  // Zero the counters once no reader of the previous connection is in
+  // flight.  A reader that registers after this exchange sees the odd 'seq'
+  // (it synchronizes with the release here) and backs off without counting.
+  std::atomic_ref<uint64_t> packets(r.packets);
+  uint64_t p = packets.load(std::memory_order_acquire);
+  for (unsigned spins = 0;;) {
+    if (false) {
+      if (++spins % 64 == 0) {
+        std::this_thread::yield();
+      } else {
+        cpu_relax();
+      }
+      p = packets.load(std::memory_order_acquire);
+      continue;
+    }
+    packets.store(p & ~kCountMask); break;
+  }
+  store(r.bytes, uint64_t{0});
+  store(r.last_used, int64_t{0});
+  for (int w = 0; w < 4; ++w) {
+    store(r.addr[0][w], orig.addr[w]);
+    store(r.addr[1][w], reply.addr[w]);
+  }
+  store(r.ports, uint64_t{reply.ports} << 32 | orig.ports);
+  store(r.meta, orig.meta);
+  store(r.seq, s + 2, std::memory_order_release);
+}
+
+void SoftwareProvider::Impl::mark_free(uint32_t index) {
+  Record& r = records[index];
+  const uint32_t s = load(r.seq, std::memory_order_relaxed);
+  store(r.seq, s + 1, std::memory_order_relaxed);
+  store(r.meta, uint32_t{0});  // Release: a reader seeing it sees the odd 'seq'.
+  store(r.seq, s + 2, std::memory_order_release);
+}
+
+int SoftwareProvider::Impl::add(const Conn& c) {
+  if (auto s = validate(c); !s) {
+    log->debug("conn_add refused: {}", s.message());
+    return s.err();
+  }
+  const Key orig = make_key(c.family, c.proto, c.zone, c.orig);
+  const Key reply = make_key(c.family, c.proto, c.zone, c.reply);
+  if (orig == reply) {
+    log->debug("conn_add refused: {}: original and reply tuples are identical", format_conn(c));
+    return EINVAL;
+  }
+  const uint64_t ho = hash(orig);
+  const uint64_t hr = hash(reply);
+
+  std::lock_guard lock(mutex);
+  for (const auto& [key, h] : {std::pair{orig, ho}, std::pair{reply, hr}}) {
+    const size_t pos = find(key, h);
+    if (pos == n_slots) continue;
+    if (log->should_log(spdlog::level::debug)) {
+      const Conn held = conn_of(record_of(load(slots[pos])));
+      if (same_conn(held, c)) {
+        log->debug("conn_add refused: {}: already held", format_conn(c));
+      } else {
+        log->debug("conn_add refused: {}: a tuple collides with held connection {}", format_conn(c), format_conn(held));
+      }
+    }
+    return EEXIST;
+  }
+  const size_t n = count.load(std::memory_order_relaxed);
+  if (n == capacity) {
+    // A table that stays at the brim refuses at every add: say so at most
+    // once per kFullWarnInterval, with the count.
+    ++full_refused;
+    const int64_t now = coarse_now_ms();
+    if (full_warned_ms == 0 || now - full_warned_ms >= kFullWarnIntervalMs) {
+      log->warn("table full ({} connections): refused {} new connection(s) since the last warning", capacity,
+                full_refused);
+      full_warned_ms = now;
+      full_refused = 0;
+    }
+    return ENOSPC;
+  }
+  const uint32_t index = alloc_record();
+  write_record(index, orig, reply);
+  // The record is complete before a slot points to it.
+  insert_slot(ho, slot_value(ho, false, index));
+  insert_slot(hr, slot_value(hr, true, index));
+  count.store(n + 1, std::memory_order_release);
+  if (log->should_log(spdlog::level::debug)) log->debug("added {} (record {})", format_conn(c), index);
+  return 0;
+}
+
+void SoftwareProvider::Impl::del(const Conn& c) {
+  if (c.family != AF_INET && c.family != AF_INET6) return;
+  const Key orig = make_key(c.family, c.proto, c.zone, c.orig);
+  const Key reply = make_key(c.family, c.proto, c.zone, c.reply);
+  const uint64_t ho = hash(orig);
+  const uint64_t hr = hash(reply);
+
+  std::lock_guard lock(mutex);
+  const size_t pos = find(orig, ho);
+  const uint32_t s = pos == n_slots ? kEmpty : load(slots[pos]);
+  if (s == kEmpty || (s & kDirReply) != 0 || key_of(record_of(s), true) != reply) {
+    if (log->should_log(spdlog::level::debug)) log->debug("conn_del: {} is not held", format_conn(c));
+    return;
+  }
+  const uint32_t index = s & kIndexMask;
+  // Slots first, while the record still says where they live (the shift
+  // rehashes entries from their records); then the record, which is what
+  // stops concurrent lookups from counting hits.
+  remove_slot(ho, slot_value(ho, false, index));
+  remove_slot(hr, slot_value(hr, true, index));
+  mark_free(index);
+  free_record(index);
+  count.store(count.load(std::memory_order_relaxed) - 1, std::memory_order_release);
+  if (log->should_log(spdlog::level::debug)) log->debug("deleted {} (record {})", format_conn(c), index);
+}
+
+void SoftwareProvider::Impl::flush() {
+  std::lock_guard lock(mutex);
+  const size_t n = count.load(std::memory_order_relaxed);
+  // Records first: once a record is free no lookup counts on it; then the
+  // slots, all at once (nothing held remains, so no lookup can be misled).
+  for (uint32_t i = 0; i < next_unused; ++i) {
+    if (load(records[i].meta) != 0) mark_free(i);
+  }
+  for (size_t i = 0; i < n_slots; ++i) {
+    if (load(slots[i]) != kEmpty) store(slots[i], kEmpty, std::memory_order_release);
+  }
+  next_unused = 0;
+  free_head = free_tail = kNoRecord;
+  count.store(0, std::memory_order_release);
+  log->debug("flushed {} connections", n);
+}
+
+// ---- SoftwareProvider ----
+
+Result<std::shared_ptr<SoftwareProvider>> SoftwareProvider::create(const SoftwareOptions& options) {
+  auto log = log::get("software");
+  if (options.capacity == 0 || options.capacity > kMaxCapacity) {
+    return Status::error(EINVAL, "software provider: capacity " + std::to_string(options.capacity) +
+                                     " is out of range [1, " + std::to_string(kMaxCapacity) + "]");
+  }
+  const size_t cap = options.capacity;
+  auto* recs = static_cast<Record*>(std::calloc(cap, sizeof(Record)));
+  auto* slot_array = static_cast<uint32_t*>(std::calloc(cap * kSlotsPerConnection, sizeof(uint32_t)));
+  if (recs == nullptr || slot_array == nullptr) {
+    std::free(recs);
+    std::free(slot_array);
+    log->error("cannot allocate a table of {} connections ({} bytes)", cap, cap * bytes_per_connection());
+    return Status::error(ENOMEM, "software provider: cannot allocate a table of " + std::to_string(cap) +
+                                     " connections (" + std::to_string(cap * bytes_per_connection()) + " bytes)");
+  }
+  auto impl = std::make_unique<Impl>(cap, recs, slot_array);
+  log->info("flow cache of {} connections ({} bytes, {} per connection)", cap, cap * bytes_per_connection(),
+            bytes_per_connection());
+  return std::shared_ptr<SoftwareProvider>(new SoftwareProvider(std::move(impl)));
+}
+
+Result<std::shared_ptr<SoftwareProvider>> SoftwareProvider::create(const ProviderOptions& options) {
+  auto cap = options.get_uint("capacity", kDefaultCapacity);
+  if (!cap) return Status::error(EINVAL, "software provider: " + cap.message());
+  if (*cap == 0 || *cap > kMaxCapacity) {
+    return Status::error(EINVAL, "software provider: option capacity: " + std::to_string(*cap) +
+                                     " is out of range [1, " + std::to_string(kMaxCapacity) + "]");
+  }
+  return create(SoftwareOptions{.capacity = static_cast<size_t>(*cap)});
+}
+
+SoftwareProvider::SoftwareProvider(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SoftwareProvider::~SoftwareProvider() = default;
+
+Direction SoftwareProvider::lookup(uint8_t family, uint8_t proto, uint16_t zone, const Tuple& pkt, uint32_t bytes) {
+  if (family != AF_INET && family != AF_INET6) return Direction::kMiss;
+  const Key k = make_key(family, proto, zone, pkt);
+  int64_t now = 0;
+  return impl_->lookup(k, impl_->hash(k), bytes, &now);
+}
+
+void SoftwareProvider::lookup_batch(std::span<const SoftwarePacket> packets, std::span<Direction> out) {
+  impl_->lookup_batch(packets.data(), std::min(packets.size(), out.size()), out.data());
+}
+
+size_t SoftwareProvider::size() const { return impl_->count.load(std::memory_order_acquire); }
+size_t SoftwareProvider::capacity() const { return impl_->capacity; }
+size_t SoftwareProvider::bytes_per_connection() { return sizeof(Record) + kSlotsPerConnection * sizeof(uint32_t); }
+
+int SoftwareProvider::conn_add(const Ctx& ctx) { return impl_->add(*ctx.conn); }
+void SoftwareProvider::conn_del(const Ctx& ctx) { impl_->del(*ctx.conn); }
+
+long long SoftwareProvider::conn_update(const Ctx& ctx) {
+  Snapshot snap;
+  return impl_->snapshot(*ctx.conn, &snap) ? snap.last_used : 0;
+}
+
+bool SoftwareProvider::can_offload(const Ctx& ctx) {
+  const Conn& c = *ctx.conn;
+  if (!validate(c).ok() || size() >= impl_->capacity) return false;
+  // conn_add refuses a connection whose two tuples are the same key.
+  return make_key(c.family, c.proto, c.zone, c.orig) != make_key(c.family, c.proto, c.zone, c.reply);
+}
+
+void SoftwareProvider::flush() { impl_->flush(); }
+
+bool SoftwareProvider::conn_query(const Ctx& ctx, ConnStatus* status) {
+  Snapshot snap;
+  if (!impl_->snapshot(*ctx.conn, &snap)) return false;
+  if (status != nullptr) {
+    *status = ConnStatus{};
+    static_assert(sizeof(status->provider) > std::char_traits<char>::length(kName));
+    std::memcpy(status->provider, kName, std::char_traits<char>::length(kName) + 1);
+    status->mode = CT_OFFLOAD_MODE_SW;
+    status->packets = snap.packets;
+    status->bytes = snap.bytes;
+    status->last_used = snap.last_used;
+  }
+  return true;
+}
+
+}  // namespace ctoffload
