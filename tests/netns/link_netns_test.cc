@@ -229,6 +229,11 @@ TEST_F(LinkNetns, MonitorStartsWithTheCurrentDevices) {
   ASSERT_TRUE(mon.ok()) << mon.message();
   EXPECT_EQ(mon->links().size(), 3u);
   EXPECT_EQ(mon->links().at(ip_ifindex("ct-a")), "ct-a");
+  // Its socket is close-on-exec and non-blocking.
+  const int fd = mon->borrow_fd_do_not_close();
+  ASSERT_GE(fd, 0);
+  EXPECT_NE(fcntl(fd, F_GETFD) & FD_CLOEXEC, 0);
+  EXPECT_NE(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
   // Nothing happened since: nothing to drain.
   auto st = mon->drain([](const LinkEvent& ev) { ADD_FAILURE() << "unexpected event for " << ev.name; });
   ASSERT_TRUE(st.ok()) << st.message();

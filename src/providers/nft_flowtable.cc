@@ -1,0 +1,1777 @@
+// nft_flowtable.cc - the kernel provider.
+//
+// The flow of one conn_add (follow the names):
+//   conn_add -> process(ops) -> run_segment()
+//     validate, resolve_device() for both directions (route_oif() when the
+//     context does not say), capacity
+//     -> ensure_devices(): new devices join a flowtable (hardware first when
+//        asked for, software when refused) in their own transaction
+//     -> one NftTxn: NEWSET/NEWRULE for a selection set not made yet, then
+//        NEWSETELEM of the connection's original tuple (nft_layout.h)
+//     -> per-element results; on success the record goes into 'conns'
+//     -> rollback_devices(): devices that joined for nothing leave again.
+//
+// Bookkeeping: ConnTable is an open-addressing index over dense 104-byte
+// records; devices and selection sets are small shared tables.
+#include "providers/nft_flowtable.h"
+
+#include <arpa/inet.h>
+#include <libmnl/libmnl.h>
+#include <libnftnl/set.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <system_error>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "log.h"
+#include "netlink/ctnetlink.h"
+#include "netlink/nft_socket.h"
+#include "netlink/nft_txn.h"
+#include "netlink/nl_error.h"
+#include "providers/nft_layout.h"
+
+namespace ctoffload {
+
+using nft::FtKind;
+using nft::SelKey;
+
+Result<HwOffload> parse_hw_offload(std::string_view text) {
+  if (text == "auto") return HwOffload::kAuto;
+  if (text == "on") return HwOffload::kOn;
+  if (text == "off") return HwOffload::kOff;
+  // Boolean spellings ("true", "no", "1", ...) mean on and off.
+  if (auto b = parse_bool(text)) return *b ? HwOffload::kOn : HwOffload::kOff;
+  return Status::error(EINVAL, "hw_offload must be auto, on or off, not '" + std::string(text) + "'");
+}
+
+std::string_view hw_offload_name(HwOffload mode) {
+  switch (mode) {
+    case HwOffload::kAuto:
+      return "auto";
+    case HwOffload::kOn:
+      return "on";
+    case HwOffload::kOff:
+      return "off";
+  }
+  return "?";
+}
+
+std::string_view ft_mode_name(FtMode mode) {
+  switch (mode) {
+    case FtMode::kNone:
+      return "none";
+    case FtMode::kSw:
+      return "sw";
+    case FtMode::kHw:
+      return "hw";
+  }
+  return "?";
+}
+
+namespace {
+
+FtMode mode_of(FtKind k) { return k == FtKind::kHw ? FtMode::kHw : FtMode::kSw; }
+
+long long realtime_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<long long>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+std::optional<size_t> read_conntrack_count() {
+  std::ifstream f("/proc/sys/net/netfilter/nf_conntrack_count");
+  size_t n = 0;
+  if (f >> n) return n;
+  return std::nullopt;
+}
+
+// ------------------------------------------------------------------------
+// The real device directory: link.h for names, features and events, plus a
+// route lookup (RTM_GETROUTE) that link.h does not have.
+// ------------------------------------------------------------------------
+
+class RouteClient {
+ public:
+  static Result<RouteClient> open() {
+    mnl_socket* nl = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
+    if (nl == nullptr) return netlink::errno_status(errno, "open rtnetlink socket for route lookups");
+    if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+      const int err = errno;
+      mnl_socket_close(nl);
+      return netlink::errno_status(err, "bind rtnetlink socket");
+    }
+    return RouteClient(nl);
+  }
+  RouteClient(RouteClient&& o) noexcept : nl_(std::exchange(o.nl_, nullptr)), seq_(o.seq_) {}
+  RouteClient& operator=(RouteClient&& o) noexcept {
+    std::swap(nl_, o.nl_);
+    std::swap(seq_, o.seq_);
+    return *this;
+  }
+  RouteClient(const RouteClient&) = delete;
+  RouteClient& operator=(const RouteClient&) = delete;
+  ~RouteClient() {
+    if (nl_ != nullptr) mnl_socket_close(nl_);
+  }
+
+  // The output device of the route to 'addr'.
+  Result<int> oif(uint8_t family, const Addr& addr) {
+    alignas(nlmsghdr) char buf[16384];
+    nlmsghdr* nlh = mnl_nlmsg_put_header(buf);
+    nlh->nlmsg_type = RTM_GETROUTE;
+    nlh->nlmsg_flags = NLM_F_REQUEST;
+    nlh->nlmsg_seq = ++seq_;
+    auto* rtm = static_cast<rtmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(rtmsg)));
+    rtm->rtm_family = family;
+    const size_t alen = family == AF_INET ? 4 : 16;
+    rtm->rtm_dst_len = static_cast<unsigned char>(alen * 8);
+    mnl_attr_put(nlh, RTA_DST, alen, addr.bytes);
+    const std::string what = "route lookup for " + format_address(family, addr);
+    if (mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len) < 0) return netlink::errno_status(errno, what);
+    const uint32_t portid = mnl_socket_get_portid(nl_);
+    for (;;) {
+      const ssize_t n = mnl_socket_recvfrom(nl_, buf, sizeof(buf));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return netlink::errno_status(errno, what);
+      }
+      int len = static_cast<int>(n);
+      for (auto* m = reinterpret_cast<const nlmsghdr*>(buf); mnl_nlmsg_ok(m, len); m = mnl_nlmsg_next(m, &len)) {
+        if (m->nlmsg_seq != seq_ || m->nlmsg_pid != portid) continue;
+        if (m->nlmsg_type == NLMSG_ERROR) {
+          auto ack = netlink::parse_kernel_ack(m, m->nlmsg_len);
+          if (!ack) return ack.status();
+          return ack->err ? netlink::kernel_status(*ack, what) : Status::error(ENOENT, what + ": no answer");
+        }
+        if (m->nlmsg_type != RTM_NEWROUTE) continue;
+        const auto* r = static_cast<const rtmsg*>(mnl_nlmsg_get_payload(m));
+        if (r->rtm_type == RTN_LOCAL) return Status::error(EADDRNOTAVAIL, what + ": the address is local");
+        if (r->rtm_type != RTN_UNICAST) return Status::error(EHOSTUNREACH, what + ": no unicast route");
+        int oif = 0;
+        const auto* end = reinterpret_cast<const char*>(mnl_nlmsg_get_payload_tail(m));
+        for (auto* a = static_cast<const nlattr*>(mnl_nlmsg_get_payload_offset(m, sizeof(rtmsg)));
+             mnl_attr_ok(a, static_cast<int>(end - reinterpret_cast<const char*>(a))); a = mnl_attr_next(a)) {
+          if (mnl_attr_get_type(a) == RTA_OIF && mnl_attr_get_payload_len(a) >= 4) {
+            oif = static_cast<int>(mnl_attr_get_u32(a));
+          }
+        }
+        if (oif <= 0) return Status::error(EHOSTUNREACH, what + ": the route has no output device");
+        return oif;
+      }
+    }
+  }
+
+ private:
+  explicit RouteClient(mnl_socket* nl) : nl_(nl) {}
+  mnl_socket* nl_ = nullptr;
+  uint32_t seq_ = 0;
+};
+
+class RealDevices final : public NftDeviceDirectory {
+ public:
+  static Result<std::unique_ptr<RealDevices>> open() {
+    auto client = netlink::LinkClient::open();
+    if (!client) return client.status();
+    auto routes = RouteClient::open();
+    if (!routes) return routes.status();
+    auto d = std::unique_ptr<RealDevices>(new RealDevices(std::move(*client), std::move(*routes)));
+    // Without link events a returning device is still found by the checks
+    // every operation makes, so a monitor that cannot open is not fatal.
+    auto mon = netlink::LinkMonitor::open();
+    if (mon) {
+      d->monitor_.emplace(std::move(*mon));
+    } else {
+      log::get("nft_flowtable")
+          ->warn("no link events ({}); devices are re-checked at each operation", mon.status().to_string());
+    }
+    return d;
+  }
+
+  Result<int> ifindex(std::string_view name) override { return client_.ifindex(name); }
+  Result<std::string> name(int ifindex) override { return client_.name(ifindex); }
+  Result<bool> hw_tc_offload(std::string_view name) override {
+    auto f = client_.hw_tc_offload(name);
+    if (!f) {
+      if (f.err() == EOPNOTSUPP) return false;
+      return f.status();
+    }
+    return f->active;
+  }
+  Result<int> route_oif(uint8_t family, const Addr& addr) override { return routes_.oif(family, addr); }
+  void poll_events(const std::function<void(const netlink::LinkEvent&)>& on_event) override {
+    if (!monitor_) return;
+    auto r = monitor_->drain(on_event);
+    if (!r) log::get("nft_flowtable")->warn("reading link events: {}", r.status().to_string());
+  }
+
+ private:
+  RealDevices(netlink::LinkClient client, RouteClient routes)
+      : client_(std::move(client)), routes_(std::move(routes)) {}
+  netlink::LinkClient client_;
+  RouteClient routes_;
+  std::optional<netlink::LinkMonitor> monitor_;
+};
+
+// ------------------------------------------------------------------------
+// Connection records
+// ------------------------------------------------------------------------
+
+constexpr uint16_t kNoDevice = 0xffff;
+
+// Record flags.
+constexpr uint8_t kRecHw = 0x1;          // In a hardware-flowtable set.
+constexpr uint8_t kRecSeen = 0x2;        // Counters observed at least once.
+constexpr uint8_t kRecNoCounters = 0x4;  // The conntrack entry has no accounting.
+
+struct Record {
+  Conn conn;          // 80 bytes: identity (family, proto, zone, both tuples).
+  uint64_t packets;   // Both directions, at the last observation.
+  int64_t last_used;  // ms since the epoch when 'packets' last changed; 0 = not yet.
+  uint16_t iif;       // Device of the original direction (index into devices).
+  uint16_t riif;      // Device of the reply direction, kNoDevice if unknown.
+  uint8_t flags;
+};
+static_assert(sizeof(Conn) == 80, "Conn layout changed");
+static_assert(sizeof(Record) <= 104, "keep per-connection bookkeeping compact");
+
+bool same_key(const Conn& a, uint8_t family, uint8_t proto, uint16_t zone, const Tuple& orig) {
+  return a.family == family && a.proto == proto && a.zone == zone && same_tuple(a.orig, orig);
+}
+
+// Dense records plus a linear-probing index on (family, proto, zone,
+// original tuple).  Erasing moves the last record into the hole, so the
+// records in use are always the first size() of the array and the memory
+// touched follows the number held, not the capacity.
+class ConnTable {
+ public:
+  static constexpr size_t npos = SIZE_MAX;
+
+  Status init(size_t capacity) {
+    capacity_ = capacity;
+    // calloc: pages are committed as records are used.
+    records_.reset(static_cast<Record*>(std::calloc(capacity, sizeof(Record))));
+    size_t slots = 16;
+    while (slots < capacity * 2) slots <<= 1;
+    slots_.reset(static_cast<uint32_t*>(std::calloc(slots, sizeof(uint32_t))));
+    if (!records_ || !slots_) return Status::error(ENOMEM, "cannot allocate the connection table");
+    mask_ = slots - 1;
+    size_ = 0;
+    return {};
+  }
+
+  size_t size() const { return size_; }
+  size_t capacity() const { return capacity_; }
+  Record& at(size_t i) { return records_.get()[i]; }
+  const Record& at(size_t i) const { return records_.get()[i]; }
+
+  size_t find(uint8_t family, uint8_t proto, uint16_t zone, const Tuple& orig) const {
+    if (!slots_) return npos;
+    size_t s = hash_tuple(family, proto, zone, orig) & mask_;
+    for (;;) {
+      const uint32_t v = slots_.get()[s];
+      if (v == 0) return npos;
+      if (same_key(at(v - 1).conn, family, proto, zone, orig)) return v - 1;
+      s = (s + 1) & mask_;
+    }
+  }
+  size_t find(const Conn& c) const { return find(c.family, c.proto, c.zone, c.orig); }
+
+  // Adds 'r' (the caller checked room and absence); returns its index.
+  size_t insert(const Record& r) {
+    const size_t i = size_++;
+    at(i) = r;
+    size_t s = slot_of(r.conn);
+    while (slots_.get()[s] != 0) s = (s + 1) & mask_;
+    slots_.get()[s] = static_cast<uint32_t>(i + 1);
+    return i;
+  }
+
+  // Removes record 'i'; the last record takes its index.
+  void erase(size_t i) {
+    remove_slot(i);
+    const size_t last = size_ - 1;
+    if (i != last) {
+      // Re-point the last record's slot at its new index.
+      size_t s = slot_of(at(last).conn);
+      while (slots_.get()[s] != last + 1) s = (s + 1) & mask_;
+      slots_.get()[s] = static_cast<uint32_t>(i + 1);
+      at(i) = at(last);
+    }
+    std::memset(&at(last), 0, sizeof(Record));
+    --size_;
+  }
+
+  void clear() {
+    if (slots_) std::memset(slots_.get(), 0, (mask_ + 1) * sizeof(uint32_t));
+    if (records_) std::memset(records_.get(), 0, size_ * sizeof(Record));
+    size_ = 0;
+  }
+
+ private:
+  struct Free {
+    void operator()(void* p) const noexcept { std::free(p); }
+  };
+
+  size_t slot_of(const Conn& c) const { return hash_tuple(c.family, c.proto, c.zone, c.orig) & mask_; }
+
+  // Backward-shift deletion: no tombstones, probe sequences stay short.
+  void remove_slot(size_t i) {
+    size_t s = slot_of(at(i).conn);
+    while (slots_.get()[s] != i + 1) s = (s + 1) & mask_;
+    size_t hole = s;
+    size_t j = s;
+    for (;;) {
+      j = (j + 1) & mask_;
+      const uint32_t v = slots_.get()[j];
+      if (v == 0) break;
+      const size_t home = slot_of(at(v - 1).conn);
+      // Move v into the hole unless its home lies cyclically in (hole, j].
+      const bool stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+      if (!stays) {
+        slots_.get()[hole] = v;
+        hole = j;
+      }
+    }
+    slots_.get()[hole] = 0;
+  }
+
+  std::unique_ptr<Record, Free> records_;
+  std::unique_ptr<uint32_t, Free> slots_;
+  size_t mask_ = 0;
+  size_t size_ = 0;
+  size_t capacity_ = 0;
+};
+
+// One device the provider uses.
+struct Device {
+  std::string name;
+  int ifindex = 0;
+  bool present = false;
+  // The flowtable the device belongs in (decided at first use), kNone
+  // before that or without flowtables.
+  FtMode mode = FtMode::kNone;
+  // The kernel's flowtable lists it now.
+  bool in_kernel = false;
+  uint32_t refs = 0;
+  std::string note;
+};
+
+struct SetInfo {
+  bool exists = false;  // Set and rule are in the kernel.
+  size_t count = 0;     // Held connections in it.
+};
+
+// What a segment's ADD needs.
+struct AddPlan {
+  size_t op = 0;
+  const Conn* conn = nullptr;
+  uint16_t iif = kNoDevice;
+  uint16_t riif = kNoDevice;
+  SelKey key;
+  bool failed = false;
+};
+
+struct DelPlan {
+  size_t op = 0;
+  Conn conn{};
+  SelKey key;
+  bool done = false;
+};
+
+}  // namespace
+
+// ------------------------------------------------------------------------
+// The provider
+// ------------------------------------------------------------------------
+
+struct NftFlowtableProvider::Impl {
+  explicit Impl(NftFlowtableOptions o, NftBackend b) : opts(std::move(o)), backend(std::move(b)) {
+    layout.table = opts.table;
+    layout.flowtables = opts.flowtables;
+  }
+
+  NftFlowtableOptions opts;
+  NftBackend backend;
+  nft::LayoutOptions layout;
+  std::shared_ptr<spdlog::logger> logger = log::get("nft_flowtable");
+
+  mutable std::mutex mu;
+  bool ready = false;
+  // Mirrors of 'ready' and conns.size() for can_offload(), which the
+  // registry calls for every op and which must not wait for a batch.
+  std::atomic<bool> ready_seen{false};
+  std::atomic<size_t> held{0};
+  void publish() {
+    ready_seen.store(ready, std::memory_order_relaxed);
+    held.store(conns.size(), std::memory_order_relaxed);
+  }
+  ConnTable conns;
+  std::vector<Device> devs;
+  std::unordered_map<std::string, uint16_t> dev_by_name;
+  std::map<SelKey, SetInfo> sets;
+  uint64_t table_handle = 0;
+  long long last_verify = 0;
+  long long last_refresh = 0;
+  bool verifying = false;
+  static constexpr long long kRouteCacheMs = 1000;
+  static constexpr size_t kRouteCacheMax = 65536;
+  std::unordered_map<std::string, std::pair<int, long long>> route_cache;
+
+  // ---- Setup ----
+  int init();
+  Status open_backend();
+  Status setup_table();
+  Status create_baseline(bool replace_existing);
+  Status adopt(const nft::LayoutState& st);
+  void add_baseline_objects(netlink::NftTxn& txn);
+
+  // ---- Operations ----
+  void process(std::span<Op> ops);
+  void run_segment(std::span<Op> ops, const std::vector<size_t>& idx, bool retry);
+  void established(const Ctx& ctx);
+  void flush_all();
+  long long update(const Ctx& ctx);
+
+  // ---- Devices ----
+  Result<uint16_t> resolve_device(const Netdev* nd, uint8_t family, const Addr* peer, bool required);
+  // The route lookup, cached for kRouteCacheMs (many connections share
+  // their peers; link events clear the cache).
+  Result<int> route_oif(uint8_t family, const Addr& addr);
+  uint16_t device_slot(const std::string& name);
+  FtKind wanted_kind(Device& d);
+  std::map<uint16_t, Status> ensure_devices(const std::vector<uint16_t>& wanted);
+  void rollback_devices(const std::vector<uint16_t>& added);
+  void ensure_present_devices();
+  void on_link_event(const netlink::LinkEvent& ev);
+  // Applies the link events queued since the last call; every operation
+  // starts with it, so no direct lookup is ever older than an event.
+  void sync_links() {
+    backend.devices->poll_events([this](const netlink::LinkEvent& ev) { on_link_event(ev); });
+  }
+  FtKind kind_for(uint16_t iif, uint16_t riif) const;
+
+  // ---- Consistency ----
+  void maybe_verify(bool force);
+  Status verify_and_restore(bool deep);
+  std::string note_dev(uint16_t i) const { return i == kNoDevice ? std::string() : devs[i].name; }
+  nft::ElemNote note_of(const Record& r) const;
+  nft::ElemNote note_of(const Conn& c, uint16_t iif, uint16_t riif) const;
+
+  // ---- Counters ----
+  void refresh(bool force);
+  void observe(Record& r, const netlink::CtEntry& e, long long now);
+  NftConnInfo info_of(const Record& r, const std::optional<netlink::CtEntry>& e) const;
+
+  long long now() const { return backend.clock ? backend.clock() : realtime_ms(); }
+  SelKey key_of(const Conn& c, FtKind k) const { return SelKey{c.family, c.zone, k}; }
+  SelKey key_of(const Record& r) const { return key_of(r.conn, (r.flags & kRecHw) ? FtKind::kHw : FtKind::kSw); }
+  void ref(uint16_t i, int delta) {
+    if (i == kNoDevice) return;
+    devs[i].refs = static_cast<uint32_t>(static_cast<int64_t>(devs[i].refs) + delta);
+  }
+};
+
+// ---- Probe ----
+
+namespace {
+
+NftProbe probe_with(netlink::Transport& t, bool want_flowtable) {
+  NftProbe p;
+  nft::LayoutOptions lo;
+  lo.table = "ctoffload_probe_" + std::to_string(getpid());
+  lo.table_flags = NFT_TABLE_F_OWNER;
+  lo.comment = "ctoffload probe; deleted at once";
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    netlink::NftTxn txn(t);
+    const auto t_op = txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, nft::build_table(lo));
+    std::optional<netlink::OpId> f_op;
+    if (want_flowtable) {
+      f_op = txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(lo, FtKind::kSw, {}),
+                               "add flowtable (probe)");
+    }
+    // Deleted in the same transaction: nothing is left whatever happens.
+    const auto d_op = txn.add_table(NFT_MSG_DELTABLE, 0, nft::build_table_ref(lo));
+    (void)txn.commit();
+    const Status& ts = txn.status(t_op);
+    if (ts.err() == EOPNOTSUPP && lo.table_flags != 0) {
+      lo.table_flags = 0;  // A kernel before 5.12 has no `flags owner`.
+      continue;
+    }
+    if (!ts) {
+      p.err = ts.err();
+      p.privileges = ts.err() != EPERM && ts.err() != EACCES;
+      p.reason = p.privileges ? "nf_tables refused a table: " + ts.to_string()
+                              : "no privileges for nf_tables (CAP_NET_ADMIN is needed): " + ts.to_string();
+      return p;
+    }
+    p.privileges = true;
+    if (f_op) {
+      const Status& fs = txn.status(*f_op);
+      if (!fs) {
+        p.err = fs.err();
+        p.reason = fs.err() == ENOENT
+                       ? "this kernel has no nftables flowtables (creating one failed: " + fs.to_string() + ")"
+                       : "cannot create a flowtable: " + fs.to_string();
+        return p;
+      }
+    }
+    p.flowtable = want_flowtable;
+    if (!txn.status(d_op)) {
+      p.reason = "probe table could not be deleted (it goes with the socket): " + txn.status(d_op).to_string();
+    } else {
+      p.reason = want_flowtable ? "flowtables available" : "nf_tables available";
+    }
+    return p;
+  }
+  return p;
+}
+
+}  // namespace
+
+NftProbe NftFlowtableProvider::probe() {
+  auto sock = netlink::NftSocket::open();
+  if (!sock) {
+    NftProbe p;
+    p.err = sock.err();
+    p.privileges = p.err != EPERM && p.err != EACCES;
+    p.reason = "cannot open an nf_tables socket: " + sock.status().to_string();
+    return p;
+  }
+  return probe_with(*sock, true);
+}
+
+// ---- Creation ----
+
+Result<std::shared_ptr<NftFlowtableProvider>> NftFlowtableProvider::create(const ProviderOptions& options) {
+  NftFlowtableOptions o;
+  o.table = options.get("table", "ctoffload");
+  auto hw = parse_hw_offload(options.get("hw_offload", "auto"));
+  if (!hw) return hw.status();
+  o.hw_offload = *hw;
+  auto cap = options.get_uint("capacity", kDefaultCapacity);
+  if (!cap) return cap.status();
+  o.capacity = *cap;
+  auto refresh = options.get_uint("refresh_ms", 250);
+  if (!refresh) return refresh.status();
+  o.refresh_ms = static_cast<uint32_t>(*refresh);
+  return create(o);
+}
+
+Result<std::shared_ptr<NftFlowtableProvider>> NftFlowtableProvider::create(const NftFlowtableOptions& options) {
+  return create(options, NftBackend{});
+}
+
+Result<std::shared_ptr<NftFlowtableProvider>> NftFlowtableProvider::create(const NftFlowtableOptions& options,
+                                                                           NftBackend backend) {
+  if (!nft::valid_table_name(options.table)) {
+    return Status::error(EINVAL, "nft_flowtable.table: '" + options.table +
+                                     "' is not a valid nft table name (a letter, then letters, digits, '_' or "
+                                     "'-', at most 31)");
+  }
+  if (options.capacity == 0 || options.capacity > kMaxCapacity) {
+    return Status::error(EINVAL, "nft_flowtable.capacity must be 1.." + std::to_string(kMaxCapacity));
+  }
+  if (options.refresh_ms > 60000) return Status::error(EINVAL, "nft_flowtable.refresh_ms must be at most 60000");
+  auto impl = std::make_unique<Impl>(options, std::move(backend));
+  if (Status s = impl->conns.init(options.capacity); !s) return s;
+  return std::shared_ptr<NftFlowtableProvider>(new NftFlowtableProvider(std::move(impl)));
+}
+
+NftFlowtableProvider::NftFlowtableProvider(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+NftFlowtableProvider::~NftFlowtableProvider() = default;
+
+size_t NftFlowtableProvider::bytes_per_connection() {
+  // A record, plus the index: a power of two of 4-byte slots, at least two
+  // and fewer than four per connection of capacity.
+  return sizeof(Record) + 4 * sizeof(uint32_t);
+}
+
+const NftFlowtableOptions& NftFlowtableProvider::options() const { return impl_->opts; }
+
+size_t NftFlowtableProvider::size() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->conns.size();
+}
+
+// ---- init ----
+
+int NftFlowtableProvider::init() {
+  const int err = impl_->init();
+  std::lock_guard lock(impl_->mu);
+  impl_->publish();
+  return err;
+}
+
+Status NftFlowtableProvider::Impl::open_backend() {
+  if (!backend.nft) {
+    auto s = netlink::NftSocket::open();
+    if (!s) return s.status().with_context("open nf_tables socket");
+    backend.nft = std::make_unique<netlink::NftSocket>(std::move(*s));
+  }
+  if (!backend.ct) {
+    auto c = netlink::Ctnetlink::open();
+    if (!c) return c.status().with_context("open ctnetlink socket");
+    backend.ct = std::make_unique<netlink::Ctnetlink>(std::move(*c));
+  }
+  if (!backend.devices) {
+    auto d = RealDevices::open();
+    if (!d) return d.status().with_context("open rtnetlink sockets");
+    backend.devices = std::move(*d);
+  }
+  if (backend.acct_path.empty()) backend.acct_path = std::string(netlink::kConntrackAcctPath);
+  if (!backend.conntrack_count) backend.conntrack_count = read_conntrack_count;
+  return {};
+}
+
+int NftFlowtableProvider::Impl::init() {
+  std::lock_guard lock(mu);
+  if (ready) return 0;
+  const bool injected = backend.nft != nullptr;
+
+  // Probe first, on a socket of its own when we open the real one: the
+  // probe's `flags owner` table then goes with that socket at the latest.
+  NftProbe p;
+  if (injected) {
+    p = probe_with(*backend.nft, opts.flowtables);
+  } else {
+    auto sock = netlink::NftSocket::open();
+    if (!sock) {
+      logger->warn("nft_flowtable unavailable: cannot open an nf_tables socket: {}", sock.status().to_string());
+      return sock.err();
+    }
+    p = probe_with(*sock, opts.flowtables);
+  }
+  if (!p.privileges) {
+    logger->warn("nft_flowtable unavailable: {}; the software provider takes every connection", p.reason);
+    return p.err ? p.err : EPERM;
+  }
+  if (p.err != 0) {
+    logger->warn("nft_flowtable unavailable: {}; the software provider takes every connection", p.reason);
+    return p.err;
+  }
+
+  if (Status s = open_backend(); !s) {
+    logger->warn("nft_flowtable unavailable: {}", s.to_string());
+    return s.err();
+  }
+
+  // Counters only exist for connections created while accounting is on.
+  if (Status s = netlink::set_conntrack_accounting(true, backend.acct_path); !s) {
+    auto on = netlink::conntrack_accounting(backend.acct_path);
+    if (on && *on) {
+      logger->debug("conntrack accounting is on (could not write it: {})", s.to_string());
+    } else {
+      logger->warn("conntrack accounting is off and cannot be switched on ({}); last used will be unknown",
+                   s.to_string());
+    }
+  }
+
+  if (Status s = setup_table(); !s) {
+    logger->warn("nft_flowtable unavailable: {}", s.to_string());
+    return s.err();
+  }
+  ready = true;
+  logger->info("nft_flowtable ready: table inet {} ({} connections adopted), hw_offload {}, capacity {}{}", opts.table,
+               conns.size(), hw_offload_name(opts.hw_offload), opts.capacity,
+               opts.flowtables ? "" : ", WITHOUT flowtables (test layout)");
+  return 0;
+}
+
+void NftFlowtableProvider::Impl::add_baseline_objects(netlink::NftTxn& txn) {
+  txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, nft::build_table(layout));
+  txn.add_chain(NFT_MSG_NEWCHAIN, NLM_F_CREATE, nft::build_chain(layout));
+  if (layout.flowtables) {
+    txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(layout, FtKind::kSw, {}));
+  }
+  for (uint8_t family : {uint8_t{AF_INET}, uint8_t{AF_INET6}}) {
+    const SelKey key{family, 0, FtKind::kSw};
+    txn.add_set(NFT_MSG_NEWSET, NLM_F_CREATE, nft::build_set(layout, key));
+    txn.add_rule(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, nft::build_rule(layout, key));
+  }
+}
+
+Status NftFlowtableProvider::Impl::create_baseline(bool replace_existing) {
+  netlink::NftTxn txn(*backend.nft);
+  if (replace_existing) txn.add_table(NFT_MSG_DELTABLE, 0, nft::build_table_ref(layout));
+  const size_t first = txn.size();
+  add_baseline_objects(txn);
+  (void)txn.commit();
+  Status failed;
+  for (size_t i = first; i < txn.size(); ++i) {
+    if (!txn.status(i)) {
+      failed = txn.status(i);
+      break;
+    }
+  }
+  if (!failed) {
+    // Leave nothing half-built behind.
+    netlink::NftTxn undo(*backend.nft);
+    undo.add_table(NFT_MSG_DELTABLE, 0, nft::build_table_ref(layout));
+    (void)undo.commit();
+    return failed.with_context("create table inet " + opts.table);
+  }
+  sets.clear();
+  sets[SelKey{AF_INET, 0, FtKind::kSw}].exists = true;
+  sets[SelKey{AF_INET6, 0, FtKind::kSw}].exists = true;
+  auto t = nft::read_table(*backend.nft, opts.table);
+  table_handle = t && t->exists ? t->handle : 0;
+  last_verify = now();
+  return {};
+}
+
+Status NftFlowtableProvider::Impl::setup_table() {
+  auto st = nft::read_layout(*backend.nft, layout);
+  if (!st) return st.status().with_context("read table inet " + opts.table);
+  if (!st->table.exists) return create_baseline(false);
+  if (st->table.comment != nft::kTableComment) {
+    return Status::error(EEXIST, "table inet " + opts.table +
+                                     " exists and is not managed by ctoffload (its comment is '" + st->table.comment +
+                                     "'); choose another nft_flowtable.table");
+  }
+  return adopt(*st);
+}
+
+Status NftFlowtableProvider::Impl::adopt(const nft::LayoutState& st) {
+  table_handle = st.table.handle;
+  // Devices, from the flowtables.
+  for (const auto& ft : st.flowtables) {
+    FtMode m;
+    if (ft.name == nft::flowtable_name(FtKind::kSw)) {
+      m = FtMode::kSw;
+    } else if (ft.name == nft::flowtable_name(FtKind::kHw)) {
+      m = FtMode::kHw;
+    } else {
+      continue;
+    }
+    for (const auto& name : ft.devices) {
+      const uint16_t i = device_slot(name);
+      if (i == kNoDevice) continue;
+      devs[i].mode = m;
+      devs[i].in_kernel = true;
+      devs[i].note = "adopted from the existing flowtable " + ft.name;
+    }
+  }
+  // Connections, from the selection sets.
+  std::vector<std::pair<SelKey, Conn>> extra;
+  size_t bad = 0;
+  for (const auto& name : st.sets) {
+    auto key = nft::parse_set_name(name);
+    if (!key) continue;
+    SetInfo& si = sets[*key];
+    si.exists =
+        std::any_of(st.rules.begin(), st.rules.end(), [&](const nft::RuleState& r) { return r.comment == name; });
+    Status s = nft::read_elements(*backend.nft, layout, *key, [&](nftnl_set_elem* e) {
+      auto d = nft::decode_element(*key, e);
+      if (!d) {
+        ++bad;
+        return;
+      }
+      if (conns.find(d->conn) != ConnTable::npos) return;
+      if (conns.size() >= conns.capacity()) {
+        extra.emplace_back(*key, d->conn);
+        return;
+      }
+      Record r{};
+      r.conn = d->conn;
+      r.iif = d->note.iif.empty() ? kNoDevice : device_slot(d->note.iif);
+      r.riif = d->note.reply_iif.empty() ? kNoDevice : device_slot(d->note.reply_iif);
+      r.flags = key->kind == FtKind::kHw ? kRecHw : 0;
+      conns.insert(r);
+      ref(r.iif, +1);
+      ref(r.riif, +1);
+      ++si.count;
+    });
+    if (!s) return s.with_context("adopt connections of set " + name);
+  }
+  if (bad) logger->warn("ignored {} elements of table inet {} that do not decode", bad, opts.table);
+  if (!extra.empty()) {
+    logger->warn("table inet {} holds {} more connections than capacity {}; removing them", opts.table, extra.size(),
+                 opts.capacity);
+    netlink::NftTxn txn(*backend.nft);
+    std::map<SelKey, netlink::SetPtr> by_set;
+    for (const auto& [key, conn] : extra) {
+      auto& s = by_set[key];
+      if (!s) s = nft::build_set_ref(layout, key);
+      nftnl_set_elem_add(s.get(), nft::build_element(conn, {}, false).release());
+    }
+    for (auto& [key, s] : by_set) txn.add_elements(NFT_MSG_DELSETELEM, 0, std::move(s));
+    (void)txn.commit();
+  }
+  // The zone-0 software sets are part of the baseline.
+  sets[SelKey{AF_INET, 0, FtKind::kSw}];
+  sets[SelKey{AF_INET6, 0, FtKind::kSw}];
+  // Devices of adopted connections that are no longer in a flowtable, and
+  // anything else missing, are put back now.
+  for (auto& d : devs) {
+    auto idx = backend.devices->ifindex(d.name);
+    d.present = idx.ok();
+    d.ifindex = idx ? *idx : 0;
+  }
+  Status s = verify_and_restore(false);
+  if (!s) return s;
+  logger->info("adopted {} connections and {} devices from table inet {}", conns.size(), devs.size(), opts.table);
+  return {};
+}
+
+// ---- Devices ----
+
+uint16_t NftFlowtableProvider::Impl::device_slot(const std::string& name) {
+  auto it = dev_by_name.find(name);
+  if (it != dev_by_name.end()) return it->second;
+  if (devs.size() >= kNoDevice) return kNoDevice;
+  const auto i = static_cast<uint16_t>(devs.size());
+  Device d;
+  d.name = name;
+  devs.push_back(std::move(d));
+  dev_by_name.emplace(name, i);
+  return i;
+}
+
+Result<int> NftFlowtableProvider::Impl::route_oif(uint8_t family, const Addr& addr) {
+  std::string key(1, static_cast<char>(family));
+  key.append(reinterpret_cast<const char*>(addr.bytes), family == AF_INET ? 4 : 16);
+  const long long t = now();
+  auto it = route_cache.find(key);
+  if (it != route_cache.end() && t - it->second.second < kRouteCacheMs) {
+    // A negative entry holds the lookup's errno, negated.
+    if (it->second.first > 0) return it->second.first;
+    return Status::error(-it->second.first, "route lookup for " + format_address(family, addr) + " (cached)");
+  }
+  auto oif = backend.devices->route_oif(family, addr);
+  if (route_cache.size() >= kRouteCacheMax) route_cache.clear();
+  route_cache[key] = {oif ? *oif : -oif.err(), t};
+  return oif;
+}
+
+Result<uint16_t> NftFlowtableProvider::Impl::resolve_device(const Netdev* nd, uint8_t family, const Addr* peer,
+                                                            bool required) {
+  std::string name;
+  int ifindex = 0;
+  if (nd != nullptr && (nd->name[0] != '\0' || nd->ifindex > 0)) {
+    const std::string given(nd->name, strnlen(nd->name, sizeof(nd->name)));
+    // A device in use and present has a current ifindex (link events and
+    // the periodic check keep it so): no lookup per connection.
+    if (!given.empty()) {
+      auto known = dev_by_name.find(given);
+      if (known != dev_by_name.end() && devs[known->second].present && devs[known->second].ifindex > 0) {
+        return known->second;
+      }
+      auto idx = backend.devices->ifindex(given);
+      if (!idx) return Status::error(ENODEV, "input device '" + given + "': " + idx.message());
+      name = given;
+      ifindex = *idx;
+    } else {
+      for (size_t i = 0; i < devs.size(); ++i) {
+        if (devs[i].present && devs[i].ifindex == nd->ifindex) return static_cast<uint16_t>(i);
+      }
+      auto n = backend.devices->name(nd->ifindex);
+      if (!n) return Status::error(ENODEV, "input device ifindex " + std::to_string(nd->ifindex) + ": " + n.message());
+      name = *n;
+      ifindex = nd->ifindex;
+    }
+  } else if (peer != nullptr) {
+    auto oif = route_oif(family, *peer);
+    if (!oif) {
+      if (required) return oif.status().with_context("no input device given");
+      return kNoDevice;
+    }
+    for (size_t i = 0; i < devs.size(); ++i) {
+      if (devs[i].present && devs[i].ifindex == *oif) return static_cast<uint16_t>(i);
+    }
+    auto n = backend.devices->name(*oif);
+    if (!n) {
+      if (required) return n.status();
+      return kNoDevice;
+    }
+    name = *n;
+    ifindex = *oif;
+  } else {
+    return Status::error(ENODEV, "no input device");
+  }
+  const uint16_t i = device_slot(name);
+  if (i == kNoDevice) return Status::error(ENOSPC, "too many devices");
+  Device& d = devs[i];
+  if (!d.present || d.ifindex != ifindex) {
+    // New, or back (possibly with a new ifindex): the kernel dropped it
+    // from the flowtable when it went away.
+    if (d.ifindex != 0 && d.ifindex != ifindex) d.in_kernel = false;
+    d.present = true;
+    d.ifindex = ifindex;
+  }
+  return i;
+}
+
+FtKind NftFlowtableProvider::Impl::wanted_kind(Device& d) {
+  switch (opts.hw_offload) {
+    case HwOffload::kOff:
+      d.note = "hw_offload=off";
+      return FtKind::kSw;
+    case HwOffload::kOn:
+      return FtKind::kHw;
+    case HwOffload::kAuto: {
+      auto hw = backend.devices->hw_tc_offload(d.name);
+      if (hw && *hw) return FtKind::kHw;
+      d.note = hw ? "device does not advertise hw-tc-offload" : "hw-tc-offload unknown: " + hw.message();
+      return FtKind::kSw;
+    }
+  }
+  return FtKind::kSw;
+}
+
+std::map<uint16_t, Status> NftFlowtableProvider::Impl::ensure_devices(const std::vector<uint16_t>& wanted) {
+  std::map<uint16_t, Status> result;
+  if (!layout.flowtables) {
+    for (uint16_t i : wanted) {
+      devs[i].in_kernel = true;  // Nothing to do without flowtables.
+      if (devs[i].mode == FtMode::kNone) devs[i].mode = FtMode::kSw;
+      result[i] = Status();
+    }
+    return result;
+  }
+  // First attempt: each device to the flowtable it wants (its earlier mode
+  // if it had one), one op per device so each gets its own verdict.
+  std::vector<std::pair<uint16_t, FtKind>> todo;
+  for (uint16_t i : wanted) {
+    Device& d = devs[i];
+    const FtKind k = d.mode == FtMode::kNone ? wanted_kind(d) : (d.mode == FtMode::kHw ? FtKind::kHw : FtKind::kSw);
+    todo.emplace_back(i, k);
+  }
+  for (int round = 0; round < 2 && !todo.empty(); ++round) {
+    netlink::NftTxn txn(*backend.nft);
+    std::vector<netlink::OpId> ids;
+    ids.reserve(todo.size());
+    for (auto [i, k] : todo) {
+      ids.push_back(
+          txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(layout, k, {devs[i].name}),
+                            "add device " + devs[i].name + " to flowtable " + std::string(nft::flowtable_name(k))));
+    }
+    (void)txn.commit();
+    std::vector<std::pair<uint16_t, FtKind>> again;
+    for (size_t n = 0; n < todo.size(); ++n) {
+      auto [i, k] = todo[n];
+      Device& d = devs[i];
+      const Status& s = txn.status(ids[n]);
+      if (s) {
+        d.mode = mode_of(k);
+        d.in_kernel = true;
+        if (k == FtKind::kHw) d.note = "hardware offload accepted";
+        logger->info("device {} joined flowtable {} ({} offload{}{})", d.name, nft::flowtable_name(k),
+                     k == FtKind::kHw ? "hardware" : "software", d.note.empty() ? "" : ": ", d.note);
+        result[i] = Status();
+        continue;
+      }
+      if (k == FtKind::kHw && s.err() != ENOENT && s.err() != ENODEV && s.err() != EPERM) {
+        // Refused for hardware (EOPNOTSUPP on veth and most drivers):
+        // the device takes the software flowtable.
+        d.note = "hardware offload refused: " + s.message();
+        logger->info("device {}: {}; using the software flowtable", d.name, d.note);
+        again.emplace_back(i, FtKind::kSw);
+        continue;
+      }
+      if (s.err() == ENOENT) {
+        d.present = false;
+        d.in_kernel = false;
+        result[i] = Status::error(ENODEV, "device " + d.name + " is gone: " + s.message());
+      } else {
+        result[i] = s;
+      }
+    }
+    todo = std::move(again);
+  }
+  return result;
+}
+
+void NftFlowtableProvider::Impl::rollback_devices(const std::vector<uint16_t>& added) {
+  std::map<FtMode, std::vector<std::string>> drop;
+  for (uint16_t i : added) {
+    Device& d = devs[i];
+    if (d.refs != 0 || !d.in_kernel || d.mode == FtMode::kNone) continue;
+    if (layout.flowtables) drop[d.mode].push_back(d.name);
+    d.in_kernel = false;
+  }
+  if (drop.empty()) return;
+  netlink::NftTxn txn(*backend.nft);
+  for (auto& [m, names] : drop) {
+    txn.add_flowtable(NFT_MSG_DELFLOWTABLE, 0,
+                      nft::build_flowtable(layout, m == FtMode::kHw ? FtKind::kHw : FtKind::kSw, names),
+                      "remove unused devices from a flowtable");
+  }
+  if (Status s = txn.commit(); !s) logger->warn("removing unused devices: {}", s.to_string());
+}
+
+void NftFlowtableProvider::Impl::on_link_event(const netlink::LinkEvent& ev) {
+  route_cache.clear();
+  if (ev.type == netlink::LinkEventType::kRemoved) {
+    for (auto& d : devs) {
+      if (d.present && d.ifindex == ev.ifindex) {
+        d.present = false;
+        d.in_kernel = false;  // The kernel drops a vanished device from its flowtable.
+        d.ifindex = 0;
+        logger->info("device {} went away; the kernel dropped it from its flowtable", d.name);
+      }
+    }
+    return;
+  }
+  auto it = dev_by_name.find(ev.name);
+  if (it == dev_by_name.end()) return;
+  Device& d = devs[it->second];
+  if (d.present && d.ifindex == ev.ifindex) return;
+  // Events queue up between operations; one about an ifindex the name no
+  // longer has is stale (what it reports was already undone).
+  auto now_idx = backend.devices->ifindex(d.name);
+  if (!now_idx || *now_idx != ev.ifindex) return;
+  if (!d.present || d.ifindex != ev.ifindex) {
+    if (d.ifindex != ev.ifindex) d.in_kernel = false;
+    d.present = true;
+    d.ifindex = ev.ifindex;
+    logger->info("device {} is back (ifindex {})", d.name, d.ifindex);
+  }
+}
+
+void NftFlowtableProvider::Impl::ensure_present_devices() {
+  std::vector<uint16_t> want;
+  for (size_t i = 0; i < devs.size(); ++i) {
+    const Device& d = devs[i];
+    if (d.refs > 0 && d.present && !d.in_kernel) want.push_back(static_cast<uint16_t>(i));
+  }
+  if (want.empty()) return;
+  for (const auto& [i, s] : ensure_devices(want)) {
+    if (!s) logger->warn("device {} could not rejoin its flowtable: {}", devs[i].name, s.to_string());
+  }
+}
+
+FtKind NftFlowtableProvider::Impl::kind_for(uint16_t iif, uint16_t riif) const {
+  if (iif == kNoDevice || devs[iif].mode != FtMode::kHw) return FtKind::kSw;
+  if (riif != kNoDevice && devs[riif].mode != FtMode::kHw) return FtKind::kSw;
+  return FtKind::kHw;
+}
+
+nft::ElemNote NftFlowtableProvider::Impl::note_of(const Conn& c, uint16_t iif, uint16_t riif) const {
+  nft::ElemNote n;
+  n.iif = note_dev(iif);
+  n.reply_iif = note_dev(riif);
+  if (is_natted(c)) n.reply = c.reply;
+  return n;
+}
+
+nft::ElemNote NftFlowtableProvider::Impl::note_of(const Record& r) const { return note_of(r.conn, r.iif, r.riif); }
+
+// ---- Consistency ----
+
+void NftFlowtableProvider::Impl::maybe_verify(bool force) {
+  if (verifying) return;
+  const long long t = now();
+  if (!force && t - last_verify < static_cast<long long>(opts.verify_ms)) return;
+  last_verify = t;
+  sync_links();  // Device state first: the check re-adds devices that came back.
+  if (Status s = verify_and_restore(false); !s) logger->warn("checking table inet {}: {}", opts.table, s.to_string());
+}
+
+Status NftFlowtableProvider::Impl::verify_and_restore(bool deep) {
+  verifying = true;
+  struct Reset {
+    bool& flag;
+    ~Reset() { flag = false; }
+  } reset{verifying};
+
+  auto st = nft::read_layout(*backend.nft, layout);
+  if (!st) return st.status();
+  bool rebuilt = false;
+  if (!st->table.exists || (table_handle != 0 && st->table.handle != table_handle)) {
+    if (st->table.exists && st->table.comment != nft::kTableComment) {
+      return Status::error(EEXIST, "table inet " + opts.table + " was replaced by one not managed by ctoffload");
+    }
+    logger->warn("table inet {} {}; restoring it with {} connections", opts.table,
+                 st->table.exists ? "was replaced" : "was deleted (nft flush ruleset?)", conns.size());
+    rebuilt = true;
+  }
+  std::set<std::string> have_sets(st->sets.begin(), st->sets.end());
+  std::set<std::string> have_rules;
+  for (const auto& r : st->rules) have_rules.insert(r.comment);
+  std::map<std::string, std::set<std::string>> ft_devs;
+  for (const auto& f : st->flowtables) ft_devs[f.name] = std::set<std::string>(f.devices.begin(), f.devices.end());
+
+  netlink::NftTxn txn(*backend.nft);
+  size_t repairs = 0;
+  if (!st->table.exists) {
+    txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, nft::build_table(layout));
+    ++repairs;
+  }
+  if (!st->chain) {
+    txn.add_chain(NFT_MSG_NEWCHAIN, NLM_F_CREATE, nft::build_chain(layout));
+    ++repairs;
+  }
+  // Flowtables and their devices.
+  std::vector<std::pair<uint16_t, netlink::OpId>> dev_ops;
+  if (layout.flowtables) {
+    bool need_hw = false;
+    for (const auto& d : devs) need_hw = need_hw || d.mode == FtMode::kHw;
+    for (FtKind k : {FtKind::kSw, FtKind::kHw}) {
+      const std::string fname(nft::flowtable_name(k));
+      const bool exists = ft_devs.count(fname) != 0;
+      if (!exists && (k == FtKind::kSw || need_hw)) {
+        txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(layout, k, {}));
+        ++repairs;
+      }
+      for (size_t i = 0; i < devs.size(); ++i) {
+        Device& d = devs[i];
+        if (d.mode != mode_of(k)) continue;
+        const bool listed = exists && ft_devs[fname].count(d.name) != 0;
+        d.in_kernel = listed;
+        if (!listed && d.refs > 0) {
+          // The kernel dropped it (it went away); is it back?
+          auto idx = backend.devices->ifindex(d.name);
+          d.present = idx.ok();
+          d.ifindex = idx ? *idx : 0;
+        }
+        if (!listed && d.present && d.refs > 0) {
+          dev_ops.emplace_back(
+              static_cast<uint16_t>(i),
+              txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(layout, k, {d.name}),
+                                "add device " + d.name + " to flowtable " + fname));
+          ++repairs;
+        }
+      }
+    }
+  }
+  // Sets, rules, and the elements of sets that had to be made again.
+  std::vector<std::pair<SelKey, netlink::OpId>> elem_ops;
+  std::map<SelKey, netlink::OpId> set_ops;
+  std::set<SelKey> refill;
+  bool deep_refill = false;
+  for (auto& [key, si] : sets) {
+    const std::string name = nft::set_name(key);
+    const bool set_there = have_sets.count(name) != 0;
+    const bool rule_there = have_rules.count(name) != 0;
+    if (!set_there) {
+      set_ops[key] = txn.add_set(NFT_MSG_NEWSET, NLM_F_CREATE, nft::build_set(layout, key));
+      if (si.count > 0) refill.insert(key);
+      ++repairs;
+    } else if (deep && si.count > 0) {
+      refill.insert(key);  // Re-add every element; present ones are kept.
+      deep_refill = true;
+    }
+    if (!rule_there) {
+      txn.add_rule(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, nft::build_rule(layout, key));
+      ++repairs;
+    }
+    si.exists = true;
+  }
+  if (!refill.empty()) {
+    std::map<SelKey, netlink::SetPtr> by_set;
+    for (size_t i = 0; i < conns.size(); ++i) {
+      const Record& r = conns.at(i);
+      const SelKey key = key_of(r);
+      if (refill.count(key) == 0) continue;
+      auto& s = by_set[key];
+      if (!s) s = nft::build_set_ref(layout, key);
+      nftnl_set_elem_add(s.get(), nft::build_element(r.conn, note_of(r)).release());
+    }
+    for (auto& [key, s] : by_set)
+      elem_ops.emplace_back(key, txn.add_elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE, std::move(s)));
+  }
+  if (txn.size() == 0) return {};
+  if (!rebuilt && repairs > 0) {
+    logger->warn("table inet {}: {} objects were missing; restoring them", opts.table, repairs);
+  }
+  if (deep_refill) logger->info("resync: re-adding the elements of {} connections", conns.size());
+  Status result = txn.commit();
+  for (auto [i, op] : dev_ops) {
+    if (txn.status(op)) {
+      devs[i].in_kernel = true;
+    } else {
+      logger->warn("device {} could not rejoin its flowtable: {}", devs[i].name, txn.status(op).to_string());
+    }
+  }
+  for (const auto& [key, op] : set_ops) {
+    if (!txn.status(op)) sets[key].exists = false;
+  }
+  if (!result) logger->warn("restoring table inet {}: {}", opts.table, result.to_string());
+  auto t = nft::read_table(*backend.nft, opts.table);
+  if (t && t->exists) table_handle = t->handle;
+  return result;
+}
+
+// ---- Counters ----
+
+void NftFlowtableProvider::Impl::observe(Record& r, const netlink::CtEntry& e, long long t) {
+  if (!e.has_counters()) {
+    r.flags |= kRecNoCounters;
+    return;
+  }
+  r.flags &= static_cast<uint8_t>(~kRecNoCounters);
+  const uint64_t pk = e.orig_counters->packets + e.reply_counters->packets;
+  if (!(r.flags & kRecSeen)) {
+    // The first observation is the baseline: what came before it is not
+    // a time we measured.
+    r.flags |= kRecSeen;
+    r.packets = pk;
+    return;
+  }
+  if (pk != r.packets) {
+    r.packets = pk;
+    r.last_used = t;
+  }
+}
+
+void NftFlowtableProvider::Impl::refresh(bool force) {
+  const long long t = now();
+  if (!force && last_refresh != 0 && t - last_refresh < static_cast<long long>(opts.refresh_ms)) return;
+  last_refresh = t;
+  const size_t n = conns.size();
+  if (n == 0) return;
+  const std::optional<size_t> total = backend.conntrack_count ? backend.conntrack_count() : std::nullopt;
+  // A get costs about what a dump spends on a few dozen entries: per-entry
+  // gets win only when ours are few among many.
+  if (total && n * 32 < *total) {
+    for (size_t i = 0; i < conns.size(); ++i) {
+      Record& r = conns.at(i);
+      auto e = backend.ct->get(r.conn);
+      if (e) observe(r, *e, t);
+    }
+    return;
+  }
+  netlink::CtFilter filter;
+  uint8_t family = conns.at(0).conn.family;
+  std::optional<uint16_t> zone = conns.at(0).conn.zone;
+  for (size_t i = 1; i < n && (family || zone); ++i) {
+    const Conn& c = conns.at(i).conn;
+    if (c.family != family) family = 0;
+    if (zone && c.zone != *zone) zone.reset();
+  }
+  filter.family = family;
+  filter.zone = zone;
+  auto r = backend.ct->dump(filter, [&](const netlink::CtEntry& e) {
+    const size_t i = conns.find(e.conn.family, e.conn.proto, e.conn.zone, e.conn.orig);
+    if (i != ConnTable::npos) observe(conns.at(i), e, t);
+  });
+  if (!r) logger->warn("conntrack dump for counters: {}", r.status().to_string());
+}
+
+NftConnInfo NftFlowtableProvider::Impl::info_of(const Record& r, const std::optional<netlink::CtEntry>& e) const {
+  NftConnInfo info;
+  info.conn = r.conn;
+  info.mode = (r.flags & kRecHw) ? FtMode::kHw : FtMode::kSw;
+  info.iif = note_dev(r.iif);
+  info.reply_iif = note_dev(r.riif);
+  info.last_used_ms = (r.flags & kRecNoCounters) ? 0 : r.last_used;
+  if (e) {
+    info.in_conntrack = true;
+    info.offloaded = (e->status & netlink::ct_status::kOffload) != 0;
+    info.hw_offloaded = (e->status & netlink::ct_status::kHwOffload) != 0;
+    info.has_counters = e->has_counters();
+    if (info.has_counters) {
+      info.packets = e->orig_counters->packets + e->reply_counters->packets;
+      info.bytes = e->orig_counters->bytes + e->reply_counters->bytes;
+    }
+  }
+  return info;
+}
+
+// ---- Operations ----
+
+void NftFlowtableProvider::Impl::process(std::span<Op> ops) {
+  sync_links();
+  maybe_verify(false);
+  ensure_present_devices();
+
+  size_t i = 0;
+  while (i < ops.size()) {
+    Op& op = ops[i];
+    if (op.type == CT_OFFLOAD_OP_ADD || op.type == CT_OFFLOAD_OP_DEL) {
+      // A segment: consecutive adds and deletes of distinct connections,
+      // which can share one transaction without ordering questions.
+      std::vector<size_t> seg;
+      std::unordered_set<uint64_t> keys;
+      while (i < ops.size() && (ops[i].type == CT_OFFLOAD_OP_ADD || ops[i].type == CT_OFFLOAD_OP_DEL)) {
+        const Conn* c = ops[i].ctx.conn;
+        const uint64_t h = c ? hash_tuple(c->family, c->proto, c->zone, c->orig) : 0;
+        if (c && !keys.insert(h).second) break;
+        seg.push_back(i);
+        ++i;
+      }
+      run_segment(ops, seg, false);
+      continue;
+    }
+    op.error = 0;
+    switch (op.type) {
+      case CT_OFFLOAD_OP_UPD:
+        op.last_used = op.ctx.conn ? update(op.ctx) : 0;
+        break;
+      case CT_OFFLOAD_OP_EST:
+        if (op.ctx.conn) established(op.ctx);
+        break;
+      case CT_OFFLOAD_OP_FLUSH:
+        flush_all();
+        break;
+      case CT_OFFLOAD_OP_POLICY:
+        break;
+      default:
+        op.error = EINVAL;
+        break;
+    }
+    ++i;
+  }
+}
+
+void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vector<size_t>& idx, bool retry) {
+  std::vector<AddPlan> adds;
+  std::vector<DelPlan> dels;
+  size_t pending = 0;
+  for (size_t k : idx) {
+    Op& op = ops[k];
+    op.error = 0;
+    const Conn* c = op.ctx.conn;
+    if (op.type == CT_OFFLOAD_OP_DEL) {
+      if (c == nullptr) continue;
+      const size_t r = conns.find(*c);
+      if (r == ConnTable::npos || !same_conn(conns.at(r).conn, *c)) continue;  // Not ours: ignored.
+      DelPlan d;
+      d.op = k;
+      d.conn = conns.at(r).conn;
+      d.key = key_of(conns.at(r));
+      dels.push_back(d);
+      continue;
+    }
+    if (c == nullptr) {
+      op.error = EINVAL;
+      continue;
+    }
+    if (Status s = validate(*c); !s) {
+      logger->debug("conn_add refused: {}", s.to_string());
+      op.error = s.err();
+      continue;
+    }
+    if (conns.find(*c) != ConnTable::npos) {
+      op.error = EEXIST;
+      continue;
+    }
+    if (conns.size() + pending >= conns.capacity()) {
+      op.error = ENOSPC;
+      continue;
+    }
+    AddPlan a;
+    a.op = k;
+    a.conn = c;
+    auto iif = resolve_device(op.ctx.netdev_in, c->family, &c->orig.src, true);
+    if (!iif) {
+      logger->debug("conn_add {}: {}", format_conn(*c), iif.status().to_string());
+      op.error = iif.err();
+      continue;
+    }
+    a.iif = *iif;
+    auto riif = resolve_device(nullptr, c->family, &c->reply.src, false);
+    a.riif = riif ? *riif : kNoDevice;
+    ++pending;
+    adds.push_back(a);
+  }
+
+  // Devices that must join a flowtable first.
+  std::vector<uint16_t> need;
+  for (const auto& a : adds) {
+    for (uint16_t d : {a.iif, a.riif}) {
+      if (d != kNoDevice && !devs[d].in_kernel && std::find(need.begin(), need.end(), d) == need.end()) {
+        need.push_back(d);
+      }
+    }
+  }
+  std::vector<uint16_t> added;
+  if (!need.empty()) {
+    auto res = ensure_devices(need);
+    for (auto& a : adds) {
+      for (uint16_t* d : {&a.iif, &a.riif}) {
+        if (*d == kNoDevice) continue;
+        auto it = res.find(*d);
+        if (it == res.end()) continue;
+        if (it->second.ok()) continue;
+        if (d == &a.riif) {
+          *d = kNoDevice;  // The reply device is a guess; go on without it.
+          continue;
+        }
+        ops[a.op].error = it->second.err() == ENOENT ? ENODEV : it->second.err();
+        a.failed = true;
+      }
+    }
+    for (const auto& [d, s] : res) {
+      if (s.ok()) added.push_back(d);
+    }
+  }
+  for (auto& a : adds) a.key = key_of(*a.conn, kind_for(a.iif, a.riif));
+
+  // One transaction: missing sets and rules, then the elements in op order
+  // (consecutive ops on the same set and of the same kind share a message).
+  netlink::NftTxn txn(*backend.nft);
+  std::map<SelKey, netlink::OpId> set_ops;
+  for (const auto& a : adds) {
+    if (a.failed || sets[a.key].exists || set_ops.count(a.key)) continue;
+    set_ops[a.key] = txn.add_set(NFT_MSG_NEWSET, NLM_F_CREATE, nft::build_set(layout, a.key));
+    txn.add_rule(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, nft::build_rule(layout, a.key));
+  }
+  struct ElemGroup {
+    netlink::OpId op = 0;
+    bool add = false;
+    std::vector<size_t> plans;  // indexes into adds or dels
+  };
+  std::vector<ElemGroup> groups;
+  {
+    netlink::SetPtr cur;
+    SelKey cur_key{};
+    bool cur_add = false;
+    std::vector<uint64_t> ids;
+    std::vector<size_t> plans;
+    auto close = [&]() {
+      if (!cur) return;
+      ElemGroup g;
+      g.add = cur_add;
+      g.plans = plans;
+      g.op = txn.add_elements(cur_add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM,
+                              cur_add ? NLM_F_CREATE | NLM_F_EXCL : 0, std::move(cur), ids);
+      groups.push_back(std::move(g));
+      cur.reset();
+      ids.clear();
+      plans.clear();
+    };
+    // Walk the segment in op order.
+    size_t ai = 0, di = 0;
+    for (size_t k : idx) {
+      if (ops[k].type == CT_OFFLOAD_OP_ADD) {
+        while (ai < adds.size() && adds[ai].op < k) ++ai;
+        if (ai >= adds.size() || adds[ai].op != k || adds[ai].failed) continue;
+        const AddPlan& a = adds[ai];
+        if (!cur || !cur_add || !(cur_key == a.key)) {
+          close();
+          cur = nft::build_set_ref(layout, a.key);
+          cur_key = a.key;
+          cur_add = true;
+        }
+        nftnl_set_elem_add(cur.get(), nft::build_element(*a.conn, note_of(*a.conn, a.iif, a.riif)).release());
+        ids.push_back(ids.size());
+        plans.push_back(ai);
+      } else {
+        while (di < dels.size() && dels[di].op < k) ++di;
+        if (di >= dels.size() || dels[di].op != k) continue;
+        const DelPlan& d = dels[di];
+        if (!cur || cur_add || !(cur_key == d.key)) {
+          close();
+          cur = nft::build_set_ref(layout, d.key);
+          cur_key = d.key;
+          cur_add = false;
+        }
+        nftnl_set_elem_add(cur.get(), nft::build_element(d.conn, {}, false).release());
+        ids.push_back(ids.size());
+        plans.push_back(di);
+      }
+    }
+    close();
+  }
+
+  if (txn.size() > 0) (void)txn.commit();
+  for (const auto& [key, op] : set_ops) sets[key].exists = txn.status(op).ok();
+
+  // Per-element verdicts.
+  bool saw_enoent = false;
+  std::vector<size_t> retry_ops;
+  for (const auto& g : groups) {
+    std::vector<int> err(g.plans.size(), 0);
+    const Status& gs = txn.status(g.op);
+    if (!gs && txn.element_failures(g.op).empty()) {
+      std::fill(err.begin(), err.end(), gs.err());  // Failed as a whole (never sent).
+    }
+    for (const auto& f : txn.element_failures(g.op)) {
+      if (f.id < err.size()) err[f.id] = f.status.err();
+    }
+    for (size_t n = 0; n < g.plans.size(); ++n) {
+      if (g.add) {
+        AddPlan& a = adds[g.plans[n]];
+        if (err[n] == 0) continue;
+        if (err[n] == ENOENT && !retry) {
+          // The set or table is gone (tampering): restore, then try again.
+          saw_enoent = true;
+          retry_ops.push_back(a.op);
+          a.failed = true;
+          continue;
+        }
+        a.failed = true;
+        ops[a.op].error = err[n];
+      } else {
+        // A missing element (ENOENT) is as good as deleted.
+        dels[g.plans[n]].done = err[n] == 0 || err[n] == ENOENT;
+        if (!dels[g.plans[n]].done) {
+          logger->warn("conn_del {}: {}", format_conn(dels[g.plans[n]].conn), std::generic_category().message(err[n]));
+          dels[g.plans[n]].done = true;  // Forget it anyway: the datapath is done with it.
+        }
+      }
+    }
+  }
+
+  // Memory follows the kernel.
+  for (const auto& a : adds) {
+    if (a.failed) continue;
+    Record r{};
+    r.conn = *a.conn;
+    r.iif = a.iif;
+    r.riif = a.riif;
+    r.flags = a.key.kind == FtKind::kHw ? kRecHw : 0;
+    conns.insert(r);
+    ref(a.iif, +1);
+    ref(a.riif, +1);
+    ++sets[a.key].count;
+  }
+  for (const auto& d : dels) {
+    if (!d.done) continue;
+    const size_t r = conns.find(d.conn);
+    if (r == ConnTable::npos) continue;
+    const Record rec = conns.at(r);
+    ref(rec.iif, -1);
+    ref(rec.riif, -1);
+    --sets[d.key].count;
+    conns.erase(r);
+    // Ends the flowtable offload now (deleting the element does not).
+    Status s = backend.ct->remove(d.conn);
+    if (!s && s.err() != ENOENT) logger->warn("conn_del {}: conntrack entry: {}", format_conn(d.conn), s.to_string());
+  }
+  rollback_devices(added);
+
+  if (saw_enoent) {
+    logger->warn("table inet {} lost objects under us; restoring and retrying {} additions", opts.table,
+                 retry_ops.size());
+    (void)verify_and_restore(false);
+    for (size_t k : retry_ops) ops[k].error = 0;
+    run_segment(ops, retry_ops, true);
+  }
+}
+
+void NftFlowtableProvider::Impl::established(const Ctx& ctx) {
+  const size_t i = conns.find(*ctx.conn);
+  if (i == ConnTable::npos || !same_conn(conns.at(i).conn, *ctx.conn)) return;
+  if (ctx.netdev_in == nullptr) return;
+  auto dev = resolve_device(ctx.netdev_in, ctx.conn->family, nullptr, true);
+  if (!dev) {
+    logger->debug("conn_established {}: {}", format_conn(*ctx.conn), dev.status().to_string());
+    return;
+  }
+  Record r = conns.at(i);
+  if (r.riif == *dev) return;
+  std::vector<uint16_t> added;
+  if (!devs[*dev].in_kernel) {
+    auto res = ensure_devices({*dev});
+    if (!res[*dev]) {
+      logger->warn("conn_established {}: reply device {}: {}", format_conn(r.conn), devs[*dev].name,
+                   res[*dev].to_string());
+      return;
+    }
+    added.push_back(*dev);
+  }
+  const SelKey old_key = key_of(r);
+  const SelKey new_key = key_of(r.conn, kind_for(r.iif, *dev));
+  netlink::NftTxn txn(*backend.nft);
+  std::optional<netlink::OpId> set_op;
+  if (!sets[new_key].exists) {
+    set_op = txn.add_set(NFT_MSG_NEWSET, NLM_F_CREATE, nft::build_set(layout, new_key));
+    txn.add_rule(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, nft::build_rule(layout, new_key));
+  }
+  // Delete and add in one transaction: the element carries the new reply
+  // device in its comment (and may move to the other flowtable's set).
+  netlink::SetPtr del = nft::build_set_ref(layout, old_key);
+  nftnl_set_elem_add(del.get(), nft::build_element(r.conn, {}, false).release());
+  txn.add_elements(NFT_MSG_DELSETELEM, 0, std::move(del));
+  netlink::SetPtr add = nft::build_set_ref(layout, new_key);
+  nftnl_set_elem_add(add.get(), nft::build_element(r.conn, note_of(r.conn, r.iif, *dev)).release());
+  const auto add_op = txn.add_elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE, std::move(add));
+  (void)txn.commit();
+  if (set_op) sets[new_key].exists = txn.status(*set_op).ok();
+  if (!txn.status(add_op)) {
+    logger->warn("conn_established {}: {}", format_conn(r.conn), txn.status(add_op).to_string());
+    rollback_devices(added);
+    return;
+  }
+  Record& rec = conns.at(i);
+  ref(rec.riif, -1);
+  ref(*dev, +1);
+  --sets[old_key].count;
+  ++sets[new_key].count;
+  rec.riif = *dev;
+  rec.flags = static_cast<uint8_t>((rec.flags & ~kRecHw) | (new_key.kind == FtKind::kHw ? kRecHw : 0));
+  logger->debug("conn_established {}: reply device {}", format_conn(rec.conn), devs[*dev].name);
+}
+
+void NftFlowtableProvider::Impl::flush_all() {
+  // Deleting the table tears down every flow of its flowtables at once;
+  // the baseline comes back in the same transaction.
+  if (Status s = create_baseline(true); !s) {
+    logger->error("flush: {}", s.to_string());
+  }
+  conns.clear();
+  devs.clear();
+  dev_by_name.clear();
+  route_cache.clear();
+  logger->info("flushed: table inet {} rebuilt empty", opts.table);
+}
+
+long long NftFlowtableProvider::Impl::update(const Ctx& ctx) {
+  const size_t i = conns.find(*ctx.conn);
+  if (i == ConnTable::npos || !same_conn(conns.at(i).conn, *ctx.conn)) return 0;
+  refresh(false);
+  const size_t j = conns.find(*ctx.conn);  // Still the same index; refresh does not move records.
+  const Record& r = conns.at(j);
+  return (r.flags & kRecNoCounters) ? 0 : r.last_used;
+}
+
+// ---- Provider callbacks ----
+
+int NftFlowtableProvider::conn_add(const Ctx& ctx) {
+  Op op{};
+  op.type = CT_OFFLOAD_OP_ADD;
+  op.ctx = ctx;
+  std::lock_guard lock(impl_->mu);
+  if (!impl_->ready) return ENOTCONN;
+  impl_->process(std::span<Op>(&op, 1));
+  impl_->publish();
+  return op.error;
+}
+
+void NftFlowtableProvider::conn_del(const Ctx& ctx) {
+  Op op{};
+  op.type = CT_OFFLOAD_OP_DEL;
+  op.ctx = ctx;
+  std::lock_guard lock(impl_->mu);
+  if (!impl_->ready) return;
+  impl_->process(std::span<Op>(&op, 1));
+  impl_->publish();
+}
+
+long long NftFlowtableProvider::conn_update(const Ctx& ctx) {
+  std::lock_guard lock(impl_->mu);
+  if (!impl_->ready || ctx.conn == nullptr) return 0;
+  impl_->maybe_verify(false);
+  return impl_->update(ctx);
+}
+
+void NftFlowtableProvider::conn_established(const Ctx& ctx) {
+  std::lock_guard lock(impl_->mu);
+  if (!impl_->ready || ctx.conn == nullptr) return;
+  impl_->sync_links();
+  impl_->established(ctx);
+}
+
+bool NftFlowtableProvider::can_offload(const Ctx& ctx) {
+  if (ctx.conn == nullptr || !validate(*ctx.conn).ok()) return false;
+  // Lock-free: a batch in progress on another thread does not hold this up.
+  return impl_->ready_seen.load(std::memory_order_relaxed) &&
+         impl_->held.load(std::memory_order_relaxed) < impl_->opts.capacity;
+}
+
+void NftFlowtableProvider::flush() {
+  std::lock_guard lock(impl_->mu);
+  if (!impl_->ready) return;
+  impl_->flush_all();
+  impl_->publish();
+}
+
+void NftFlowtableProvider::batch_submit(std::span<Op> ops) {
+  std::lock_guard lock(impl_->mu);
+  if (!impl_->ready) {
+    for (auto& op : ops) op.error = op.type == CT_OFFLOAD_OP_ADD ? ENOTCONN : 0;
+    return;
+  }
+  impl_->process(ops);
+  impl_->publish();
+}
+
+bool NftFlowtableProvider::conn_query(const Ctx& ctx, ConnStatus* status) {
+  if (ctx.conn == nullptr) return false;
+  std::lock_guard lock(impl_->mu);
+  if (!impl_->ready) return false;
+  const size_t i = impl_->conns.find(*ctx.conn);
+  if (i == ConnTable::npos || !same_conn(impl_->conns.at(i).conn, *ctx.conn)) return false;
+  Record& r = impl_->conns.at(i);
+  auto e = impl_->backend.ct->get(r.conn);
+  if (e) impl_->observe(r, *e, impl_->now());
+  const NftConnInfo info = impl_->info_of(r, e ? std::optional<netlink::CtEntry>(*e) : std::nullopt);
+  if (status != nullptr) {
+    *status = ConnStatus{};
+    (void)std::snprintf(status->provider, sizeof(status->provider), "%s", kName);
+    status->mode = info.mode == FtMode::kHw ? CT_OFFLOAD_MODE_HW : CT_OFFLOAD_MODE_SW;
+    status->packets = info.packets;
+    status->bytes = info.bytes;
+    status->last_used = info.last_used_ms;
+  }
+  return true;
+}
+
+std::vector<NftDeviceInfo> NftFlowtableProvider::devices() {
+  std::lock_guard lock(impl_->mu);
+  if (impl_->ready) impl_->sync_links();
+  std::vector<NftDeviceInfo> out;
+  for (const auto& d : impl_->devs) {
+    NftDeviceInfo i;
+    i.name = d.name;
+    i.ifindex = d.present ? d.ifindex : 0;
+    i.present = d.present;
+    i.mode = d.in_kernel ? d.mode : FtMode::kNone;
+    i.connections = d.refs;
+    i.note = d.note;
+    out.push_back(std::move(i));
+  }
+  return out;
+}
+
+std::vector<NftConnInfo> NftFlowtableProvider::entries() {
+  std::lock_guard lock(impl_->mu);
+  std::vector<NftConnInfo> out;
+  if (!impl_->ready) return out;
+  auto& conns = impl_->conns;
+  std::vector<std::optional<netlink::CtEntry>> found(conns.size());
+  const long long t = impl_->now();
+  auto r = impl_->backend.ct->dump(
+      netlink::CtFilter{},
+      [&](const netlink::CtEntry& e) {
+        const size_t i = conns.find(e.conn.family, e.conn.proto, e.conn.zone, e.conn.orig);
+        if (i == ConnTable::npos) return;
+        impl_->observe(conns.at(i), e, t);
+        found[i] = e;
+      },
+      [&]() { std::fill(found.begin(), found.end(), std::nullopt); });
+  if (!r) impl_->logger->warn("conntrack dump: {}", r.status().to_string());
+  out.reserve(conns.size());
+  for (size_t i = 0; i < conns.size(); ++i) out.push_back(impl_->info_of(conns.at(i), found[i]));
+  return out;
+}
+
+std::optional<NftConnInfo> NftFlowtableProvider::lookup(const Conn& conn) {
+  std::lock_guard lock(impl_->mu);
+  if (!impl_->ready) return std::nullopt;
+  const size_t i = impl_->conns.find(conn);
+  if (i == ConnTable::npos || !same_conn(impl_->conns.at(i).conn, conn)) return std::nullopt;
+  Record& r = impl_->conns.at(i);
+  auto e = impl_->backend.ct->get(r.conn);
+  if (e) impl_->observe(r, *e, impl_->now());
+  return impl_->info_of(r, e ? std::optional<netlink::CtEntry>(*e) : std::nullopt);
+}
+
+Status NftFlowtableProvider::resync() {
+  std::lock_guard lock(impl_->mu);
+  if (!impl_->ready) return Status::error(ENOTCONN, "nft_flowtable is not initialised");
+  impl_->sync_links();
+  impl_->last_verify = impl_->now();
+  return impl_->verify_and_restore(true);
+}
+
+}  // namespace ctoffload
