@@ -65,7 +65,9 @@ if configure_and_build "$build_tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCTOFFLO
   ran=0
   for t in "$build_tsan"/tests/*_test; do
     [[ -x $t ]] || continue
-    if ! "$t" --gtest_list_tests --gtest_filter='*Concurrency*' | grep -q '^  '; then continue; fi
+    if ! setarch "$(uname -m)" -R "$t" --gtest_list_tests --gtest_filter='*Concurrency*' | grep -q '^  '; then
+      continue
+    fi
     echo "--- tsan: $(basename "$t")"
     ran=$((ran + 1))
     if ! TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" setarch "$(uname -m)" -R \
