@@ -272,6 +272,10 @@ bool SoftwareProvider::Impl::try_hit(uint32_t index, bool reply, const Key& k, u
   // see its change here and back off, or it waits for us.
   std::atomic_ref<uint64_t> packets(r.packets);
   packets.fetch_add(kInflightOne, std::memory_order_acq_rel);
+  if (load(r.seq) != s1) {
+    packets.fetch_sub(kInflightOne, std::memory_order_release);
+    return false;
+  }
   std::atomic_ref<uint64_t>(r.bytes).fetch_add(nbytes, std::memory_order_relaxed);
   if (*now == 0) *now = coarse_now_ms();
   std::atomic_ref<int64_t> last(r.last_used);
@@ -502,7 +506,7 @@ void SoftwareProvider::Impl::write_record(uint32_t index, const Key& orig, const
   std::atomic_ref<uint64_t> packets(r.packets);
   uint64_t p = packets.load(std::memory_order_acquire);
   for (unsigned spins = 0;;) {
-    if (false) {
+    if ((p & ~kCountMask) != 0) {
       if (++spins % 64 == 0) {
         std::this_thread::yield();
       } else {
@@ -511,7 +515,7 @@ void SoftwareProvider::Impl::write_record(uint32_t index, const Key& orig, const
       p = packets.load(std::memory_order_acquire);
       continue;
     }
-    packets.store(p & ~kCountMask); break;
+    if (packets.compare_exchange_weak(p, 0, std::memory_order_acq_rel, std::memory_order_acquire)) break;
   }
   store(r.bytes, uint64_t{0});
   store(r.last_used, int64_t{0});
