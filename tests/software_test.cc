@@ -677,7 +677,8 @@ TEST(SoftwareConcurrency, LookupsNeverHitDeletedConnectionsNorMissHeldOnes) {
   }
   std::thread writer([&] {
     std::mt19937 rng(99);
-    for (int step = 0; step < 20000; ++step) {
+    const auto deadline = std::chrono::steady_clock::now() + kStressBudget;
+    for (int step = 0; step < 20000 && std::chrono::steady_clock::now() < deadline; ++step) {
       Tracked& t = churn[rng() % kChurn];
       if (t.state.load(std::memory_order_relaxed) % 2 == 0) {
         t.state.fetch_add(1, std::memory_order_release);  // Add starts.
@@ -788,7 +789,8 @@ TEST(SoftwareConcurrency, CountsMatchTheHitsReadersSaw) {
   }
   std::thread writer([&] {
     std::mt19937 rng(5);
-    for (int step = 0; step < 20000; ++step) {
+    const auto deadline = std::chrono::steady_clock::now() + kStressBudget;
+    for (int step = 0; step < 20000 && std::chrono::steady_clock::now() < deadline; ++step) {
       const Conn c = nth_conn(500 + rng() % kChurn);
       if (add(*p, c) != 0) del(*p, c);
     }
@@ -873,7 +875,8 @@ TEST(SoftwareConcurrency, QueriesAndFlushRaceLookupsSafely) {
   });
   threads.emplace_back([&] {
     std::mt19937 rng(8);
-    for (int step = 0; step < 20000; ++step) {
+    const auto deadline = std::chrono::steady_clock::now() + kStressBudget;
+    for (int step = 0; step < 20000 && std::chrono::steady_clock::now() < deadline; ++step) {
       const Conn c = nth_conn(rng() % (uint64_t{2} * kCap));
       const uint32_t op = rng() % 100;
       if (op < 55) {
