@@ -79,9 +79,6 @@ poll_until() {
 NAMESPACES=()
 BG_PIDS=()
 
-# The full name of short namespace name 'n' (c, r, s, c1, ...).
-ns() { printf '%s' "${NSP}$1"; }
-
 # Runs CMD in namespace 'n'.
 in_ns() {
   local n=$1
@@ -292,7 +289,7 @@ xfer_start() {
       "TCP$f-LISTEN:$lport,reuseaddr" "OPEN:$d/recv,creat,trunc,wronly" 2>"$d/server.err"
     XSPID[$id]=$BG_PID
     bg timeout 300 ip netns exec "${NSP}$cns" socat -u \
-      "OPEN:$d/fifo,rdonly" "TCP$f:$dsthost:$dport,bind=$(bindaddr "$src" "$sport"),reuseaddr,retry=50,interval=0.1" \
+      "OPEN:$d/fifo,rdonly" "TCP$f:$dsthost:$dport,bind=$(ep "$src" "$sport"),reuseaddr,retry=50,interval=0.1" \
       2>"$d/client.err"
     XCPID[$id]=$BG_PID
   else
@@ -304,7 +301,7 @@ xfer_start() {
     wait_for 10 "udp server of $id listening on $lport" udp_listening "$sns" "$lport"
     bg timeout 300 ip netns exec "${NSP}$cns" taskset -c 0 socat -b 1200 -t 0.3 \
       "OPEN:$d/fifo,rdonly!!OPEN:$d/recv,creat,trunc,wronly" \
-      "UDP$f:$dsthost:$dport,bind=$(bindaddr "$src" "$sport")" 2>"$d/client.err"
+      "UDP$f:$dsthost:$dport,bind=$(ep "$src" "$sport")" 2>"$d/client.err"
     XCPID[$id]=$BG_PID
   fi
   # Opening read-write never blocks (a plain write-open would wait for the
@@ -314,8 +311,6 @@ xfer_start() {
   XFD[$id]=$fd
   log "transfer $id: $proto $(ep "$src" "$sport") -> $(ep "$dst" "$dport") (server $sns:$lport)"
 }
-
-bindaddr() { if [[ $1 == *:* ]]; then printf '[%s]:%s' "$1" "$2"; else printf '%s:%s' "$1" "$2"; fi; }
 
 udp_listening() {
   [[ -n $(in_ns "$1" ss -Hlun "sport = :$2") ]]
