@@ -468,16 +468,11 @@ ctl_del() {
   log "deleted: $*"
 }
 
-# ctl_show [GLOBAL-OPTS...]: `ctoffloadctl GLOBAL-OPTS -j show` into SHOW.
+# ctl_show: `ctoffloadctl -j show` in the router into SHOW.
 ctl_show() {
   local rc=0
-  SHOW=$(ctl "$@" -j show 2>"$S/ctl.err") || rc=$?
-  ((rc == 0)) || fail "ctoffloadctl $* -j show -> exit $rc: $SHOW $(head -c 300 "$S/ctl.err")"
-}
-
-# conn_args PROTO SRC SPORT DST DPORT: the --proto/--src/--dst options.
-conn_args() {
-  printf -- '--proto %s --src %s --dst %s' "$1" "$(ep "$2" "$3")" "$(ep "$4" "$5")"
+  SHOW=$(ctl -j show 2>"$S/ctl.err") || rc=$?
+  ((rc == 0)) || fail "ctoffloadctl -j show -> exit $rc: $SHOW $(head -c 300 "$S/ctl.err")"
 }
 
 # ---- nftables in the router ----
@@ -543,17 +538,27 @@ not_off() {
 # no_off ID: no [OFFLOAD] (the entry may be gone altogether).
 no_off() { [[ $(ct_of "$1") != *"[OFFLOAD]"* ]]; }
 
-# conn_of ID: --proto/--src/--dst (and --zone) options for transfer ID.
-# shellcheck disable=SC2086
+# conn_of ID: sets CONN to the --proto/--src/--dst (and --zone) options
+# of transfer ID.
 conn_of() {
-  conn_args ${XTUP[$1]}
-  [[ -z ${XZONE[$1]} ]] || printf -- ' --zone %s' "${XZONE[$1]}"
+  local t
+  read -ra t <<<"${XTUP[$1]}"
+  CONN=(--proto "${t[0]}" --src "$(ep "${t[1]}" "${t[2]}")" --dst "$(ep "${t[3]}" "${t[4]}")")
+  [[ -z ${XZONE[$1]} ]] || CONN+=(--zone "${XZONE[$1]}")
 }
 
 # src_ep ID / dst_ep ID: the original source / destination as
 # ctoffloadctl prints them.
-src_ep() { local t=(${XTUP[$1]}); ep "${t[1]}" "${t[2]}"; }
-dst_ep() { local t=(${XTUP[$1]}); ep "${t[3]}" "${t[4]}"; }
+src_ep() {
+  local t
+  read -ra t <<<"${XTUP[$1]}"
+  ep "${t[1]}" "${t[2]}"
+}
+dst_ep() {
+  local t
+  read -ra t <<<"${XTUP[$1]}"
+  ep "${t[3]}" "${t[4]}"
+}
 
 # expect_offloaded ID [SEC]: waits (default 5 s) for [OFFLOAD] on ID.
 expect_offloaded() {
@@ -572,11 +577,17 @@ expect_not_offloaded() {
 
 # add_flow ID [IIF] [EXTRA-ADD-OPTIONS...]: gives transfer ID's
 # connection to the provider (iif default r-c).
-# shellcheck disable=SC2046
 add_flow() {
   local id=$1 iif=${2:-r-c}
   shift $(($# < 2 ? $# : 2))
-  ctl_add --iif "$iif" $(conn_of "$id") "$@"
+  conn_of "$id"
+  ctl_add --iif "$iif" "${CONN[@]}" "$@"
+}
+
+# del_flow ID: takes transfer ID's connection back from the provider.
+del_flow() {
+  conn_of "$1"
+  ctl_del "${CONN[@]}"
 }
 
 # show_conn ID: transfer ID's entry in the last ctl_show ("" when absent).

@@ -45,6 +45,7 @@ if [[ ${1:-} == --one ]]; then
   source "$here/lib.sh"
   # shellcheck disable=SC1090
   source "$file"
+  # shellcheck disable=SC2317  # called from the ERR trap
   on_err() {
     # The first unexpected failure is the reason; fail() writes its own.
     [[ -s $S/why ]] || printf 'unexpected failure (status %s) at %s line %s: %s\n' \

@@ -1,5 +1,6 @@
 # TCP over IPv4, selective: only the connection given to the provider is
 # offloaded.
+# shellcheck disable=SC2034  # read by run.sh --list
 DESC="TCP/IPv4 offloaded through the provider; a second connection on the same path, not given to it, stays on the slow path"
 
 scenario() {

@@ -1,4 +1,5 @@
 # TCP over IPv6.
+# shellcheck disable=SC2034  # read by run.sh --list
 DESC="TCP/IPv6 offloaded, data intact"
 
 scenario() {

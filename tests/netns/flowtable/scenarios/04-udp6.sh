@@ -1,4 +1,5 @@
 # UDP over IPv6.
+# shellcheck disable=SC2034  # read by run.sh --list
 DESC="UDP/IPv6 (echoed) offloaded, data intact"
 
 scenario() {

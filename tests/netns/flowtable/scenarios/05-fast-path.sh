@@ -1,4 +1,5 @@
 # The fast path is real: offloaded packets bypass the forward hook.
+# shellcheck disable=SC2034  # read by run.sh --list
 DESC="offloaded TCP/IPv4 and UDP/IPv6 packets bypass the forward hook: a forward-chain counter of our own stays far below the packets conntrack counts"
 
 scenario() {

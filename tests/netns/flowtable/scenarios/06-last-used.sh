@@ -1,5 +1,6 @@
 # Last used advances while packets flow through the fast path and stays put
 # while the connection is idle.
+# shellcheck disable=SC2034  # read by run.sh --list
 DESC="last used (show -j last_used_ms in one long-running ctoffloadctl watch) advances while an offloaded flow carries traffic and stays put while it is idle; update reads the kernel's counters"
 
 # Samples of the watch output: "LINE LAST_USED PACKETS" for transfer a.
@@ -22,7 +23,8 @@ scenario() {
   # A fresh process knows nothing of earlier counters, but update still
   # reads them from the kernel.
   local out
-  out=$(ctl -j update $(conn_of a)) || fail "update failed: $out"
+  conn_of a
+  out=$(ctl -j update "${CONN[@]}") || fail "update failed: $out"
   jq -e '.ok == true and .provider == "nft_flowtable" and .packets > 0' <<<"$out" >/dev/null ||
     fail "update did not report the kernel's counters: $out"
 

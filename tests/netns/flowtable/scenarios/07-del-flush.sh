@@ -1,4 +1,5 @@
 # conn_del ends the offload at once; flush leaves nothing of ours offloaded.
+# shellcheck disable=SC2034  # read by run.sh --list
 DESC="del ends the offload within a second and the transfer goes on intact on the slow path; flush leaves no connection offloaded and no element or device behind"
 
 scenario() {
@@ -20,7 +21,7 @@ scenario() {
   expect_offloaded t
 
   # del: the [OFFLOAD] bit is gone within a second of del returning.
-  ctl_del $(conn_of a)
+  del_flow a
   poll_until 1 no_off a || fail "a still offloaded 1s after del: $(ct_of a)"
   log "a: offload ended after del"
   # The connection goes on, on the slow path, and is not offloaded again.

@@ -1,5 +1,6 @@
 # NAT: connections under SNAT (masquerade) and DNAT (port forward) are
 # offloaded when given with their reply tuple, and the data arrive intact.
+# shellcheck disable=SC2034  # read by run.sh --list
 DESC="SNAT (masquerade, TCP/IPv4) and DNAT port forwards (TCP/IPv4, UDP/IPv6) offloaded with the reply tuple conntrack shows, data intact"
 
 # nat_reply ID: "SRC SPORT DST DPORT" of ID's reply tuple, from conntrack.
@@ -13,7 +14,7 @@ add_nat() {
   local id=$1 rs rsp rd rdp t
   read -r rs rsp rd rdp <<<"$(nat_reply "$id")"
   [[ -n $rdp ]] || fail "$id: no reply tuple in conntrack: $(ct_of "$id")"
-  t=(${XTUP[$id]})
+  read -ra t <<<"${XTUP[$id]}"
   if [[ $rs == "${t[3]}" && $rsp == "${t[4]}" && $rd == "${t[1]}" && $rdp == "${t[2]}" ]]; then
     fail "$id: conntrack shows no NAT: $(ct_of "$id")"
   fi

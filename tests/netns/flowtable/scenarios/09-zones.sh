@@ -1,5 +1,6 @@
 # Conntrack zones: the same tuple in two zones, only the selected one
 # offloaded.
+# shellcheck disable=SC2034  # read by run.sh --list
 DESC="the same TCP/IPv4 tuple in zones 1 and 2 (two client/server pairs with identical addresses, a VRF each in the router): only the zone given to the provider is offloaded"
 
 scenario() {

@@ -1,4 +1,5 @@
 # Hardware offload asked for on veth: refused, software flowtable instead.
+# shellcheck disable=SC2034  # read by run.sh --list
 DESC="--hw-offload on with veth: the kernel refuses hardware offload, the devices fall back to the software flowtable and show -j says mode sw with a note"
 
 scenario() {
@@ -8,7 +9,8 @@ scenario() {
   xfer_send a 32768
   # -v: the provider logs each device's fate to stderr.
   CTL_GLOBAL=(--hw-offload on -v)
-  ctl_add --iif r-c $(conn_of a)
+  conn_of a
+  ctl_add --iif r-c "${CONN[@]}"
   [[ $CTL_OUT == *'"mode":"sw"'* ]] || fail "add with --hw-offload on did not report mode sw: $CTL_OUT"
   local d
   for d in r-c r-s; do

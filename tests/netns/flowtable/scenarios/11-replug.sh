@@ -1,4 +1,5 @@
 # A device unplugged and plugged back in: connections on it offload again.
+# shellcheck disable=SC2034  # read by run.sh --list
 DESC="the client-side veth deleted and recreated under the same name: the held connection and a new one offload again on the new device, through the fast path"
 
 scenario() {

@@ -1,4 +1,5 @@
 # An admin's `nft flush ruleset`: the provider restores what it owns.
+# shellcheck disable=SC2034  # read by run.sh --list
 DESC="nft flush ruleset while connections are offloaded: the provider process that holds them (a long-running ctoffloadctl watch) restores its table and connections on its next refresh, and they offload again"
 
 # The provider's state lives in its process (the kernel table is what an

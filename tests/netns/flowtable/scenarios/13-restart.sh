@@ -1,4 +1,5 @@
 # A new process sees and manages connections an earlier one added.
+# shellcheck disable=SC2034  # read by run.sh --list
 DESC="one process per command: connections added by one ctoffloadctl are listed, updated, deleted by later ones, and later adds coexist with them"
 
 scenario() {
@@ -19,22 +20,26 @@ scenario() {
     fail "a new process does not see a as offloaded: ${c:-$SHOW}"
 
   local out                              # process 3
-  out=$(ctl -j update $(conn_of a)) || fail "update of a from a new process failed: $out"
+  conn_of a
+  out=$(ctl -j update "${CONN[@]}") || fail "update of a from a new process failed: $out"
   [[ $out == *'"provider":"nft_flowtable"'* ]] || fail "update of a: $out"
 
   # The kernel provider of a new process knows a is held: a second add is
   # refused with EEXIST.  (Only that provider: with the default list the
   # registry would hand the refused connection to the software fallback.)
   local rc=0                             # process 4
-  out=$(ctl --providers nft_flowtable -j add --iif r-c $(conn_of a) 2>&1) || rc=$?
-  ((rc != 0)) && [[ $out == *EEXIST* ]] || fail "adding a again from a new process: exit $rc, $out"
+  conn_of a
+  out=$(ctl --providers nft_flowtable -j add --iif r-c "${CONN[@]}" 2>&1) || rc=$?
+  if ((rc == 0)) || [[ $out != *EEXIST* ]]; then
+    fail "adding a again from a new process: exit $rc, $out"
+  fi
 
   add_flow b                             # process 5
   xfer_send b 65536
   expect_offloaded b
   expect_offloaded a
 
-  ctl_del $(conn_of a)                   # process 6
+  del_flow a                             # process 6
   poll_until 1 no_off a || fail "a still offloaded 1s after del from a new process: $(ct_of a)"
   xfer_send a 65536
   xfer_send b 65536

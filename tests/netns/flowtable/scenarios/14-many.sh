@@ -1,4 +1,5 @@
 # Thousands of connections through one batch.
+# shellcheck disable=SC2034  # read by run.sh --list
 DESC="3000 connections added by one ctoffloadctl batch: all in the kernel's set, listed by one show refreshed with one conntrack dump, deleted cleanly by a second batch"
 
 N=3000

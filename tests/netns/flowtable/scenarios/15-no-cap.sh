@@ -1,4 +1,5 @@
 # Without CAP_NET_ADMIN: a clear error, nothing installed.
+# shellcheck disable=SC2034  # read by run.sh --list
 DESC="ctoffloadctl without CAP_NET_ADMIN: probe and add say so clearly (EPERM), nothing reaches the kernel, the connection is not offloaded"
 
 # Runs ctoffloadctl in the router with CAP_NET_ADMIN dropped from every
@@ -26,7 +27,8 @@ scenario() {
 
   # Only the kernel provider: add fails with a clear error.
   rc=0
-  out=$(ctl_nocap --providers nft_flowtable add --iif r-c $(conn_of a) 2>&1) || rc=$?
+  conn_of a
+  out=$(ctl_nocap --providers nft_flowtable add --iif r-c "${CONN[@]}" 2>&1) || rc=$?
   ((rc == 1)) || fail "add without CAP_NET_ADMIN exited $rc (expected 1): $out"
   [[ $out == *EPERM* || $out == *CAP_NET_ADMIN* || $out == *"not permitted"* ]] ||
     fail "add without CAP_NET_ADMIN does not say why: $out"
@@ -34,7 +36,7 @@ scenario() {
 
   # Default providers: the software fallback takes it, and says so.
   rc=0
-  out=$(ctl_nocap add --iif r-c $(conn_of a) 2>&1) || rc=$?
+  out=$(ctl_nocap add --iif r-c "${CONN[@]}" 2>&1) || rc=$?
   [[ $out == *software* ]] || fail "add with the default providers should fall back to software: exit $rc, $out"
 
   # Nothing reached the kernel.
