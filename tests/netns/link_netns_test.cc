@@ -24,28 +24,13 @@
 #include <vector>
 
 #include "netlink/link.h"
+#include "netns_support.h"
 
 namespace ctoffload::netlink {
 namespace {
 
-ino_t netns_inode(const char* path) {
-  struct stat st {};
-  return stat(path, &st) == 0 ? st.st_ino : 0;
-}
-
-// The devices of the caller's namespace other than "lo", comma-separated.
-std::string devices_besides_lo() {
-  std::string out;
-  struct if_nameindex* all = if_nameindex();
-  if (all == nullptr) return "?";
-  for (const struct if_nameindex* i = all; i->if_index != 0; ++i) {
-    if (std::string(i->if_name) == "lo") continue;
-    if (!out.empty()) out += ",";
-    out += i->if_name;
-  }
-  if_freenameindex(all);
-  return out;
-}
+using ctoffload::testing::output_of;
+using ctoffload::testing::run;
 
 // Root, and a namespace of our own: not PID 1's (when that can be read),
 // and holding no device but lo, as a namespace fresh from `unshare -n`
@@ -53,36 +38,13 @@ std::string devices_besides_lo() {
 class NetnsEnvironment : public ::testing::Environment {
  public:
   void SetUp() override {
-    ASSERT_EQ(geteuid(), 0u) << "the netns tests need root: run them as root under `unshare -n`";
-    const ino_t mine = netns_inode("/proc/self/ns/net");
-    ASSERT_NE(mine, 0u) << "cannot read /proc/self/ns/net";
-    ASSERT_NE(mine, netns_inode("/proc/1/ns/net"))
-        << "refusing to run in PID 1's network namespace: run under `unshare -n`";
-    const std::string others = devices_besides_lo();
-    ASSERT_EQ(others, "") << "refusing to run in a network namespace with devices (" << others
-                          << "): run under `unshare -n`";
+    ASSERT_NO_FATAL_FAILURE(ctoffload::testing::assert_fresh_netns());
     const int tool = std::system("ip -V >/dev/null 2>&1");  // NOLINT(concurrency-mt-unsafe)
     ASSERT_EQ(tool, 0) << "the `ip` tool (iproute2) is needed";
   }
 };
 
 const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new NetnsEnvironment);
-
-int run(const std::string& cmd) {
-  int st = std::system(cmd.c_str());  // NOLINT(concurrency-mt-unsafe): tests are single-threaded.
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
-std::string output_of(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  pclose(p);
-  return out;
-}
 
 // The ifindex `ip -o link show DEV` prints ("7: dev@peer: ..."), or 0.
 int ip_ifindex(const std::string& dev) {

@@ -52,40 +52,23 @@
 #include "ctoffload/registry.h"
 #include "netlink/ctnetlink.h"
 #include "providers/nft_flowtable.h"
+#include "netns_support.h"
 #include "test_support.h"
 
 namespace ctoffload {
 namespace {
 
+using ctoffload::testing::output_of;
+using ctoffload::testing::run;
+
 using testing::ctx_of;
 using testing::tcp4;
 using testing::udp6;
-
-int run(const std::string& cmd) {
-  int st = std::system(cmd.c_str());
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
-std::string output_of(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  pclose(p);
-  return out;
-}
 
 size_t count_of(const std::string& hay, const std::string& needle) {
   size_t n = 0;
   for (size_t pos = hay.find(needle); pos != std::string::npos; pos = hay.find(needle, pos + 1)) ++n;
   return n;
-}
-
-ino_t netns_inode(const char* path) {
-  struct stat st {};
-  return stat(path, &st) == 0 ? st.st_ino : 0;
 }
 
 // The oracle: can `nft` make a flowtable here?  Asked in a scratch
@@ -104,18 +87,7 @@ bool require_flowtables() {
 class NetnsEnvironment : public ::testing::Environment {
  public:
   void SetUp() override {
-    ASSERT_EQ(geteuid(), 0u) << "nft_flowtable_netns_test must run as root (inside `unshare -n`)";
-    // Where PID 1's namespace is visible, it must not be ours; everywhere,
-    // ours must hold nothing but loopback (a fresh `unshare -n`).
-    const ino_t mine = netns_inode("/proc/self/ns/net");
-    const ino_t init = netns_inode("/proc/1/ns/net");
-    ASSERT_TRUE(init == 0 || mine != init) << "refusing to run in PID 1's network namespace: run under `unshare -n`";
-    struct if_nameindex* names = if_nameindex();
-    ASSERT_NE(names, nullptr);
-    std::vector<std::string> ifs;
-    for (struct if_nameindex* p = names; p->if_index != 0; ++p) ifs.emplace_back(p->if_name);
-    if_freenameindex(names);
-    ASSERT_EQ(ifs, std::vector<std::string>{"lo"}) << "not a fresh network namespace: run under `unshare -n`";
+    ASSERT_NO_FATAL_FAILURE(ctoffload::testing::assert_fresh_netns());
     ASSERT_EQ(run("nft --version >/dev/null 2>&1"), 0) << "the `nft` tool is needed";
     ASSERT_EQ(run("conntrack --version >/dev/null 2>&1"), 0) << "the `conntrack` tool is needed";
     ASSERT_EQ(run("ip -V >/dev/null 2>&1"), 0) << "the `ip` tool is needed";

@@ -1,0 +1,29 @@
+// netns_support.h - what every real-kernel test needs: running the tools
+// that check the kernel's side, and refusing to run outside a fresh
+// network namespace.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+namespace ctoffload::testing {
+
+// Runs 'cmd' with /bin/sh; returns its exit status (128 if it did not exit).
+int run(const std::string& cmd);
+
+// Runs 'cmd' with /bin/sh and returns what it printed on stdout.
+std::string output_of(const std::string& cmd);
+
+// The inode of the network namespace file 'path', or 0 when unreadable.
+ino_t netns_inode(const char* path);
+
+// The devices of the caller's namespace other than "lo", comma-separated.
+std::string devices_besides_lo();
+
+// Fails the calling test (gtest ASSERTs) unless we are root, not in PID 1's
+// network namespace (where that can be read), and in a namespace holding no
+// device but lo, as one fresh from `unshare -n` does.
+void assert_fresh_netns();
+
+}  // namespace ctoffload::testing
