@@ -328,8 +328,11 @@ int Registry::conn_add(const Ctx& ctx) {
     int err = e[i].provider->conn_add(ctx);
     if (err == 0) {
       accepted = true;
-    } else if (!first_err) {
-      first_err = err;
+    } else {
+      // EEXIST: that primary already holds the connection, so it is
+      // offloaded; a fallback taking a second copy would hide the error.
+      accepted = accepted || err == EEXIST;
+      if (!first_err) first_err = err;
     }
   }
   if (accepted) return first_err;  // Contract line 4: first error, all notified.
@@ -459,7 +462,9 @@ void Registry::submit(std::span<Op> ops) {
 
     auto record = [&](size_t i, int err, long long last_used) {
       if (ops[i].type == CT_OFFLOAD_OP_ADD) {
-        if (err == 0 && accepted[i] == kNone) accepted[i] = fallback ? kByFallback : kByPrimary;
+        if ((err == 0 || (err == EEXIST && !fallback)) && accepted[i] == kNone) {
+          accepted[i] = fallback ? kByFallback : kByPrimary;  // A primary's EEXIST: already held.
+        }
         if (err != 0 && !first_err[i]) first_err[i] = err;
       } else if (ops[i].type == CT_OFFLOAD_OP_UPD && last_used != 0) {
         ops[i].last_used = last_used;

@@ -1217,6 +1217,20 @@ TEST_F(NftFlowtableTest, ADeletedTableIsRestoredWithEveryConnection) {
   EXPECT_EQ(t->rules.size(), 3u);
 }
 
+TEST_F(NftFlowtableTest, AReaderAloneRestoresADeletedTable) {
+  // `ctoffloadctl watch` only reads; it must still notice the flush.
+  NftFlowtableOptions o;
+  o.verify_ms = 0;
+  auto p = ready(o);
+  ASSERT_TRUE(p);
+  ASSERT_EQ(p->conn_add(ctx_of(c4(1), &eth0_)), 0);
+  nft_.rs.clear();
+  EXPECT_EQ(p->entries().size(), 1u);
+  ASSERT_NE(nft_.table(), nullptr) << "entries() did not restore the flushed table";
+  ASSERT_NE(nft_.set("sel4"), nullptr);
+  EXPECT_EQ(nft_.set("sel4")->elems.size(), 1u);
+}
+
 TEST_F(NftFlowtableTest, AnAddThatMeetsAMissingSetRestoresAndSucceeds) {
   NftFlowtableOptions o;
   o.verify_ms = 1'000'000;  // no periodic check: the kernel's ENOENT must do

@@ -425,6 +425,16 @@ TEST_F(FallbackTest, BothFailingReturnsThePrimarysError) {
   EXPECT_EQ(reg_.conn_add(ctx_), EOPNOTSUPP);
 }
 
+TEST_F(FallbackTest, APrimaryThatAlreadyHoldsTheConnectionKeepsItFromTheFallback) {
+  primary_->add_error_ = EEXIST;
+  EXPECT_EQ(reg_.conn_add(ctx_), EEXIST) << "a duplicate add is reported, not hidden by the fallback";
+  EXPECT_EQ(log_.take(), (Calls{"primary:can", "primary:add"}));
+  std::vector<Op> ops = {Op{CT_OFFLOAD_OP_ADD, ctx_, 0, 0}};
+  reg_.submit(ops);
+  EXPECT_EQ(ops[0].error, EEXIST);
+  EXPECT_EQ(log_.take(), (Calls{"primary:can", "primary:add"}));
+}
+
 TEST_F(FallbackTest, OnlyTheFirstAcceptingFallbackTakesIt) {
   auto second = make("second");
   second->fallback_ = true;

@@ -1737,6 +1737,9 @@ std::vector<NftConnInfo> NftFlowtableProvider::entries() {
   std::lock_guard lock(impl_->mu);
   std::vector<NftConnInfo> out;
   if (!impl_->ready) return out;
+  // A reader is often the only long-lived caller (watch): it is the one that
+  // notices an admin's `nft flush ruleset` and puts the table back.
+  impl_->maybe_verify(false);
   auto& conns = impl_->conns;
   std::vector<std::optional<netlink::CtEntry>> found(conns.size());
   const long long t = impl_->now();
