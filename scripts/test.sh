@@ -9,8 +9,19 @@
 #   unit        GoogleTest unit tests (any user, any kernel)
 #   tsan        the concurrency tests again, built with ThreadSanitizer
 #   netns       real-kernel tests in fresh network namespaces (root)
+#   kernel-*    every real-kernel test on a kernel with flowtables
+#               (tests/netns/kernel-suite.sh: the netns binaries, flowtable
+#               cases required, and the flowtable scenario suite): on this
+#               kernel when it has flowtables (kernel-host), otherwise in
+#               Debian's 6.1 and 6.12 under qemu, one boot each
+#               (kernel-6.1, kernel-6.12; scripts/vm/run.sh)
+#   demo        the README's demo in its short mode, its output checked
+#               (tests/demo_check.sh)
 #   package     a C and a C++ consumer built against the installed package
 # A stage that cannot run here fails loudly; nothing is skipped silently.
+#
+#   CTOFFLOAD_VM_KERNELS="6.1 6.12"   the series the kernel-* stages boot
+#   CTOFFLOAD_STAGES="unit netns ..."  run only these stages (default all)
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,7 +29,11 @@ jobs=${CTOFFLOAD_JOBS:-$(nproc)}
 build=${CTOFFLOAD_BUILD_DIR:-$root/build}
 build_tsan=${CTOFFLOAD_TSAN_BUILD_DIR:-$root/build-tsan}
 
-"$root/scripts/install-deps.sh" || exit 1
+# socat, jq and strace: the flowtable scenario suite; iperf3: the demo.
+"$root/scripts/install-deps.sh" socat jq strace iperf3 || exit 1
+
+stages=${CTOFFLOAD_STAGES:-unit tsan netns kernel demo package}
+want() { [[ " $stages " == *" $1 "* ]]; }
 
 declare -a stage_names=() stage_results=()
 record() {
@@ -45,24 +60,20 @@ if ! configure_and_build "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
   exit 1
 fi
 
-# ---- unit ----
-echo "=== unit tests"
-if (cd "$build" && ctest -L unit --output-on-failure -j "$jobs" --timeout 300); then
-  record unit PASS
-else
-  record unit FAIL
-fi
+stage_unit() {
+  echo "=== unit tests"
+  (cd "$build" && ctest -L unit --output-on-failure -j "$jobs" --timeout 300)
+}
 
-# ---- tsan ----
 # ThreadSanitizer's runtime needs a predictable address-space layout; run the
 # binaries with ASLR off (setarch -R) so a kernel with high mmap entropy does
 # not abort them before the first test.
-echo "=== ThreadSanitizer build of the concurrency tests in $build_tsan"
-mkdir -p "$build_tsan"
-tsan_ok=1
-if configure_and_build "$build_tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCTOFFLOAD_SANITIZE=thread \
-  -DCTOFFLOAD_BUILD_BENCH=OFF; then
-  ran=0
+stage_tsan() {
+  echo "=== ThreadSanitizer build of the concurrency tests in $build_tsan"
+  mkdir -p "$build_tsan"
+  configure_and_build "$build_tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCTOFFLOAD_SANITIZE=thread \
+    -DCTOFFLOAD_BUILD_BENCH=OFF || return 1
+  local ok=0 ran=0 t
   for t in "$build_tsan"/tests/*_test; do
     [[ -x $t ]] || continue
     if ! setarch "$(uname -m)" -R "$t" --gtest_list_tests --gtest_filter='*Concurrency*' | grep -q '^  '; then
@@ -70,58 +81,115 @@ if configure_and_build "$build_tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCTOFFLO
     fi
     echo "--- tsan: $(basename "$t")"
     ran=$((ran + 1))
-    if ! TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" setarch "$(uname -m)" -R \
-      "$t" --gtest_filter='*Concurrency*' --gtest_brief=1; then
-      tsan_ok=0
-    fi
+    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" setarch "$(uname -m)" -R \
+      "$t" --gtest_filter='*Concurrency*' --gtest_brief=1 || ok=1
   done
   if ((ran == 0)); then
     echo "tsan: no concurrency tests found" >&2
-    tsan_ok=0
+    return 1
   fi
-else
-  tsan_ok=0
-fi
-record tsan "$([[ $tsan_ok == 1 ]] && echo PASS || echo FAIL)"
+  return $ok
+}
 
-# ---- netns ----
-echo "=== real-kernel tests in fresh network namespaces"
-netns_ok=1
-if [[ $(id -u) -ne 0 ]]; then
-  echo "netns: needs root (unshare -n); run as root" >&2
-  netns_ok=0
-else
-  found=0
+stage_netns() {
+  echo "=== real-kernel tests in fresh network namespaces (this kernel, $(uname -r))"
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "netns: needs root (unshare -n); run as root" >&2
+    return 1
+  fi
+  local ok=0 found=0 t
   for t in "$build"/tests/netns/*_test; do
     [[ -x $t ]] || continue
     found=$((found + 1))
     echo "--- netns: $(basename "$t")"
-    if ! unshare -n "$t" --gtest_brief=1; then netns_ok=0; fi
+    unshare -n "$t" --gtest_brief=1 || ok=1
   done
   if ((found == 0)); then
     echo "netns: no netns test binaries were built" >&2
-    netns_ok=0
+    return 1
+  fi
+  return $ok
+}
+
+# The kernel-* stages: on this kernel when it has flowtables, otherwise one
+# VM boot per kernel series.  Reports (GoogleTest XML, the scenario suite's
+# output) land in $build/kernel-reports/<series>.
+host_has_flowtables() {
+  [[ $(unshare -n "$build/ctoffloadctl" -j probe 2>/dev/null) == *'"flowtable":true'* ]]
+}
+stage_kernel() {  # series|host
+  local series=$1 reports=$build/kernel-reports/$1
+  rm -rf "$reports" && mkdir -p "$reports" || return 1
+  if [[ $series == host ]]; then
+    echo "=== every real-kernel test on this kernel ($(uname -r), it has flowtables)"
+    "$root/tests/netns/kernel-suite.sh" --build "$build" --reports "$reports"
+    return
+  fi
+  echo "=== every real-kernel test in Debian's $series kernel under qemu (this kernel, $(uname -r), has no flowtables)"
+  local vm=("$root/scripts/vm/run.sh" --kernel "$series" --timeout "${CTOFFLOAD_KERNEL_TIMEOUT:-3000}"
+    --share "$reports")
+  # The guest sees the checkout (its working directory) but not a build
+  # directory outside it below /tmp or /run: share that too.
+  case $build/ in
+    "$root"/*) ;;
+    /tmp/* | /run/*) vm+=(--share "$build") ;;
+  esac
+  (cd "$root" && "${vm[@]}" -- tests/netns/kernel-suite.sh --build "$build" --reports "$reports")
+}
+
+stage_demo() {
+  echo "=== the README's demo, short mode, its output checked"
+  CTOFFLOAD_BUILD_DIR="$build" "$root/tests/demo_check.sh"
+}
+
+stage_package() {
+  echo "=== install and build consumers against the installed package"
+  local prefix consumer ok=0
+  prefix=$(mktemp -d)
+  consumer=$(mktemp -d)
+  local libs="$prefix/lib:$prefix/lib/x86_64-linux-gnu"
+  if cmake --install "$build" --prefix "$prefix" >/dev/null &&
+    PKG_CONFIG_PATH="$prefix/lib/pkgconfig:$prefix/lib/x86_64-linux-gnu/pkgconfig" \
+      cmake -S "$root/tests/package" -B "$consumer" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" >/dev/null &&
+    ninja -C "$consumer" >/dev/null &&
+    LD_LIBRARY_PATH="$libs" "$consumer/consumer_cmake" &&
+    LD_LIBRARY_PATH="$libs" "$consumer/consumer_pkgconfig"; then
+    # The README's examples, each built both ways; run in a namespace of
+    # their own so that the kernel provider never touches this host.
+    local how out
+    for how in cmake pkgconfig; do
+      out=$(LD_LIBRARY_PATH="$libs" CTOFFLOAD_LOG=off unshare -n "$consumer/example_caller_$how" 2>&1)
+      echo "example_caller_$how: $out"
+      [[ $out == *"offloaded by "* ]] || ok=1
+      out=$(LD_LIBRARY_PATH="$libs" CTOFFLOAD_LOG=off unshare -n "$consumer/example_provider_$how" 2>&1)
+      echo "example_provider_$how: $out"
+      [[ $out == *"tcp: my_provider"*"udp: software"* ]] || ok=1
+    done
+  else
+    ok=1
+  fi
+  rm -rf "$prefix" "$consumer"
+  return $ok
+}
+
+run_stage() {  # name, function, args...
+  local name=$1
+  shift
+  if "$@"; then record "$name" PASS; else record "$name" FAIL; fi
+}
+
+want unit && run_stage unit stage_unit
+want tsan && run_stage tsan stage_tsan
+want netns && run_stage netns stage_netns
+if want kernel; then
+  if host_has_flowtables; then
+    run_stage kernel-host stage_kernel host
+  else
+    for k in ${CTOFFLOAD_VM_KERNELS:-6.1 6.12}; do run_stage "kernel-$k" stage_kernel "$k"; done
   fi
 fi
-record netns "$([[ $netns_ok == 1 ]] && echo PASS || echo FAIL)"
-
-# ---- package ----
-echo "=== install and build consumers against the installed package"
-pkg_ok=1
-prefix=$(mktemp -d)
-consumer=$(mktemp -d)
-if cmake --install "$build" --prefix "$prefix" >/dev/null &&
-  PKG_CONFIG_PATH="$prefix/lib/pkgconfig:$prefix/lib/x86_64-linux-gnu/pkgconfig" \
-    cmake -S "$root/tests/package" -B "$consumer" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" >/dev/null &&
-  ninja -C "$consumer" >/dev/null &&
-  LD_LIBRARY_PATH="$prefix/lib:$prefix/lib/x86_64-linux-gnu" "$consumer/consumer_cmake" &&
-  LD_LIBRARY_PATH="$prefix/lib:$prefix/lib/x86_64-linux-gnu" "$consumer/consumer_pkgconfig"; then
-  :
-else
-  pkg_ok=0
-fi
-rm -rf "$prefix" "$consumer"
-record package "$([[ $pkg_ok == 1 ]] && echo PASS || echo FAIL)"
+want demo && run_stage demo stage_demo
+want package && run_stage package stage_package
 
 # ---- summary ----
 passed=0
@@ -129,7 +197,7 @@ failed=0
 echo
 echo "=== summary"
 for i in "${!stage_names[@]}"; do
-  printf '  %-10s %s\n' "${stage_names[$i]}" "${stage_results[$i]}"
+  printf '  %-12s %s\n' "${stage_names[$i]}" "${stage_results[$i]}"
   if [[ ${stage_results[$i]} == PASS ]]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 done
 echo "stages: $passed passed, $failed failed"

@@ -111,6 +111,26 @@ TEST(CliRun, UsageErrorsExitTwoWithAHint) {
   EXPECT_NE(prov.err.find("unknown provider 'warp'"), std::string::npos) << prov.err;
 }
 
+TEST(CliRun, GlobalOptionsMayFollowTheCommand) {
+  auto r = ctl({"probe", "-j", "--providers", "software"});
+  EXPECT_EQ(r.rc, kExitOk) << r.err;
+  EXPECT_EQ(r.out.rfind("{", 0), 0u) << "-j after the command gives JSON: " << r.out;
+  EXPECT_NE(r.out.find("\"name\":\"software\""), std::string::npos) << r.out;
+  auto add = ctl({"add", "--iif", "lo", "--proto", "udp", "--src", "10.0.0.1:1", "--dst", "10.0.0.2:2", "--providers=software",
+                  "--json"});
+  EXPECT_EQ(add.rc, kExitOk) << add.err;
+  EXPECT_NE(add.out.find("\"provider\":\"software\""), std::string::npos) << add.out;
+}
+
+TEST(CliRun, TheCommandsUsageIsCheckedBeforeTheProvidersStart) {
+  // An unknown provider is a usage error too, but only once the registry
+  // starts; the command's own mistake is reported first, without starting it.
+  auto r = ctl({"--providers", "warp", "show", "--bogus"});
+  EXPECT_EQ(r.rc, kExitUsage);
+  EXPECT_NE(r.err.find("unknown option '--bogus' for show"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("warp"), std::string::npos) << r.err;
+}
+
 TEST(CliRun, AddThroughTheSoftwareProviderSaysWhoTookIt) {
   auto r = ctl({"-j", "--providers", "software", "add", "--iif", "lo", "--proto", "tcp", "--src", "10.0.0.1:1000",
                 "--dst", "10.0.0.2:80"});

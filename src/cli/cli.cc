@@ -112,7 +112,8 @@ std::string command_usage(std::string_view cmd) {
   if (cmd == "watch") {
     return "usage: ctoffloadctl watch [--interval MS] [--count N] [--iif DEV] [--zone N]\n\n"
            "Runs show every MS milliseconds (default 1000), N times (default: until\n"
-           "interrupted).\n";
+           "interrupted).  Last used is when the kernel's packet counters last moved,\n"
+           "so the first line comes one interval after a silent first reading.\n";
   }
   return kUsage;
 }
@@ -176,12 +177,10 @@ struct Globals {
   std::optional<std::string> hw_offload;
 };
 
-struct Session {
-  Registry reg;  // Our own: each run() starts from the configuration it is given.
-  Status init_status;  // What module_init() said (unavailable providers).
-};
-
-Status setup(const Globals& g, Session& s) {
+// The registry is set up on first use, after the command has parsed its
+// arguments: a usage error is reported as one even where the providers
+// could not start (no CAP_NET_ADMIN, no flowtables).
+Status setup(const Globals& g, Registry& reg, Status& init_status) {
   // The CLI reports failures itself; the library's own log lines show with
   // -v (or CTOFFLOAD_LOG), not by default.
   if (g.verbose) {
@@ -189,7 +188,7 @@ Status setup(const Globals& g, Session& s) {
   } else if (!std::getenv("CTOFFLOAD_LOG")) {
     (void)log::set_level("error");
   }
-  Config& cfg = s.reg.config();
+  Config& cfg = reg.config();
   if (g.providers) {
     if (auto st = cfg.set("priority", *g.providers); !st) return st;
   }
@@ -199,12 +198,35 @@ Status setup(const Globals& g, Session& s) {
   if (g.hw_offload) {
     if (auto st = cfg.set("nft_flowtable.hw_offload", *g.hw_offload); !st) return st;
   }
-  s.init_status = s.reg.module_init();
+  init_status = reg.module_init();
   return {};
 }
 
+class Session {
+ public:
+  explicit Session(const Globals& g) : g_(g) {}
+  Registry& reg() {
+    if (!ready_) {
+      ready_ = true;
+      if (auto st = setup(g_, reg_, init_status_); !st) throw UsageError{st.message()};
+    }
+    return reg_;
+  }
+  // What module_init() said (unavailable providers).
+  const Status& init_status() {
+    (void)reg();
+    return init_status_;
+  }
+
+ private:
+  const Globals& g_;
+  Registry reg_;  // Our own: each run() starts from the configuration it is given.
+  Status init_status_;
+  bool ready_ = false;
+};
+
 std::shared_ptr<NftFlowtableProvider> kernel_provider(Session& s) {
-  return std::dynamic_pointer_cast<NftFlowtableProvider>(s.reg.find(NftFlowtableProvider::kName));
+  return std::dynamic_pointer_cast<NftFlowtableProvider>(s.reg().find(NftFlowtableProvider::kName));
 }
 
 // ---- Argument parsing of one operation ----
@@ -368,10 +390,10 @@ int cmd_probe(const Globals& g, Session& s, const std::vector<std::string>& args
     bool registered;
   };
   std::vector<ProviderRow> rows;
-  auto enabled = s.reg.config().priority();
+  auto enabled = s.reg().config().priority();
   for (const auto& b : builtins()) {
     bool en = std::find(enabled.begin(), enabled.end(), b.name) != enabled.end();
-    rows.push_back({b.name, b.fallback, en, s.reg.find(b.name) != nullptr});
+    rows.push_back({b.name, b.fallback, en, s.reg().find(b.name) != nullptr});
   }
 
   struct DeviceRow {
@@ -440,7 +462,7 @@ int cmd_probe(const Globals& g, Session& s, const std::vector<std::string>& args
       out << "  " << r.name << (r.fallback ? " (fallback)" : "") << ": "
           << (!r.enabled ? "disabled" : r.registered ? "available" : "unavailable") << "\n";
     }
-    if (!s.init_status.ok()) out << "  why: " << s.init_status.message() << "\n";
+    if (!s.init_status().ok()) out << "  why: " << s.init_status().message() << "\n";
     for (const auto& d : devs) {
       out << "device " << d.name << ": ";
       if (!d.status.ok()) {
@@ -473,12 +495,12 @@ int cmd_single(const Globals& g, Session& s, const std::vector<std::string>& arg
   j.begin_object().field("op", args[0]).field("connection", what);
   int rc = kExitOk;
   if (op->type == CT_OFFLOAD_OP_ADD) {
-    int e = s.reg.conn_add(ctx);
-    auto st = s.reg.conn_status(ctx);
+    int e = s.reg().conn_add(ctx);
+    auto st = s.reg().conn_status(ctx);
     if (e != 0 || !st) {
       int code = e ? e : ENOENT;
       std::string msg = error_line(code, "add " + what + " on " + op->dev.name);
-      if (!s.init_status.ok()) msg += "; " + s.init_status.message();
+      if (!s.init_status().ok()) msg += "; " + s.init_status().message();
       j.field("ok", false).field("errno", errno_label(code)).field("error", msg);
       if (!g.json) err << "ctoffloadctl: " << msg << "\n";
       rc = kExitFailed;
@@ -489,13 +511,13 @@ int cmd_single(const Globals& g, Session& s, const std::vector<std::string>& arg
             << ")\n";
         if (std::string(st->provider) == "software") {
           err << "note: the software provider took it; its cache lives in this process only"
-              << (s.init_status.ok() ? "" : " (" + s.init_status.message() + ")") << "\n";
+              << (s.init_status().ok() ? "" : " (" + s.init_status().message() + ")") << "\n";
         }
       }
     }
   } else if (op->type == CT_OFFLOAD_OP_DEL) {
-    auto before = s.reg.conn_status(ctx);
-    s.reg.conn_del(ctx);
+    auto before = s.reg().conn_status(ctx);
+    s.reg().conn_del(ctx);
     if (!before) {
       std::string msg = error_line(ENOENT, "del " + what) + " - no provider held it";
       j.field("ok", false).field("errno", errno_label(ENOENT)).field("error", msg);
@@ -506,8 +528,8 @@ int cmd_single(const Globals& g, Session& s, const std::vector<std::string>& arg
       if (!g.json) out << "deleted " << what << " from " << before->provider << "\n";
     }
   } else {  // UPD
-    auto st = s.reg.conn_status(ctx);
-    long long t = s.reg.conn_update(ctx);
+    auto st = s.reg().conn_status(ctx);
+    long long t = s.reg().conn_update(ctx);
     if (!st) {
       std::string msg = error_line(ENOENT, "update " + what) + " - no provider holds it";
       j.field("ok", false).field("errno", errno_label(ENOENT)).field("error", msg);
@@ -534,7 +556,7 @@ int show_once(const Globals& g, Session& s, const ShowFilter& f, std::ostream& o
   auto kp = kernel_provider(s);
   if (!kp) {
     std::string msg = "the kernel provider is not available, nothing is offloaded in the kernel";
-    if (!s.init_status.ok()) msg += ": " + s.init_status.message();
+    if (!s.init_status().ok()) msg += ": " + s.init_status().message();
     if (g.json) {
       JsonWriter j;
       j.begin_object().key("connections").begin_array().end_array().field("error", msg).end_object();
@@ -613,6 +635,18 @@ int cmd_watch(const Globals& g, Session& s, const std::vector<std::string>& args
   }
   g_interrupted = false;
   auto prev = std::signal(SIGINT, [](int) { g_interrupted = true; });
+  auto pause = [&] {
+    for (uint64_t waited = 0; waited < interval && !g_interrupted; waited += 10) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  };
+  // Last used is when the kernel's counters last moved, so it takes two
+  // readings to know: a silent first one, one interval before the first
+  // line, so that line already says when traffic last flowed.
+  if (auto kp = kernel_provider(s)) {
+    (void)kp->entries();
+    pause();
+  }
   int rc = kExitOk;
   for (uint64_t n = 0; (count == 0 || n < count) && !g_interrupted; ++n) {
     if (!g.json) out << "--- " << format_time_ms(static_cast<long long>(std::time(nullptr)) * 1000) << "\n";
@@ -620,9 +654,7 @@ int cmd_watch(const Globals& g, Session& s, const std::vector<std::string>& args
     out.flush();
     if (rc != kExitOk) break;
     if (count != 0 && n + 1 == count) break;
-    for (uint64_t waited = 0; waited < interval && !g_interrupted; waited += 10) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    pause();
   }
   std::signal(SIGINT, prev);
   return rc;
@@ -631,7 +663,7 @@ int cmd_watch(const Globals& g, Session& s, const std::vector<std::string>& args
 int cmd_flush(const Globals& g, Session& s, const std::vector<std::string>& args, std::ostream& out,
               std::ostream&) {
   if (args.size() > 1) throw UsageError{"flush takes no options, got '" + args[1] + "'"};
-  s.reg.flush();
+  s.reg().flush();
   if (g.json) {
     out << "{\"op\":\"flush\",\"ok\":true}\n";
   } else {
@@ -702,7 +734,7 @@ int cmd_batch(const Globals& g, Session& s, const std::vector<std::string>& args
   const bool progress = isatty(STDERR_FILENO) && ops.size() > batch_size;
   for (size_t done = 0; done < ops.size(); done += batch_size) {
     size_t n = std::min<size_t>(batch_size, ops.size() - done);
-    s.reg.submit(std::span<Op>(ops.data() + done, n));
+    s.reg().submit(std::span<Op>(ops.data() + done, n));
     if (progress) err << "\rbatch: " << done + n << "/" << ops.size() << std::flush;
   }
   if (progress) err << "\n";
@@ -779,6 +811,29 @@ std::string format_time_ms(long long ms) {
   return out;
 }
 
+// One global option at args[i] (advancing i past its value): true when it
+// was one.  They are taken before the command and after it alike.
+bool take_global(const std::vector<std::string>& args, size_t& i, Globals& g) {
+  const std::string& a = args[i];
+  std::optional<std::string> v;
+  if (a == "-j" || a == "--json") {
+    g.json = true;
+  } else if (a == "-v") {
+    g.verbose += 1;
+  } else if (a == "-vv") {
+    g.verbose += 2;
+  } else if ((v = take_value(args, i, "--table"))) {
+    g.table = v;
+  } else if ((v = take_value(args, i, "--providers"))) {
+    g.providers = v;
+  } else if ((v = take_value(args, i, "--hw-offload"))) {
+    g.hw_offload = v;
+  } else {
+    return false;
+  }
+  return true;
+}
+
 int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   Globals g;
   size_t i = 0;
@@ -786,28 +841,19 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     for (; i < args.size(); ++i) {
       const std::string& a = args[i];
       if (a.empty() || a[0] != '-') break;
-      std::optional<std::string> v;
-      if (a == "-j" || a == "--json") {
-        g.json = true;
-      } else if (a == "-v") {
-        g.verbose += 1;
-      } else if (a == "-vv") {
-        g.verbose += 2;
-      } else if (a == "-h" || a == "--help") {
+      if (a == "-h" || a == "--help") {
         out << kUsage;
         return kExitOk;
-      } else if ((v = take_value(args, i, "--table"))) {
-        g.table = v;
-      } else if ((v = take_value(args, i, "--providers"))) {
-        g.providers = v;
-      } else if ((v = take_value(args, i, "--hw-offload"))) {
-        g.hw_offload = v;
-      } else {
-        throw UsageError{"unknown option '" + a + "'"};
       }
+      if (!take_global(args, i, g)) throw UsageError{"unknown option '" + a + "'"};
     }
     if (i == args.size()) throw UsageError{"missing command"};
-    std::vector<std::string> cmd_args(args.begin() + static_cast<std::ptrdiff_t>(i), args.end());
+    // The command's own arguments, with global options given after it
+    // (`ctoffloadctl probe -j`) taken out.
+    std::vector<std::string> cmd_args{args[i]};
+    for (size_t k = i + 1; k < args.size(); ++k) {
+      if (!take_global(args, k, g)) cmd_args.push_back(args[k]);
+    }
     const std::string& cmd = cmd_args[0];
     static const std::map<std::string, int (*)(const Globals&, Session&, const std::vector<std::string>&,
                                                 std::ostream&, std::ostream&)>
@@ -819,8 +865,7 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
       out << command_usage(cmd);
       return kExitOk;
     }
-    Session s;
-    if (auto st = setup(g, s); !st) throw UsageError{st.message()};
+    Session s(g);
     return it->second(g, s, cmd_args, out, err);
   } catch (const UsageError& e) {
     err << "ctoffloadctl: " << e.message << "\n"
