@@ -8,6 +8,8 @@
 # Stages, each reported by name with pass/fail at the end:
 #   unit        GoogleTest unit tests (any user, any kernel)
 #   tsan        the concurrency tests again, built with ThreadSanitizer
+#   asan        every unit and netns test again, built with AddressSanitizer
+#               and UndefinedBehaviorSanitizer (any report fails the stage)
 #   netns       real-kernel tests in fresh network namespaces (root)
 #   kernel-*    every real-kernel test on a kernel with flowtables
 #               (tests/netns/kernel-suite.sh: the netns binaries, flowtable
@@ -28,11 +30,12 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 jobs=${CTOFFLOAD_JOBS:-$(nproc)}
 build=${CTOFFLOAD_BUILD_DIR:-$root/build}
 build_tsan=${CTOFFLOAD_TSAN_BUILD_DIR:-$root/build-tsan}
+build_asan=${CTOFFLOAD_ASAN_BUILD_DIR:-$root/build-asan}
 
 # socat, jq and strace: the flowtable scenario suite; iperf3: the demo.
 "$root/scripts/install-deps.sh" socat jq strace iperf3 || exit 1
 
-stages=${CTOFFLOAD_STAGES:-unit tsan netns kernel demo package}
+stages=${CTOFFLOAD_STAGES:-unit tsan asan netns kernel demo package}
 want() { [[ " $stages " == *" $1 "* ]]; }
 
 declare -a stage_names=() stage_results=()
@@ -88,6 +91,31 @@ stage_tsan() {
     echo "tsan: no concurrency tests found" >&2
     return 1
   fi
+  return $ok
+}
+
+# ASan + UBSan: a third build, every unit test (ctest) and every netns
+# binary (under unshare -n, on this kernel).  -fno-sanitize-recover makes a
+# UBSan report fatal like an ASan one.
+stage_asan() {
+  echo "=== AddressSanitizer + UndefinedBehaviorSanitizer build in $build_asan"
+  mkdir -p "$build_asan"
+  configure_and_build "$build_asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCTOFFLOAD_SANITIZE=address,undefined \
+    -DCTOFFLOAD_BUILD_BENCH=OFF || return 1
+  local ok=0 t
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  (cd "$build_asan" && ctest -L unit --output-on-failure -j "$jobs" --timeout 600) || ok=1
+  if [[ $(id -u) -eq 0 ]]; then
+    for t in "$build_asan"/tests/netns/*_test; do
+      [[ -x $t ]] || continue
+      echo "--- asan netns: $(basename "$t")"
+      unshare -n "$t" --gtest_brief=1 || ok=1
+    done
+  else
+    echo "asan: not root, the netns binaries were not run" >&2
+    ok=1
+  fi
+  unset ASAN_OPTIONS UBSAN_OPTIONS
   return $ok
 }
 
@@ -180,6 +208,7 @@ run_stage() {  # name, function, args...
 
 want unit && run_stage unit stage_unit
 want tsan && run_stage tsan stage_tsan
+want asan && run_stage asan stage_asan
 want netns && run_stage netns stage_netns
 if want kernel; then
   if host_has_flowtables; then
