@@ -20,6 +20,8 @@
 #   demo        the README's demo in its short mode, its output checked
 #               (tests/demo_check.sh)
 #   package     a C and a C++ consumer built against the installed package
+#   bench       scripts/bench.sh --short: every benchmark runs (small sizes,
+#               numbers not kept), so none can rot; timing never fails it
 # A stage that cannot run here fails loudly; nothing is skipped silently.
 #
 #   CTOFFLOAD_VM_KERNELS="6.1 6.12"   the series the kernel-* stages boot
@@ -35,7 +37,7 @@ build_asan=${CTOFFLOAD_ASAN_BUILD_DIR:-$root/build-asan}
 # socat, jq and strace: the flowtable scenario suite; iperf3: the demo.
 "$root/scripts/install-deps.sh" socat jq strace iperf3 || exit 1
 
-stages=${CTOFFLOAD_STAGES:-unit tsan asan netns kernel demo package}
+stages=${CTOFFLOAD_STAGES:-unit tsan asan netns kernel demo package bench}
 want() { [[ " $stages " == *" $1 "* ]]; }
 
 declare -a stage_names=() stage_results=()
@@ -200,6 +202,15 @@ stage_package() {
   return $ok
 }
 
+stage_bench() {
+  echo "=== every benchmark in its short mode (docs/BENCHMARKS.md is not touched)"
+  local out
+  out=$(mktemp /tmp/ctoffload-bench-short.XXXXXX.md) || return 1
+  "$root/scripts/bench.sh" --short --build "$build" --out "$out" || return 1
+  grep -q '^## Rows' "$out" || { echo "bench: the report has no rows" >&2; return 1; }
+  rm -f "$out"
+}
+
 run_stage() {  # name, function, args...
   local name=$1
   shift
@@ -219,6 +230,7 @@ if want kernel; then
 fi
 want demo && run_stage demo stage_demo
 want package && run_stage package stage_package
+want bench && run_stage bench stage_bench
 
 # ---- summary ----
 passed=0

@@ -1,0 +1,297 @@
+// software_bench.cc - row 4 of issue 6: the software provider's fast path.
+//
+// What it measures: SoftwareProvider::lookup() one packet at a time and
+// lookup_batch() 32 packets at a time, hits and misses, with the table full
+// (capacity = connections held) at 1M (1,000,000) connections and at 65,536.
+// Packets come in random order, half of them in the reply direction, so a
+// table larger than the CPU caches is measured as such.  A hit counts the
+// packet and stamps last used (the coarse clock), as the provider does.
+// Also its memory: bytes_per_connection() (the design figure) and the RSS
+// this process grew by while the provider was created and filled.
+//
+// The peer: std::unordered_map from (family, protocol, zone, tuple) to a
+// record of counters, both directions of every connection inserted, looked
+// up under one std::mutex, a hit updating packets, bytes and last used from
+// the same coarse clock.  Its memory is what malloc handed out for it.
+//
+// Targets (issue 6): >= 20M lookups/s per core; <= 128 bytes per connection.
+#include <benchmark/benchmark.h>
+#include <netinet/in.h>
+#include <time.h>
+
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "bench_support.h"
+#include "providers/software.h"
+
+namespace ctoffload::bench {
+namespace {
+
+constexpr size_t kPackets = size_t{1} << 20;  // Packet array cycled through.
+constexpr size_t kBatch = 32;
+
+// ---- The peer's table ----
+
+struct MapKey {
+  uint8_t family = 0;
+  uint8_t proto = 0;
+  uint16_t zone = 0;
+  Tuple tuple{};
+  friend bool operator==(const MapKey& a, const MapKey& b) { return std::memcmp(&a, &b, sizeof(MapKey)) == 0; }
+};
+static_assert(sizeof(MapKey) == 40, "no padding: the key is hashed and compared as bytes");
+struct MapKeyHash {
+  size_t operator()(const MapKey& k) const noexcept {
+    return std::hash<std::string_view>()(std::string_view(reinterpret_cast<const char*>(&k), sizeof k));
+  }
+};
+struct MapValue {
+  uint64_t packets = 0;
+  uint64_t bytes = 0;
+  int64_t last_used_ms = 0;
+  Direction dir = Direction::kMiss;
+};
+using Map = std::unordered_map<MapKey, MapValue, MapKeyHash>;
+
+int64_t coarse_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+MapKey key_of(const SoftwarePacket& p) {
+  MapKey k;
+  k.family = p.family;
+  k.proto = p.proto;
+  k.zone = p.zone;
+  k.tuple = p.tuple;
+  return k;
+}
+
+// ---- One table size: both tables filled, packets ready ----
+
+struct World {
+  size_t n = 0;
+  std::shared_ptr<SoftwareProvider> sw;
+  std::vector<SoftwarePacket> hits, misses;
+  Map map;
+  std::mutex map_mutex;
+  double ours_rss_per_conn = 0;
+  double map_heap_per_conn = 0;
+  double map_rss_per_conn = 0;
+  std::string error;
+};
+
+SoftwarePacket packet_of(const Conn& c, bool reply) {
+  SoftwarePacket p;
+  p.family = c.family;
+  p.proto = c.proto;
+  p.zone = c.zone;
+  p.bytes = 1400;
+  p.tuple = reply ? c.reply : c.orig;
+  return p;
+}
+
+std::map<size_t, std::unique_ptr<World>>& worlds() {
+  static std::map<size_t, std::unique_ptr<World>> w;
+  return w;
+}
+
+World& world(size_t n) {
+  auto& slot = worlds()[n];
+  if (slot) return *slot;
+  slot = std::make_unique<World>();
+  World& w = *slot;
+  w.n = n;
+  std::mt19937_64 rng(42);
+  w.hits.resize(kPackets);
+  w.misses.resize(kPackets);
+  for (size_t i = 0; i < kPackets; ++i) {
+    const auto c = static_cast<uint32_t>(rng() % n);
+    w.hits[i] = packet_of(conn4(c), (rng() & 1) != 0);
+    w.misses[i] = packet_of(conn4(static_cast<uint32_t>(n + rng() % n)), (rng() & 1) != 0);
+  }
+
+  // Ours: created with capacity n, then filled.
+  const size_t rss0 = rss_bytes();
+  auto sw = SoftwareProvider::create(SoftwareOptions{n});
+  if (!sw) {
+    w.error = "SoftwareProvider::create: " + sw.message();
+    return w;
+  }
+  w.sw = std::move(*sw);
+  for (uint32_t i = 0; i < n; ++i) {
+    const Conn c = conn4(i);
+    ct_offload_ctx ctx{};
+    ctx.conn = &c;
+    if (int err = w.sw->conn_add(ctx); err != 0) {
+      w.error = "conn_add failed: " + std::string(std::strerror(err));
+      return w;
+    }
+  }
+  w.ours_rss_per_conn = static_cast<double>(rss_bytes() - rss0) / static_cast<double>(n);
+
+  // The peer: both directions of every connection.
+  const size_t heap0 = heap_bytes();
+  const size_t rss1 = rss_bytes();
+  w.map.reserve(2 * n);
+  for (uint32_t i = 0; i < n; ++i) {
+    const Conn c = conn4(i);
+    w.map.emplace(key_of(packet_of(c, false)), MapValue{0, 0, 0, Direction::kOriginal});
+    w.map.emplace(key_of(packet_of(c, true)), MapValue{0, 0, 0, Direction::kReply});
+  }
+  w.map_heap_per_conn = static_cast<double>(heap_bytes() - heap0) / static_cast<double>(n);
+  w.map_rss_per_conn = static_cast<double>(rss_bytes() - rss1) / static_cast<double>(n);
+  return w;
+}
+
+// ---- Benchmarks; the argument is the number of connections ----
+
+void ours_single(benchmark::State& state, bool hit) {
+  World& w = world(static_cast<size_t>(state.range(0)));
+  if (!w.error.empty()) return state.SkipWithError(w.error.c_str());
+  const std::vector<SoftwarePacket>& pk = hit ? w.hits : w.misses;
+  size_t i = 0, found = 0;
+  for (auto _ : state) {
+    const SoftwarePacket& p = pk[i++ & (kPackets - 1)];
+    const Direction d = w.sw->lookup(p.family, p.proto, p.zone, p.tuple, p.bytes);
+    found += d != Direction::kMiss;
+  }
+  if (found != (hit ? static_cast<size_t>(state.iterations()) : 0)) state.SkipWithError("wrong lookup result");
+  state.SetItemsProcessed(state.iterations());
+}
+
+void ours_batch(benchmark::State& state, bool hit) {
+  World& w = world(static_cast<size_t>(state.range(0)));
+  if (!w.error.empty()) return state.SkipWithError(w.error.c_str());
+  const std::vector<SoftwarePacket>& pk = hit ? w.hits : w.misses;
+  Direction out[kBatch];
+  size_t off = 0, found = 0;
+  for (auto _ : state) {
+    w.sw->lookup_batch(std::span<const SoftwarePacket>(pk.data() + off, kBatch), out);
+    for (Direction d : out) found += d != Direction::kMiss;
+    off = (off + kBatch) & (kPackets - 1);
+  }
+  if (found != (hit ? static_cast<size_t>(state.iterations()) * kBatch : 0)) {
+    state.SkipWithError("wrong lookup result");
+  }
+  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(kBatch));
+}
+
+void map_mutex(benchmark::State& state, bool hit) {
+  World& w = world(static_cast<size_t>(state.range(0)));
+  if (!w.error.empty()) return state.SkipWithError(w.error.c_str());
+  const std::vector<SoftwarePacket>& pk = hit ? w.hits : w.misses;
+  size_t i = 0, found = 0;
+  for (auto _ : state) {
+    const SoftwarePacket& p = pk[i++ & (kPackets - 1)];
+    const MapKey k = key_of(p);
+    std::lock_guard lock(w.map_mutex);
+    auto it = w.map.find(k);
+    if (it != w.map.end()) {
+      ++it->second.packets;
+      it->second.bytes += p.bytes;
+      it->second.last_used_ms = coarse_ms();
+      ++found;
+    }
+  }
+  if (found != (hit ? static_cast<size_t>(state.iterations()) : 0)) state.SkipWithError("wrong lookup result");
+  state.SetItemsProcessed(state.iterations());
+}
+
+void Ours_Lookup_Hit(benchmark::State& s) { ours_single(s, true); }
+void Ours_Lookup_Miss(benchmark::State& s) { ours_single(s, false); }
+void Ours_LookupBatch32_Hit(benchmark::State& s) { ours_batch(s, true); }
+void Ours_LookupBatch32_Miss(benchmark::State& s) { ours_batch(s, false); }
+void UnorderedMapMutex_Hit(benchmark::State& s) { map_mutex(s, true); }
+void UnorderedMapMutex_Miss(benchmark::State& s) { map_mutex(s, false); }
+
+constexpr int64_t kSmall = 65536;
+constexpr int64_t kLarge = 1000000;
+BENCHMARK(Ours_Lookup_Hit)->Arg(kSmall)->Arg(kLarge);
+BENCHMARK(Ours_Lookup_Miss)->Arg(kSmall)->Arg(kLarge);
+BENCHMARK(Ours_LookupBatch32_Hit)->Arg(kSmall)->Arg(kLarge);
+BENCHMARK(Ours_LookupBatch32_Miss)->Arg(kSmall)->Arg(kLarge);
+BENCHMARK(UnorderedMapMutex_Hit)->Arg(kSmall)->Arg(kLarge);
+BENCHMARK(UnorderedMapMutex_Miss)->Arg(kSmall)->Arg(kLarge);
+
+double rate(const benchmark::BenchmarkReporter::Run* r) {
+  if (r == nullptr) return 0;
+  auto it = r->counters.find("items_per_second");
+  return it == r->counters.end() ? 0 : static_cast<double>(it->second);
+}
+
+std::string summarize(const std::vector<benchmark::BenchmarkReporter::Run>& runs, const std::string& command) {
+  std::string md;
+  md +=
+      "### Row 4: software provider lookups, hits and misses\n\n"
+      "What: `SoftwareProvider::lookup()` (one packet) and `lookup_batch()` (32 packets per call) on a full "
+      "table (capacity = connections held), packets in random order, half in the reply direction; a hit counts "
+      "the packet and stamps last used.  Peer: `std::unordered_map` keyed by (family, protocol, zone, tuple), "
+      "both directions of every connection inserted, looked up under one `std::mutex`, a hit updating the same "
+      "counters.  One thread (per core).  Memory: `bytes_per_connection()`, and the resident memory the process "
+      "grew by while the provider was created and filled; for the peer, malloc's in-use growth.  Google "
+      "Benchmark; medians of the repetitions.\n\n";
+  md += "Command: `" + command + "`\n\n";
+  md += "| connections | lookup | hits/s | misses/s | vs peer (hits, misses) |\n|---|---|---|---|---|\n";
+  std::string verdict;
+  for (int64_t n : {kSmall, kLarge}) {
+    const std::string arg = "/" + std::to_string(n);
+    const double peer_hit = rate(median_of(runs, "UnorderedMapMutex_Hit" + arg));
+    const double peer_miss = rate(median_of(runs, "UnorderedMapMutex_Miss" + arg));
+    if (peer_hit <= 0 && rate(median_of(runs, "Ours_Lookup_Hit" + arg)) <= 0) continue;
+    for (const char* what : {"Ours_Lookup", "Ours_LookupBatch32", "UnorderedMapMutex"}) {
+      const double hit = rate(median_of(runs, std::string(what) + "_Hit" + arg));
+      const double miss = rate(median_of(runs, std::string(what) + "_Miss" + arg));
+      if (hit <= 0 && miss <= 0) continue;
+      const bool peer = std::string(what) == "UnorderedMapMutex";
+      md += format("| %s | %s | %s | %s | %s |\n", thousands(static_cast<double>(n)).c_str(),
+                   peer ? "std::unordered_map + mutex (peer)"
+                        : (std::string(what) == "Ours_Lookup" ? "ours, lookup()" : "ours, lookup_batch() of 32"),
+                   thousands(hit).c_str(), thousands(miss).c_str(),
+                   peer || peer_hit <= 0 ? "-" : format("%.2fx, %.2fx", hit / peer_hit, miss / peer_miss).c_str());
+    }
+    if (n == kLarge || verdict.empty()) {
+      const double best_hit = std::max(rate(median_of(runs, "Ours_Lookup_Hit" + arg)),
+                                       rate(median_of(runs, "Ours_LookupBatch32_Hit" + arg)));
+      const double best_miss = std::max(rate(median_of(runs, "Ours_Lookup_Miss" + arg)),
+                                        rate(median_of(runs, "Ours_LookupBatch32_Miss" + arg)));
+      const double worst = std::min(best_hit, best_miss);
+      verdict = format(
+          "Target >= 20M lookups/s per core (at %s connections, best of lookup()/lookup_batch(), "
+          "the lower of hits and misses): %.1fM/s, %s.",
+          thousands(static_cast<double>(n)).c_str(), worst / 1e6, worst >= 20e6 ? "**met**" : "**not met**");
+    }
+  }
+  md += "\n" + verdict + "\n\n";
+  md +=
+      "| connections | ours: bytes_per_connection() | ours: RSS growth / connection | peer: heap / connection | "
+      "peer: RSS growth / connection |\n|---|---|---|---|---|\n";
+  double large_bytes = 0;
+  for (const auto& [n, w] : worlds()) {
+    if (!w->error.empty()) continue;
+    md += format("| %s | %zu | %.0f | %.0f | %.0f |\n", thousands(static_cast<double>(n)).c_str(),
+                 SoftwareProvider::bytes_per_connection(), w->ours_rss_per_conn, w->map_heap_per_conn,
+                 w->map_rss_per_conn);
+    large_bytes = w->ours_rss_per_conn;
+  }
+  const size_t design = SoftwareProvider::bytes_per_connection();
+  md += format(
+      "\nTarget <= 128 bytes per connection: %zu by design, %.0f measured (RSS growth while creating and "
+      "filling the largest table), %s.\n",
+      design, large_bytes, design <= 128 && large_bytes <= 128 ? "**met**" : "**not met**");
+  return md;
+}
+
+}  // namespace
+}  // namespace ctoffload::bench
+
+int main(int argc, char** argv) { return ctoffload::bench::benchmark_main(argc, argv, ctoffload::bench::summarize); }
