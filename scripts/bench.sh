@@ -93,7 +93,7 @@ else
     }
 fi
 ninja -C "$build" -j "${CTOFFLOAD_BENCH_JOBS:-2}" \
-  ctoffload_registry_bench ctoffload_software_bench ctoffload_kernel_bench >&2
+  ctoffload_registry_bench ctoffload_software_bench ctoffload_kernel_bench ctoffloadctl >&2
 
 bin=$build/bench
 kb=$bin/ctoffload_kernel_bench
@@ -112,6 +112,7 @@ if ((short)); then
   gb=(--benchmark_min_time=0.05 --benchmark_repetitions=1)
   sw_filter=(--benchmark_filter=/65536\$)
   mode="short (small sizes, few repetitions: checks that everything runs; the numbers are not results)"
+  vm_args=(--n 2000 --rounds 1 --seconds 2)
 else
   runs=5
   add_sizes=(10000 100000 1000000)
@@ -122,6 +123,7 @@ else
   gb=(--benchmark_min_time=0.5 --benchmark_repetitions=5 --benchmark_report_aggregates_only=true)
   sw_filter=()
   mode="full"
+  vm_args=(--n 100000 --rounds 5 --seconds 5)
 fi
 if ((ct_big < 20000)); then
   log "nf_conntrack_max is $ct_max: too small for the conntrack rows"
@@ -150,6 +152,22 @@ step 3 "$bin/ctoffload_registry_bench" "${gb[@]}" --md="$work/3.md"
 step 4 "$bin/ctoffload_software_bench" "${gb[@]}" "${sw_filter[@]}" --md="$work/4.md"
 step 5 "$kb" --md "$work/5.md" rtt "${rtt[@]}"
 step 7 "$kb" --md "$work/7.md" provider-memory "$mem"
+
+# Rows 1b (whole provider, CLI) and 6 (forwarding) need flowtables: on this
+# kernel when it has them, otherwise in Debian's 6.1 under qemu.
+vm_rows=(bench/vm_rows.sh --ctl "$(cd "$build" && pwd -P)/ctoffloadctl" "${vm_args[@]}" --md "$work/vm.md")
+if [[ $(unshare -n "$build/ctoffloadctl" -j probe 2>/dev/null) == *'"flowtable":true'* ]]; then
+  vm_where="this kernel ($(uname -r))"
+  step vm "${vm_rows[@]}"
+else
+  vm_where="Debian's 6.1 kernel under qemu (software emulation: ratios only)"
+  vm=(scripts/vm/run.sh --kernel 6.1 --timeout 3000 --share "$work")
+  case $(cd "$build" && pwd -P)/ in
+    "$root"/*) ;;
+    *) vm+=(--share "$(cd "$build" && pwd -P)") ;;
+  esac
+  step vm "${vm[@]}" -- "${vm_rows[@]}"
+fi
 
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 elapsed=$(($(date +%s) - t_start))
@@ -202,28 +220,24 @@ pass/fail.
 | tools | $nft_v; $ct_v |
 | build | RelWithDebInfo (-O2 -g), $build/ |
 
-This is a small, shared machine: $cores cores, and while these numbers were
-taken another engineer's qemu VM (software emulation, no KVM) and builds
-were running on it (load average $load_start at the start).  Read the
-numbers as what this machine gave under that load; ratios taken within the
-same run are the more robust figures.  The kernel has nf_tables sets and
-conntrack but no flowtables, so every kernel row runs in a host network
-namespace the benchmark makes itself, with the provider's test layout (the
-real table, sets and rules, without the flowtable objects and \`flow add\`).
+This is a small, shared machine ($cores cores; load average $load_start at
+the start, other busy processes in the table above).  Read the numbers as
+what this machine gave under that load; ratios taken within the same run
+are the more robust figures.  The host rows run in a network namespace the
+benchmark makes itself, with the provider's test layout (the real table,
+sets and rules, without the flowtable objects and \`flow add\`), so they
+also run on a kernel without flowtables; rows 1b (CLI) and 6 run in
+$vm_where.
 
 ## Targets at a glance
 
 EOF
-  for f in 1a 1b 2a 2b 3 4 5 7; do
+  for f in 1a 1b 2a 2b 3 4 5 7 vm; do
     awk '/^### / {sub(/^### /, ""); printf "- **%s**: ", $0; next} /^Target/ {printf "%s ", $0} END {print ""}' "$work/$f.md"
   done
-  cat <<'EOF'
-- **Row 1b in the VM and row 6** (forwarding with and without offload,
-  iperf3 through the router): not measured by this script.  Both need
-  flowtables, which this host's kernel does not have; they belong to the VM
-  (`scripts/vm/run.sh`), where only ratios would be meaningful (software
-  emulation).  Row 1b is approximated on this host above, through the whole
-  provider without the flowtable objects.
+  cat <<EOF
+- **Rows 1b (whole provider, CLI) and 6 (forwarding)**: measured in
+  $vm_where, see their sections below.
 
 ## Rows
 
@@ -232,17 +246,7 @@ EOF
     cat "$work/$f.md"
     echo
   done
-  cat <<'EOF'
-### Rows not measured here: 1b (VM) and 6
-
-Both need nftables flowtables (`CONFIG_NF_FLOW_TABLE`), which this host's
-kernel lacks: `nft add flowtable` fails with ENOENT.  Row 1b (the whole
-provider, CLI `batch` and C++ API, against `nft -f` in the same VM) and row
-6 (iperf3 TCP through the client - router - server topology with and
-without the provider, the firewalld project's +58% as the reference) are to
-be run in the VM of `scripts/vm/run.sh`; under software emulation only the
-ratios of such runs mean anything.
-EOF
+  cat "$work/vm.md"
 } >"$tmp_out"
 
 mkdir -p "$(dirname "$out")"

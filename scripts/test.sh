@@ -59,7 +59,7 @@ configure_and_build() {  # dir, extra cmake args...
 
 mkdir -p "$build"
 echo "=== building (Release with debug info) in $build"
-if ! configure_and_build "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
+if ! configure_and_build "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCTOFFLOAD_BUILD_TESTS=ON -DCTOFFLOAD_BUILD_BENCH=ON; then
   record build FAIL
   echo "0 passed, 1 failed"
   exit 1

@@ -25,27 +25,32 @@ bool is_multicast_or_broadcast(uint8_t family, const Addr& a) {
   return a.bytes[0] == 0xff;
 }
 
-Status check_addr(uint8_t family, const Addr& a, const char* what) {
+// 'dir' and 'end' name the address ("original" "source"); the message is
+// built only on failure: validate() runs on every conn_add.
+Status check_addr(uint8_t family, const Addr& a, const char* dir, const char* end) {
+  auto what = [&] { return std::string(dir) + " " + end; };
   if (family == AF_INET && !is_v4_clean(a)) {
-    return Status::error(EINVAL, std::string(what) + " is an IPv4 address with non-zero bytes after the first four");
+    return Status::error(EINVAL, what() + " is an IPv4 address with non-zero bytes after the first four");
   }
   if (is_unspecified(family, a)) {
-    return Status::error(EINVAL, std::string(what) + " is the unspecified address " + format_address(family, a));
+    return Status::error(EINVAL, what() + " is the unspecified address " + format_address(family, a));
   }
   if (is_multicast_or_broadcast(family, a)) {
-    return Status::error(EINVAL, std::string(what) + " " + format_address(family, a) +
+    return Status::error(EINVAL, what() + " " + format_address(family, a) +
                                      " is a multicast or broadcast address; connections are unicast");
   }
   return {};
 }
 
 Status check_tuple(const Conn& c, const Tuple& t, const char* dir) {
-  std::string d(dir);
-  if (auto s = check_addr(c.family, t.src, (d + " source").c_str()); !s) return s;
-  if (auto s = check_addr(c.family, t.dst, (d + " destination").c_str()); !s) return s;
-  if (t.src_port == 0) return Status::error(EINVAL, d + " source port is 0; " + proto_name(c.proto) + " needs a port");
+  if (auto s = check_addr(c.family, t.src, dir, "source"); !s) return s;
+  if (auto s = check_addr(c.family, t.dst, dir, "destination"); !s) return s;
+  if (t.src_port == 0) {
+    return Status::error(EINVAL, std::string(dir) + " source port is 0; " + proto_name(c.proto) + " needs a port");
+  }
   if (t.dst_port == 0) {
-    return Status::error(EINVAL, d + " destination port is 0; " + proto_name(c.proto) + " needs a port");
+    return Status::error(EINVAL,
+                         std::string(dir) + " destination port is 0; " + proto_name(c.proto) + " needs a port");
   }
   return {};
 }

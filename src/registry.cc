@@ -76,17 +76,32 @@ ThreadSlot* acquire_slot() {
   return s;
 }
 
+// The fast path reads a plain pointer in the initial-exec TLS model: no
+// __tls_get_addr call and no init guard on every dispatch (this is a shared
+// library).  The owner, touched once per thread, gives the slot back when the
+// thread exits.
+thread_local ThreadSlot* t_slot __attribute__((tls_model("initial-exec"))) = nullptr;
+
 struct SlotOwner {
   ThreadSlot* slot = acquire_slot();
-  ~SlotOwner() { slot->in_use.store(false, std::memory_order_release); }
+  ~SlotOwner() {
+    t_slot = nullptr;
+    slot->in_use.store(false, std::memory_order_release);
+  }
 };
 
-thread_local SlotOwner t_slot;
+thread_local SlotOwner t_owner;
+
+ThreadSlot* my_slot() {
+  ThreadSlot* s = t_slot;
+  if (__builtin_expect(s == nullptr, 0)) s = t_slot = t_owner.slot;
+  return s;
+}
 
 // Holds a snapshot for the duration of one dispatch.
 class ReadGuard {
  public:
-  explicit ReadGuard(const std::atomic<Registry::Snapshot*>& current) : slot_(t_slot.slot) {
+  explicit ReadGuard(const std::atomic<Registry::Snapshot*>& current) : slot_(my_slot()) {
     depth_ = slot_->depth++;
     if (depth_ >= kMaxDepth) return;
     std::atomic<const void*>& hazard = slot_->hazard[depth_];
@@ -266,7 +281,7 @@ bool Registry::remove_if(const void* identity) {
 
 void Registry::publish(Snapshot* next) {
   Snapshot* old = current_.exchange(next, std::memory_order_seq_cst);
-  ThreadSlot* self = t_slot.slot;
+  ThreadSlot* self = my_slot();
   bool self_holds_old = false;
   for (ThreadSlot* s = g_slots.load(std::memory_order_acquire); s; s = s->next) {
     for (int d = 0; d < kMaxDepth; ++d) {
