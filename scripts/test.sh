@@ -10,6 +10,8 @@
 #   tsan        the concurrency tests again, built with ThreadSanitizer
 #   asan        every unit and netns test again, built with AddressSanitizer
 #               and UndefinedBehaviorSanitizer (any report fails the stage)
+#   fuzz        every libFuzzer target (tests/fuzz) for a bounded time,
+#               scripts/fuzz.sh --seconds ${CTOFFLOAD_FUZZ_SECONDS:-15}
 #   netns       real-kernel tests in fresh network namespaces (root)
 #   kernel-*    every real-kernel test on a kernel with flowtables
 #               (tests/netns/kernel-suite.sh: the netns binaries, flowtable
@@ -37,7 +39,7 @@ build_asan=${CTOFFLOAD_ASAN_BUILD_DIR:-$root/build-asan}
 # socat, jq and strace: the flowtable scenario suite; iperf3: the demo.
 "$root/scripts/install-deps.sh" socat jq strace iperf3 || exit 1
 
-stages=${CTOFFLOAD_STAGES:-unit tsan asan netns kernel demo package bench}
+stages=${CTOFFLOAD_STAGES:-unit tsan asan fuzz netns kernel demo package bench}
 want() { [[ " $stages " == *" $1 "* ]]; }
 
 declare -a stage_names=() stage_results=()
@@ -119,6 +121,11 @@ stage_asan() {
   fi
   unset ASAN_OPTIONS UBSAN_OPTIONS
   return $ok
+}
+
+stage_fuzz() {
+  echo "=== libFuzzer targets, ${CTOFFLOAD_FUZZ_SECONDS:-15} s each (clang build in build-fuzz/)"
+  "$root/scripts/fuzz.sh" --seconds "${CTOFFLOAD_FUZZ_SECONDS:-15}"
 }
 
 stage_netns() {
@@ -220,6 +227,7 @@ run_stage() {  # name, function, args...
 want unit && run_stage unit stage_unit
 want tsan && run_stage tsan stage_tsan
 want asan && run_stage asan stage_asan
+want fuzz && run_stage fuzz stage_fuzz
 want netns && run_stage netns stage_netns
 if want kernel; then
   if host_has_flowtables; then

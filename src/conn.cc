@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <charconv>
+#include <cstdio>
 #include <cstring>
 
 #include "capi_error.h"
@@ -230,6 +231,18 @@ Result<Netdev> make_netdev(std::string_view name, int ifindex) {
                                      std::to_string(sizeof d.name - 1) + " bytes");
   }
   if (ifindex < 0) return Status::error(EINVAL, "negative ifindex " + std::to_string(ifindex));
+  // What the kernel accepts as a device name (dev_valid_name): no NUL,
+  // control or space characters, no '/' or ':', not "." or "..".
+  for (size_t i = 0; i < name.size(); ++i) {
+    const auto c = static_cast<unsigned char>(name[i]);
+    if (c < 0x21 || c == 0x7f || c == '/' || c == ':') {
+      char what[8];
+      std::snprintf(what, sizeof what, "0x%02x", c);
+      return Status::error(EINVAL, "device name has a character no device name can have (" + std::string(what) +
+                                       " at byte " + std::to_string(i) + ")");
+    }
+  }
+  if (name == "." || name == "..") return Status::error(EINVAL, "device name '" + std::string(name) + "' is not valid");
   std::memcpy(d.name, name.data(), name.size());
   d.ifindex = ifindex;
   return d;

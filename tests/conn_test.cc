@@ -183,5 +183,15 @@ TEST(ConnNetdev, LongNamesAreRefused) {
   EXPECT_EQ(make_netdev("eth0", -1).err(), EINVAL);
 }
 
+TEST(ConnNetdev, NamesNoDeviceCanHaveAreRefused) {
+  using namespace std::string_view_literals;
+  EXPECT_TRUE(make_netdev("veth-a_1.2").ok());
+  EXPECT_TRUE(make_netdev("").ok()) << "empty means unset";
+  for (std::string_view bad : {"a\0b"sv, "\0"sv, "eth 0"sv, "eth\t0"sv, "a/b"sv, "a:b"sv, "."sv, ".."sv, "a\x7f"sv}) {
+    auto d = make_netdev(bad);
+    EXPECT_EQ(d.err(), EINVAL) << "accepted a device name of " << bad.size() << " bytes";
+  }
+}
+
 }  // namespace
 }  // namespace ctoffload

@@ -30,6 +30,7 @@
 #include <sys/socket.h>
 
 #include <array>
+#include <climits>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -250,6 +251,8 @@ class FakeKernel final : public Transport {
 
   // Queues an ack for 'req' as if the kernel had sent it earlier.
   void inject_ack(const nlmsghdr* req, const Reply& r) { queue_ack(req, r); }
+  // Queues a datagram of raw bytes.
+  void inject_raw(std::vector<char> datagram) { queue_.push_back(std::move(datagram)); }
 
   // The op messages (between BEGIN and END) of batch 'b'.
   std::vector<Sent> op_messages(size_t b) const {
@@ -439,6 +442,18 @@ TEST(NlError, TruncatedOrWrongTypeMessageIsEbadmsg) {
   nlh->nlmsg_len = NLMSG_HDRLEN + sizeof(nlmsgerr);
   EXPECT_EQ(parse_kernel_ack(nlh, nlh->nlmsg_len).err(), EBADMSG);
   EXPECT_EQ(parse_kernel_ack(nullptr, 0).err(), EBADMSG);
+}
+
+TEST(NlError, AnErrorCodeNoErrnoCanHaveIsEbadmsg) {
+  // INT_MIN cannot be negated; nothing beyond MAX_ERRNO is a kernel errno.
+  for (int code : {INT_MIN, -4096, 4096, INT_MAX}) {
+    std::vector<char> buf(256);
+    nlmsghdr* nlh = mnl_nlmsg_put_header(buf.data());
+    nlh->nlmsg_type = NLMSG_ERROR;
+    auto* e = static_cast<nlmsgerr*>(mnl_nlmsg_put_extra_header(nlh, sizeof(nlmsgerr)));
+    e->error = code;
+    EXPECT_EQ(parse_kernel_ack(nlh, nlh->nlmsg_len).err(), EBADMSG) << code;
+  }
 }
 
 TEST(NlError, KernelStatusNamesTheOpTheErrnoAndTheKernelsText) {
@@ -1031,6 +1046,25 @@ TEST(NftTxnSizing, AcksThatWouldNotFitTheReceiveBufferSplitTheBatch) {
   EXPECT_EQ(k.op_messages(0).size(), 10u);
   EXPECT_EQ(k.op_messages(1).size(), 10u);
   EXPECT_EQ(k.op_messages(2).size(), 5u);
+}
+
+TEST(NftTxnErrors, DatagramsWhoseLengthsDoNotAddUpAreDroppedNotWalked) {
+  // libmnl compares lengths as signed ints: 2 GiB and more would be walked
+  // (a crash), a length that aligns to 0 loops forever.  Such datagrams are
+  // dropped and the real acks behind them still count.
+  FakeKernel k;
+  for (uint32_t len : {0x98000024u, 0xffffffffu, 0xfffffffdu, 8u, 37u}) {
+    std::vector<char> d(36, 0);
+    nlmsghdr h{};
+    h.nlmsg_len = len;
+    h.nlmsg_type = NLMSG_ERROR;
+    std::memcpy(d.data(), &h, sizeof h);
+    k.inject_raw(std::move(d));
+  }
+  NftTxn txn(k);
+  OpId t = txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, make_test_table());
+  EXPECT_TRUE(txn.commit().ok());
+  EXPECT_TRUE(txn.status(t).ok()) << txn.status(t).message();
 }
 
 TEST(NftTxnSizing, StaleAcksFromAnEarlierBatchAreIgnored) {

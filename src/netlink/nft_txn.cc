@@ -24,6 +24,7 @@
 #include <linux/netlink.h>
 
 #include <algorithm>
+#include <cstring>
 #include <atomic>
 #include <cerrno>
 #include <climits>
@@ -177,6 +178,20 @@ struct Outcome {
   bool enobufs = false;
   bool eagain = false;
 };
+
+// Whether 'len' bytes are a sequence of whole netlink messages, each at
+// least a header long and none running past the end.
+bool well_framed(const std::byte* buf, size_t len) {
+  size_t off = 0;
+  while (off < len) {
+    if (len - off < sizeof(nlmsghdr)) return false;
+    nlmsghdr h;
+    std::memcpy(&h, buf + off, sizeof h);
+    if (h.nlmsg_len < sizeof(nlmsghdr) || h.nlmsg_len > len - off) return false;
+    off += std::min<size_t>(NLMSG_ALIGN(static_cast<size_t>(h.nlmsg_len)), len - off);
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -740,6 +755,13 @@ void NftTxn::Impl::read_acks(Outcome& out) {
       }
       if (r.err() != EAGAIN) out.transport = r.status();
       break;
+    }
+    // libmnl compares a message's length with the datagram's as signed ints:
+    // frame the datagram ourselves first, so a length the datagram cannot
+    // hold (2 GiB and more included) is refused instead of walked.
+    if (!well_framed(rbuf.data(), *r)) {
+      logger->warn("nf_tables batch: dropping a {}-byte netlink datagram whose message lengths do not add up", *r);
+      continue;
     }
     // Sequence numbers are checked above, per batch, not by libmnl.
     if (mnl_cb_run2(rbuf.data(), *r, 0, portid, nullptr, &ctx, ctl, NLMSG_MIN_TYPE) < 0) {

@@ -48,6 +48,11 @@ Result<KernelAck> parse_kernel_ack(const nlmsghdr* nlh, size_t len) {
   const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
   KernelAck ack;
   ack.seq = nlh->nlmsg_seq;
+  // The kernel's errnos are below 4096 (MAX_ERRNO); anything else is not a
+  // kernel ack (and INT_MIN cannot even be negated).
+  if (err->error < -4095 || err->error > 4095) {
+    return Status::error(EBADMSG, "netlink ack: error code " + std::to_string(err->error) + " is not an errno");
+  }
   ack.err = err->error < 0 ? -err->error : err->error;
   if ((nlh->nlmsg_flags & NLM_F_ACK_TLVS) == 0) return ack;
 
