@@ -180,6 +180,15 @@ class CClassProvider final : public Provider {
 
 bool valid_op_type(int type) { return type >= CT_OFFLOAD_OP_ADD && type <= CT_OFFLOAD_OP_EST; }
 
+// An op's type as the int a C caller stored: it may be no enumerator at all,
+// and loading it as the enum would then be undefined behaviour.
+int type_of(const Op& op) {
+  static_assert(sizeof op.type == sizeof(int));
+  int t;
+  std::memcpy(&t, &op.type, sizeof t);
+  return t;
+}
+
 }  // namespace
 
 // ---- Registration ----
@@ -454,7 +463,7 @@ void Registry::submit(std::span<Op> ops) {
     mine.clear();
     for (size_t i = 0; i < n; ++i) {
       const Op& op = ops[i];
-      switch (op.type) {
+      switch (type_of(op)) {
         case CT_OFFLOAD_OP_ADD:
           if (fallback && accepted[i] != kNone) break;
           if (e.has_add && e.provider->can_offload(op.ctx)) mine.push_back(i);
@@ -476,12 +485,12 @@ void Registry::submit(std::span<Op> ops) {
     if (mine.empty()) continue;
 
     auto record = [&](size_t i, int err, long long last_used) {
-      if (ops[i].type == CT_OFFLOAD_OP_ADD) {
+      if (type_of(ops[i]) == CT_OFFLOAD_OP_ADD) {
         if ((err == 0 || (err == EEXIST && !fallback)) && accepted[i] == kNone) {
           accepted[i] = fallback ? kByFallback : kByPrimary;  // A primary's EEXIST: already held.
         }
         if (err != 0 && !first_err[i]) first_err[i] = err;
-      } else if (ops[i].type == CT_OFFLOAD_OP_UPD && last_used != 0) {
+      } else if (type_of(ops[i]) == CT_OFFLOAD_OP_UPD && last_used != 0) {
         ops[i].last_used = last_used;
       }
     };
@@ -500,7 +509,7 @@ void Registry::submit(std::span<Op> ops) {
     }
     for (size_t i : mine) {
       Op& op = ops[i];
-      switch (op.type) {
+      switch (type_of(op)) {
         case CT_OFFLOAD_OP_ADD:
           record(i, e.provider->conn_add(op.ctx), 0);
           break;
@@ -524,7 +533,7 @@ void Registry::submit(std::span<Op> ops) {
 
   for (size_t i = 0; i < n; ++i) {
     Op& op = ops[i];
-    switch (op.type) {
+    switch (type_of(op)) {
       case CT_OFFLOAD_OP_ADD:
         op.error = accepted[i] == kByFallback ? 0 : first_err[i];
         break;
@@ -548,7 +557,7 @@ void Registry::submit(std::span<Op> ops) {
         op.error = 0;
         break;
       default:
-        op.error = valid_op_type(op.type) ? 0 : EINVAL;
+        op.error = valid_op_type(type_of(op)) ? 0 : EINVAL;
         break;
     }
   }

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <climits>
 #include <cstring>
 #include <deque>
 #include <fstream>
@@ -895,6 +896,17 @@ TEST(CtClient, DumpEndingInAnErrorReturnsTheKernelsErrno) {
   };
   auto stats = c.ct.dump(CtFilter{}, [](const CtEntry&) {});
   EXPECT_EQ(stats.err(), EPERM);
+}
+
+TEST(CtClient, DumpEndingInACodeThatIsNoErrnoIsEbadmsg) {
+  auto c = make_client();
+  c.kernel->on_request = [](const std::vector<unsigned char>& req, FakeKernel& k) {
+    auto all = entries(seq_of(req), 1);
+    all.push_back(done_msg(seq_of(req), INT_MIN));  // cannot be negated
+    k.push(concat(all));
+  };
+  auto stats = c.ct.dump(CtFilter{}, [](const CtEntry&) {});
+  EXPECT_EQ(stats.err(), EBADMSG);
 }
 
 TEST(CtClient, DumpRefusedAtTheStartReturnsTheKernelsErrno) {

@@ -558,7 +558,9 @@ Status Ctnetlink::transact(void* request, const std::function<Status(const void*
         case NLMSG_DONE: {
           // A dump ends with NLMSG_DONE carrying 0 or a negative errno.
           if (nlh->nlmsg_len >= NLMSG_HDRLEN + sizeof(int)) {
-            int err = *static_cast<const int*>(nlmsg_data(nlh));
+            int err;
+            std::memcpy(&err, nlmsg_data(nlh), sizeof err);
+            if (err < -4095) return Status::error(EBADMSG, "ctnetlink dump: NLMSG_DONE with no errno in it");
             if (err < 0) return kernel_status(-err, "ctnetlink dump");
           }
           return entry_error;
