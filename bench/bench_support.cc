@@ -186,4 +186,10 @@ const benchmark::BenchmarkReporter::Run* median_of(const std::vector<benchmark::
   return single;
 }
 
+double items_per_second(const benchmark::BenchmarkReporter::Run* run) {
+  if (run == nullptr) return 0;
+  auto it = run->counters.find("items_per_second");
+  return it == run->counters.end() ? 0 : static_cast<double>(it->second);
+}
+
 }  // namespace ctoffload::bench

@@ -79,4 +79,8 @@ int benchmark_main(int argc, char** argv, const Summarize& summarize);
 const benchmark::BenchmarkReporter::Run* median_of(const std::vector<benchmark::BenchmarkReporter::Run>& runs,
                                                    const std::string& name);
 
+// A run's items_per_second counter (all threads together), 0 for a null run
+// or one without that counter.
+double items_per_second(const benchmark::BenchmarkReporter::Run* run);
+
 }  // namespace ctoffload::bench

@@ -345,6 +345,36 @@ RatioSummary ratios(const std::vector<Sample>& ours, const std::vector<Sample>& 
 // Row 1a: NftTxn with the real layout versus `nft -f`
 // ------------------------------------------------------------------------
 
+// One size of a side-by-side row: ours and the peer's samples, run by run.
+struct SideBySide {
+  size_t n;
+  std::vector<Sample> ours, peer;
+};
+
+// Run 'run' of a pair: even runs go ours first, odd ones the peer first.
+void in_turn(int run, const std::function<void()>& ours, const std::function<void()>& peer) {
+  if (run % 2 == 0) {
+    ours();
+    peer();
+  } else {
+    peer();
+    ours();
+  }
+}
+
+// The per-size ratio table (nft / ours); returns the size the targets are
+// judged at.
+size_t add_ratio_table(Out& o, const std::vector<SideBySide>& results) {
+  o.md << "\n| N | ratio wall (nft / ours) | ratio CPU (nft / ours) |\n|---|---|---|\n";
+  std::vector<size_t> ns;
+  for (const auto& r : results) {
+    const RatioSummary q = ratios(r.ours, r.peer);
+    o.md << format("| %s | %.2fx | %.2fx |\n", thousands(static_cast<double>(r.n)).c_str(), q.wall, q.cpu);
+    ns.push_back(r.n);
+  }
+  return target_size(ns);
+}
+
 void mode_nft_add(Out& o, const std::vector<size_t>& sizes) {
   enter_fresh_netns();
   auto sock_r = netlink::NftSocket::open();
@@ -365,16 +395,12 @@ void mode_nft_add(Out& o, const std::vector<size_t>& sizes) {
           "peer alternate who goes first.\n\n";
   o.md << "Command: `" << o.command << "`\n\n";
   add_rows_header(o, "ours", "nft -f");
-  struct Result1 {
-    size_t n;
-    std::vector<Sample> ours, peer;
-  };
-  std::vector<Result1> results;
+  std::vector<SideBySide> results;
   for (size_t n : sizes) {
     const std::vector<Conn> conns = conns_upto(n);
     const std::string script = temp_path("nft");
     write_file(script, nft_script(n, nft::format_note(conns[0], note)));
-    Result1 r{n, {}, {}};
+    SideBySide r{n, {}, {}};
     for (int run = 0; run < runs_for(o, n); ++run) {
       auto ours = [&] {
         create_layout(sock);
@@ -403,13 +429,7 @@ void mode_nft_add(Out& o, const std::vector<size_t>& sizes) {
         r.peer.push_back(t.sample);
         delete_layout(sock);
       };
-      if (run % 2 == 0) {
-        ours();
-        peer();
-      } else {
-        peer();
-        ours();
-      }
+      in_turn(run, ours, peer);
     }
     unlink(script.c_str());
     add_side_row(o, n, "ours (NftTxn)", r.ours);
@@ -417,14 +437,7 @@ void mode_nft_add(Out& o, const std::vector<size_t>& sizes) {
     results.push_back(std::move(r));
     std::fprintf(stderr, "nft-add %zu done\n", n);
   }
-  o.md << "\n| N | ratio wall (nft / ours) | ratio CPU (nft / ours) |\n|---|---|---|\n";
-  for (const auto& r : results) {
-    const RatioSummary q = ratios(r.ours, r.peer);
-    o.md << format("| %s | %.2fx | %.2fx |\n", thousands(static_cast<double>(r.n)).c_str(), q.wall, q.cpu);
-  }
-  std::vector<size_t> ns;
-  for (const auto& r : results) ns.push_back(r.n);
-  const size_t tn = target_size(ns);
+  const size_t tn = add_ratio_table(o, results);
   for (const auto& r : results) {
     if (r.n != tn) continue;
     const RatioSummary q = ratios(r.ours, r.peer);
@@ -471,16 +484,12 @@ void mode_provider_add(Out& o, const std::vector<size_t>& sizes) {
           "(flowtables, CLI `batch`, in the VM) is not measured by this script.\n\n";
   o.md << "Command: `" << o.command << "`\n\n";
   add_rows_header(o, "ours", "nft -f");
-  struct Result1 {
-    size_t n;
-    std::vector<Sample> ours, peer;
-  };
-  std::vector<Result1> results;
+  std::vector<SideBySide> results;
   for (size_t n : sizes) {
     const std::vector<Conn> conns = conns_upto(n);
     std::vector<Op> ops(n);
     std::string script;
-    Result1 r{n, {}, {}};
+    SideBySide r{n, {}, {}};
     for (int run = 0; run < runs_for(o, n); ++run) {
       auto ours = [&] {
         auto p = make_provider(n);
@@ -514,13 +523,7 @@ void mode_provider_add(Out& o, const std::vector<size_t>& sizes) {
         delete_layout(sock);
       };
       // The first run goes ours first: the peer's script holds what we wrote.
-      if (run % 2 == 0) {
-        ours();
-        peer();
-      } else {
-        peer();
-        ours();
-      }
+      in_turn(run, ours, peer);
     }
     unlink(script.c_str());
     add_side_row(o, n, "ours (provider batch_submit)", r.ours);
@@ -528,14 +531,7 @@ void mode_provider_add(Out& o, const std::vector<size_t>& sizes) {
     results.push_back(std::move(r));
     std::fprintf(stderr, "provider-add %zu done\n", n);
   }
-  o.md << "\n| N | ratio wall (nft / ours) | ratio CPU (nft / ours) |\n|---|---|---|\n";
-  for (const auto& r : results) {
-    const RatioSummary q = ratios(r.ours, r.peer);
-    o.md << format("| %s | %.2fx | %.2fx |\n", thousands(static_cast<double>(r.n)).c_str(), q.wall, q.cpu);
-  }
-  std::vector<size_t> ns;
-  for (const auto& r : results) ns.push_back(r.n);
-  const size_t tn = target_size(ns);
+  const size_t tn = add_ratio_table(o, results);
   for (const auto& r : results) {
     if (r.n != tn) continue;
     const RatioSummary q = ratios(r.ours, r.peer);

@@ -178,13 +178,6 @@ BENCHMARK(Ours_CClasses)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(Ours_CApi)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(Rfc_GlobalMutex)->Threads(1)->Threads(2)->UseRealTime();
 
-// Dispatches per second, all threads together.
-double rate(const benchmark::BenchmarkReporter::Run* r) {
-  if (r == nullptr) return 0;
-  auto it = r->counters.find("items_per_second");
-  return it == r->counters.end() ? 0 : static_cast<double>(it->second);
-}
-
 std::string summarize(const std::vector<benchmark::BenchmarkReporter::Run>& runs, const std::string& command) {
   std::string md;
   md +=
@@ -202,8 +195,8 @@ std::string summarize(const std::vector<benchmark::BenchmarkReporter::Run>& runs
       "thread |\n|---|---|---|---|---|\n";
   double ours1 = 0, ours2 = 0, rfc1 = 0, rfc2 = 0;
   for (const char* name : {"Ours_CppProviders", "Ours_CClasses", "Ours_CApi", "Rfc_GlobalMutex"}) {
-    const double r1 = rate(median_of(runs, std::string(name) + "/real_time/threads:1"));
-    const double r2 = rate(median_of(runs, std::string(name) + "/real_time/threads:2"));
+    const double r1 = items_per_second(median_of(runs, std::string(name) + "/real_time/threads:1"));
+    const double r2 = items_per_second(median_of(runs, std::string(name) + "/real_time/threads:2"));
     if (r1 <= 0) continue;
     md += format("| %s%s | %.1f | %s | %s | %.2fx |\n", name,
                  std::string(name) == "Rfc_GlobalMutex" ? " (peer: the RFC's design, reimplemented here)" : "",
@@ -220,8 +213,8 @@ std::string summarize(const std::vector<benchmark::BenchmarkReporter::Run>& runs
     md += format("Targets: <= 25 ns per dispatch on one thread: %.1f ns, %s. 2 threads >= 1.8x one thread: %.2fx, %s",
                  ns, ns <= 25 ? "**met**" : "**not met**", scale, scale >= 1.8 ? "**met**" : "**not met**");
     md += format(
-        " (this machine has %u cores and was shared with a running VM; the scaling figure needs an idle "
-        "second core).\n",
+        " (this machine has %u cores; the scaling figure needs an idle second core: read it with the load "
+        "average above).\n",
         std::thread::hardware_concurrency());
   }
   return md;

@@ -223,12 +223,6 @@ BENCHMARK(Ours_LookupBatch32_Miss)->Arg(kSmall)->Arg(kLarge);
 BENCHMARK(UnorderedMapMutex_Hit)->Arg(kSmall)->Arg(kLarge);
 BENCHMARK(UnorderedMapMutex_Miss)->Arg(kSmall)->Arg(kLarge);
 
-double rate(const benchmark::BenchmarkReporter::Run* r) {
-  if (r == nullptr) return 0;
-  auto it = r->counters.find("items_per_second");
-  return it == r->counters.end() ? 0 : static_cast<double>(it->second);
-}
-
 std::string summarize(const std::vector<benchmark::BenchmarkReporter::Run>& runs, const std::string& command) {
   std::string md;
   md +=
@@ -245,12 +239,12 @@ std::string summarize(const std::vector<benchmark::BenchmarkReporter::Run>& runs
   std::string verdict;
   for (int64_t n : {kSmall, kLarge}) {
     const std::string arg = "/" + std::to_string(n);
-    const double peer_hit = rate(median_of(runs, "UnorderedMapMutex_Hit" + arg));
-    const double peer_miss = rate(median_of(runs, "UnorderedMapMutex_Miss" + arg));
-    if (peer_hit <= 0 && rate(median_of(runs, "Ours_Lookup_Hit" + arg)) <= 0) continue;
+    const double peer_hit = items_per_second(median_of(runs, "UnorderedMapMutex_Hit" + arg));
+    const double peer_miss = items_per_second(median_of(runs, "UnorderedMapMutex_Miss" + arg));
+    if (peer_hit <= 0 && items_per_second(median_of(runs, "Ours_Lookup_Hit" + arg)) <= 0) continue;
     for (const char* what : {"Ours_Lookup", "Ours_LookupBatch32", "UnorderedMapMutex"}) {
-      const double hit = rate(median_of(runs, std::string(what) + "_Hit" + arg));
-      const double miss = rate(median_of(runs, std::string(what) + "_Miss" + arg));
+      const double hit = items_per_second(median_of(runs, std::string(what) + "_Hit" + arg));
+      const double miss = items_per_second(median_of(runs, std::string(what) + "_Miss" + arg));
       if (hit <= 0 && miss <= 0) continue;
       const bool peer = std::string(what) == "UnorderedMapMutex";
       md += format("| %s | %s | %s | %s | %s |\n", thousands(static_cast<double>(n)).c_str(),
@@ -260,10 +254,10 @@ std::string summarize(const std::vector<benchmark::BenchmarkReporter::Run>& runs
                    peer || peer_hit <= 0 ? "-" : format("%.2fx, %.2fx", hit / peer_hit, miss / peer_miss).c_str());
     }
     if (n == kLarge || verdict.empty()) {
-      const double best_hit = std::max(rate(median_of(runs, "Ours_Lookup_Hit" + arg)),
-                                       rate(median_of(runs, "Ours_LookupBatch32_Hit" + arg)));
-      const double best_miss = std::max(rate(median_of(runs, "Ours_Lookup_Miss" + arg)),
-                                        rate(median_of(runs, "Ours_LookupBatch32_Miss" + arg)));
+      const double best_hit = std::max(items_per_second(median_of(runs, "Ours_Lookup_Hit" + arg)),
+                                       items_per_second(median_of(runs, "Ours_LookupBatch32_Hit" + arg)));
+      const double best_miss = std::max(items_per_second(median_of(runs, "Ours_Lookup_Miss" + arg)),
+                                        items_per_second(median_of(runs, "Ours_LookupBatch32_Miss" + arg)));
       const double worst = std::min(best_hit, best_miss);
       verdict = format(
           "Target >= 20M lookups/s per core (at %s connections, best of lookup()/lookup_batch(), "
