@@ -560,7 +560,7 @@ Status Ctnetlink::transact(void* request, const std::function<Status(const void*
           if (nlh->nlmsg_len >= NLMSG_HDRLEN + sizeof(int)) {
             int err;
             std::memcpy(&err, nlmsg_data(nlh), sizeof err);
-            if (err < -4095) return Status::error(EBADMSG, "ctnetlink dump: NLMSG_DONE with no errno in it");
+            if (err < -kMaxErrno) return Status::error(EBADMSG, "ctnetlink dump: NLMSG_DONE with no errno in it");
             if (err < 0) return kernel_status(-err, "ctnetlink dump");
           }
           return entry_error;

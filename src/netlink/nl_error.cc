@@ -50,7 +50,7 @@ Result<KernelAck> parse_kernel_ack(const nlmsghdr* nlh, size_t len) {
   ack.seq = nlh->nlmsg_seq;
   // The kernel's errnos are below 4096 (MAX_ERRNO); anything else is not a
   // kernel ack (and INT_MIN cannot even be negated).
-  if (err->error < -4095 || err->error > 4095) {
+  if (err->error < -kMaxErrno || err->error > kMaxErrno) {
     return Status::error(EBADMSG, "netlink ack: error code " + std::to_string(err->error) + " is not an errno");
   }
   ack.err = err->error < 0 ? -err->error : err->error;

@@ -37,10 +37,15 @@ struct KernelAck {
   std::optional<uint32_t> extack_offset;
 };
 
+// The largest errno the kernel returns (its MAX_ERRNO): a netlink error
+// code beyond it is no errno, and INT_MIN cannot even be negated.
+inline constexpr int kMaxErrno = 4095;
+
 // Decodes the NLMSG_ERROR message 'nlh', which must span 'len' readable
 // bytes.  Handles acks with and without NLM_F_CAPPED (NETLINK_CAP_ACK) and
 // with or without NLM_F_ACK_TLVS.  Returns EBADMSG when 'nlh' is not an
-// NLMSG_ERROR message or is too short to hold a struct nlmsgerr; malformed
+// NLMSG_ERROR message, is too short to hold a struct nlmsgerr, or carries
+// an error code beyond kMaxErrno either way; malformed
 // or unknown extended-ack attributes are ignored (the errno still counts).
 [[nodiscard]] Result<KernelAck> parse_kernel_ack(const nlmsghdr* nlh, size_t len);
 
