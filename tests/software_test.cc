@@ -262,7 +262,7 @@ TEST(SoftwareProvider, LookupBatchAnswersAndCountsLikeLookup) {
     held.push_back(i % 2 ? nth_conn(i) : udp6("fd00::1", static_cast<uint16_t>(1000 + i), "fd00::2", 53, 3));
     ASSERT_EQ(add(*p, held.back()), 0);
   }
-  // 50 packets (more than one group of 16): originals, replies, misses and
+  // 50 packets (more than the batch pipeline's ring of 32): originals, replies, misses and
   // a packet of an unknown family, each with its own length.
   std::vector<SoftwarePacket> pkts;
   std::vector<Direction> want;

@@ -32,6 +32,7 @@
 #include "providers/software.h"
 
 #include <netinet/in.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -52,7 +53,7 @@ namespace {
 
 // ---- Shared-word access ----
 //
-// The tables are plain arrays (calloc'd, so a large table costs nothing
+// The tables are plain arrays (zero pages, so a large table costs nothing
 // until it fills); every access that can race goes through atomic_ref.
 // Loads default to acquire and stores to release: the seqlocks below rely
 // on that ordering instead of standalone fences, which ThreadSanitizer
@@ -77,6 +78,30 @@ inline void cpu_relax() {
 #endif
 }
 
+// ---- Table memory ----
+//
+// Both arrays come from anonymous mappings: zero pages that are committed as
+// the table fills, like calloc'd memory, but with transparent huge pages
+// asked for (MADV_HUGEPAGE: the kernel's default "madvise" mode gives them
+// only to those who ask).  A lookup touches a random slot and a random
+// record; with 4 KiB pages a table of a million connections (120 MB) misses
+// the TLB on nearly every one of them, with 2 MiB pages it rarely does.
+
+constexpr size_t kHugePage = size_t{2} << 20;
+
+// 'bytes' of zeroed memory, or nullptr.  Freed with unmap_table(p, bytes).
+void* map_table(size_t bytes) {
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  // Not an error when refused (no THP in this kernel): pages stay small.
+  if (bytes >= kHugePage) (void)madvise(p, bytes, MADV_HUGEPAGE);
+  return p;
+}
+
+void unmap_table(void* p, size_t bytes) {
+  if (p != nullptr) munmap(p, bytes);
+}
+
 // ---- Keys and hashing ----
 
 // One direction of a connection as the table matches it.  IPv4 addresses
@@ -94,18 +119,29 @@ constexpr uint32_t make_meta(uint8_t family, uint8_t proto, uint16_t zone) {
   return uint32_t{family} << 24 | uint32_t{proto} << 16 | zone;
 }
 
-// Builds the key of 'tuple'.  'family' must be AF_INET or AF_INET6.
-Key make_key(uint8_t family, uint8_t proto, uint16_t zone, const Tuple& tuple) {
-  Key k{};
+// Writes the key of 'tuple' into 'k', every word whole: a key built in
+// pieces on the stack and then copied makes the copy's wide loads wait for
+// the narrow stores (a store-forwarding stall per key, the largest cost of
+// a batch lookup that stays in cache).  'family' must be AF_INET or AF_INET6.
+inline void fill_key(Key& k, uint8_t family, uint8_t proto, uint16_t zone, const Tuple& tuple) {
+  uint64_t a[4];
   if (family == AF_INET) {
-    k.addr[0] = tuple.src.words[0];
-    k.addr[2] = tuple.dst.words[0];
+    a[0] = tuple.src.words[0];
+    a[1] = 0;
+    a[2] = tuple.dst.words[0];
+    a[3] = 0;
   } else {
-    std::memcpy(&k.addr[0], tuple.src.bytes, 16);
-    std::memcpy(&k.addr[2], tuple.dst.bytes, 16);
+    std::memcpy(&a[0], tuple.src.bytes, 16);
+    std::memcpy(&a[2], tuple.dst.bytes, 16);
   }
+  for (int w = 0; w < 4; ++w) k.addr[w] = a[w];
   k.ports = uint32_t{tuple.src_port} << 16 | tuple.dst_port;
   k.meta = make_meta(family, proto, zone);
+}
+
+inline Key make_key(uint8_t family, uint8_t proto, uint16_t zone, const Tuple& tuple) {
+  Key k;
+  fill_key(k, family, proto, zone, tuple);
   return k;
 }
 
@@ -177,8 +213,8 @@ struct SoftwareProvider::Impl {
     for (auto& s : seed) s = (uint64_t{rd()} << 32) | rd();
   }
   ~Impl() {
-    std::free(records);
-    std::free(slots);
+    unmap_table(records, capacity * sizeof(Record));
+    unmap_table(slots, n_slots * sizeof(uint32_t));
   }
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
@@ -311,43 +347,58 @@ Direction SoftwareProvider::Impl::lookup(const Key& k, uint64_t h, uint32_t nbyt
 }
 
 void SoftwareProvider::Impl::lookup_batch(const SoftwarePacket* packets, size_t n, Direction* out) {
-  // Three passes over groups of kGroup packets: hash and prefetch the home
-  // slots; read the home slots and prefetch the records they name; then
-  // the ordinary lookup, which now mostly finds its memory in cache.
-  constexpr size_t kGroup = 16;
-  Key keys[kGroup];
-  uint64_t hashes[kGroup];
-  for (size_t base = 0; base < n; base += kGroup) {
-    const size_t m = std::min(kGroup, n - base);
-    int64_t now = 0;  // The clock, read at the group's first hit.
-    const SoftwarePacket* p = packets + base;
-    for (size_t i = 0; i < m; ++i) {
-      if (p[i].family != AF_INET && p[i].family != AF_INET6) {
-        hashes[i] = 0;
-        keys[i].meta = 0;  // Matches nothing.
-        continue;
-      }
-      keys[i] = make_key(p[i].family, p[i].proto, p[i].zone, p[i].tuple);
-      hashes[i] = hash(keys[i]);
-      __builtin_prefetch(&slots[home_of(hashes[i])]);
-    }
-    for (size_t i = 0; i < m; ++i) {
-      if (keys[i].meta == 0) continue;
-      // The first tag match among the first few slots of the probe
-      // sequence (usually the home slot, all in the prefetched line).
-      size_t j = home_of(hashes[i]);
-      for (int probe = 0; probe < 4; ++probe, j = next(j)) {
-        const uint32_t s = load(slots[j], std::memory_order_relaxed);
-        if (s == kEmpty) break;
-        if ((s >> kTagShift) != tag_of(hashes[i])) continue;
-        const char* r = reinterpret_cast<const char*>(&records[s & kIndexMask]);
-        __builtin_prefetch(r, 1);
-        __builtin_prefetch(r + sizeof(Record) - 1, 1);
-        break;
+  // A software pipeline of three stages, kAhead packets apart: packet i is
+  // hashed and its home slot prefetched; packet i - kAhead has its slot read
+  // and the record it names prefetched (both cache lines: a 104-byte record
+  // mostly straddles two); packet i - 2 * kAhead is looked up, its memory
+  // now mostly in cache.  kAhead keeps about as many misses in flight as a
+  // core can track (a slot line plus two record lines per packet), and
+  // keeps every lookup at the same distance from its prefetches, which a
+  // batch done in three whole passes does not.
+  constexpr size_t kAhead = 8;
+  constexpr size_t kRing = 32;  // A power of two above 2 * kAhead.
+  static_assert(kRing > 2 * kAhead && (kRing & (kRing - 1)) == 0);
+  // The clock is read at the first hit and again after every kClockEvery
+  // packets, so a long batch does not stamp one old time on all its hits.
+  constexpr size_t kClockEvery = 64;
+  Key keys[kRing];
+  uint64_t hashes[kRing];
+  int64_t now = 0;
+  for (size_t i = 0; i < n + 2 * kAhead; ++i) {
+    if (i < n) {
+      const SoftwarePacket& p = packets[i];
+      Key& k = keys[i % kRing];
+      if (p.family != AF_INET && p.family != AF_INET6) {
+        k.meta = 0;  // Matches nothing.
+      } else {
+        fill_key(k, p.family, p.proto, p.zone, p.tuple);
+        hashes[i % kRing] = hash(k);
+        __builtin_prefetch(&slots[home_of(hashes[i % kRing])]);
       }
     }
-    for (size_t i = 0; i < m; ++i) {
-      out[base + i] = keys[i].meta == 0 ? Direction::kMiss : lookup(keys[i], hashes[i], p[i].bytes, &now);
+    if (i >= kAhead && i - kAhead < n) {
+      const size_t r = (i - kAhead) % kRing;
+      if (keys[r].meta != 0) {
+        // The first tag match among the first few slots of the probe
+        // sequence (usually the home slot, all in the prefetched line).
+        const uint32_t tag = tag_of(hashes[r]);
+        size_t j = home_of(hashes[r]);
+        for (int probe = 0; probe < 4; ++probe, j = next(j)) {
+          const uint32_t sv = load(slots[j], std::memory_order_relaxed);
+          if (sv == kEmpty) break;
+          if ((sv >> kTagShift) != tag) continue;
+          const char* rec = reinterpret_cast<const char*>(&records[sv & kIndexMask]);
+          __builtin_prefetch(rec, 1);
+          __builtin_prefetch(rec + sizeof(Record) - 1, 1);
+          break;
+        }
+      }
+    }
+    if (i >= 2 * kAhead) {
+      const size_t at = i - 2 * kAhead;
+      const size_t r = at % kRing;
+      if (at % kClockEvery == 0) now = 0;
+      out[at] = keys[r].meta == 0 ? Direction::kMiss : lookup(keys[r], hashes[r], packets[at].bytes, &now);
     }
   }
 }
@@ -640,11 +691,11 @@ Result<std::shared_ptr<SoftwareProvider>> SoftwareProvider::create(const Softwar
                                      " is out of range [1, " + std::to_string(kMaxCapacity) + "]");
   }
   const size_t cap = options.capacity;
-  auto* recs = static_cast<Record*>(std::calloc(cap, sizeof(Record)));
-  auto* slot_array = static_cast<uint32_t*>(std::calloc(cap * kSlotsPerConnection, sizeof(uint32_t)));
+  auto* recs = static_cast<Record*>(map_table(cap * sizeof(Record)));
+  auto* slot_array = static_cast<uint32_t*>(map_table(cap * kSlotsPerConnection * sizeof(uint32_t)));
   if (recs == nullptr || slot_array == nullptr) {
-    std::free(recs);
-    std::free(slot_array);
+    unmap_table(recs, cap * sizeof(Record));
+    unmap_table(slot_array, cap * kSlotsPerConnection * sizeof(uint32_t));
     log->error("cannot allocate a table of {} connections ({} bytes)", cap, cap * bytes_per_connection());
     return Status::error(ENOMEM, "software provider: cannot allocate a table of " + std::to_string(cap) +
                                      " connections (" + std::to_string(cap * bytes_per_connection()) + " bytes)");

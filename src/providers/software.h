@@ -90,9 +90,11 @@ class SoftwareProvider final : public Provider {
 
   // The same for a burst of packets: out[i] is what lookup() would return
   // for packets[i], with the same counting.  It overlaps the memory
-  // accesses of up to 16 packets (prefetching their slots, then their
-  // records), which is what keeps a table much larger than the CPU caches
-  // fast.  Only min(packets.size(), out.size()) packets are looked up.
+  // accesses of successive packets (a pipeline that prefetches a packet's
+  // slot 16 packets ahead of its lookup and its record 8 ahead), which is
+  // what keeps a table much larger than the CPU caches fast; bursts of 32
+  // or more get the most from it.  Only min(packets.size(), out.size())
+  // packets are looked up.
   void lookup_batch(std::span<const SoftwarePacket> packets, std::span<Direction> out);
 
   // Connections held now.
