@@ -38,6 +38,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "netlink/nft_socket.h"
@@ -206,6 +207,15 @@ class FakeKernel final : public Transport {
   int fail_send_errno = 0;
   // Takes batches but never answers them.
   bool silent = false;
+  // One-shot faults of the socket: the next send fails with this errno
+  // without reaching the kernel; the next batch is taken and answered, and
+  // then the next receive fails with this errno and the answers are lost;
+  // EINTR for the next send or receive.
+  int send_gone_errno = 0;
+  int receive_gone_errno = 0;
+  bool eintr_send = false;
+  bool eintr_receive = false;
+  size_t reopens = 0;
   // Batches answered with EAGAIN on their first message (replay requests).
   int eagain_batches = 0;
   // An error for BATCH_BEGIN of the next batch (the whole batch refused).
@@ -226,6 +236,11 @@ class FakeKernel final : public Transport {
     }
     if (data.size() > max_send) return Status::error(EMSGSIZE, "fake: datagram too long");
     if (fail_send_errno != 0) return Status::error(fail_send_errno, "send to nfnetlink: fake failure");
+    if (eintr_send) {
+      eintr_send = false;
+      return Status::error(EINTR, "send to nfnetlink: fake interruption");
+    }
+    if (send_gone_errno != 0) return Status::error(std::exchange(send_gone_errno, 0), "send to nfnetlink: fake");
     batches.push_back(data);
     if (silent) return Status();
     process(batches.size() - 1);
@@ -236,6 +251,14 @@ class FakeKernel final : public Transport {
     if (overrun_) {
       overrun_ = false;
       return Status::error(ENOBUFS, "fake: receive buffer overrun");
+    }
+    if (eintr_receive) {
+      eintr_receive = false;
+      return Status::error(EINTR, "fake: receive interrupted");
+    }
+    if (receive_gone_errno != 0 && !batches.empty()) {
+      queue_.clear();  // The answers went with the socket.
+      return Status::error(std::exchange(receive_gone_errno, 0), "receive from nfnetlink: fake");
     }
     if (queue_.empty()) return Status::error(EAGAIN, "fake: nothing to read");
     std::vector<char> m = std::move(queue_.front());
@@ -248,6 +271,11 @@ class FakeKernel final : public Transport {
   uint32_t portid() const override { return 4242; }
   size_t max_send_bytes() const override { return max_send; }
   size_t receive_buffer_bytes() const override { return rcvbuf; }
+  Status reopen() override {
+    ++reopens;
+    queue_.clear();
+    return Status();
+  }
 
   // Queues an ack for 'req' as if the kernel had sent it earlier.
   void inject_ack(const nlmsghdr* req, const Reply& r) { queue_ack(req, r); }
@@ -922,6 +950,7 @@ TEST(NftTxnErrors, AcksLostToEnobufsGiveEnobufsNeverSuccess) {
     EXPECT_EQ(txn.status(ops[i]).err(), ENOBUFS) << i;
     EXPECT_NE(txn.status(ops[i]).message().find("outcome unknown"), std::string::npos);
   }
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(txn.outcome_unknown(ops[i])) << i;
   EXPECT_EQ(txn.stats().acks_lost, 3u);
 }
 
@@ -955,6 +984,8 @@ TEST(NftTxnErrors, KernelRefusingTheWholeBatchFailsEveryOpWithItsErrno) {
   ASSERT_EQ(txn.element_failures(e).size(), 3u);
   EXPECT_EQ(txn.element_failures(e)[2].id, 9u);
   EXPECT_EQ(txn.element_failures(e)[2].status.err(), EPERM);
+  EXPECT_FALSE(txn.element_failures(e)[2].outcome_unknown) << "a refused batch is known not applied";
+  EXPECT_FALSE(txn.outcome_unknown(t));
   EXPECT_EQ(k.batches.size(), 1u);
 }
 
@@ -987,6 +1018,57 @@ TEST(NftTxnErrors, FailedSendFailsEveryOpWithTheSendErrno) {
   ASSERT_EQ(txn.element_failures(e).size(), 2u);
   EXPECT_EQ(txn.element_failures(e)[1].id, 6u);
   EXPECT_EQ(txn.element_failures(e)[1].status.err(), ECONNREFUSED);
+  EXPECT_FALSE(txn.outcome_unknown(t)) << "nothing was sent";
+  EXPECT_FALSE(txn.outcome_unknown(e));
+  EXPECT_EQ(k.reopens, 0u) << "ECONNREFUSED is no sign of a closed socket";
+}
+
+TEST(NftTxnErrors, SendOnASocketThatIsGoneReopensItAndSendsTheBatchAgain) {
+  for (int err : {EBADF, ENOTSOCK}) {
+    FakeKernel k;
+    k.send_gone_errno = err;
+    NftTxn txn(k);
+    OpId t = txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, make_test_table());
+    OpId e = txn.add_elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE, elements_of(range(0, 2)), {5, 6});
+    EXPECT_TRUE(txn.commit().ok()) << err;
+    EXPECT_TRUE(txn.status(t).ok());
+    EXPECT_TRUE(txn.status(e).ok());
+    EXPECT_EQ(k.reopens, 1u);
+    EXPECT_EQ(txn.stats().reopens, 1u);
+    EXPECT_EQ(k.batches.size(), 1u) << "the failed send never reached the kernel";
+    EXPECT_EQ(k.keys.size(), 2u);
+  }
+}
+
+TEST(NftTxnErrors, ReceiveOnASocketThatIsGoneAfterTheSendIsAnUnknownOutcome) {
+  FakeKernel k;
+  k.receive_gone_errno = ENOTSOCK;
+  NftTxn txn(k);
+  OpId t = txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, make_test_table());
+  OpId e = txn.add_elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE, elements_of(range(0, 2)), {5, 6});
+  EXPECT_EQ(txn.commit().err(), ENOTSOCK);
+  EXPECT_EQ(txn.status(t).err(), ENOTSOCK);
+  EXPECT_NE(txn.status(t).message().find("outcome unknown"), std::string::npos) << txn.status(t).message();
+  EXPECT_TRUE(txn.outcome_unknown(t));
+  EXPECT_TRUE(txn.outcome_unknown(e));
+  ASSERT_EQ(txn.element_failures(e).size(), 2u);
+  EXPECT_TRUE(txn.element_failures(e)[0].outcome_unknown);
+  EXPECT_EQ(k.keys.size(), 2u) << "the kernel did commit: the verdict, not the batch, was lost";
+  EXPECT_EQ(k.reopens, 1u) << "the socket is reopened for what follows";
+  EXPECT_EQ(k.batches.size(), 1u) << "a batch that may have been applied is never sent blindly again";
+}
+
+TEST(NftTxnErrors, EintrThatGetsThroughTheTransportIsRetried) {
+  FakeKernel k;
+  k.eintr_send = true;
+  k.eintr_receive = true;
+  NftTxn txn(k);
+  OpId e = txn.add_elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE, elements_of(range(0, 3)));
+  EXPECT_TRUE(txn.commit().ok()) << txn.status(e).message();
+  EXPECT_FALSE(k.eintr_send);
+  EXPECT_FALSE(k.eintr_receive);
+  EXPECT_EQ(k.batches.size(), 1u);
+  EXPECT_EQ(k.keys.size(), 3u);
 }
 
 TEST(NftTxnErrors, KernelThatNeverAnswersGivesEtimedoutNotSuccess) {

@@ -39,11 +39,26 @@ void set_buffer(int fd, int force_name, int name, size_t bytes) {
 
 }  // namespace
 
+Status Transport::reopen() { return Status::error(EOPNOTSUPP, "this netlink transport cannot reopen its socket"); }
+
+bool socket_gone(int err) { return err == EBADF || err == ENOTSOCK; }
+
+Status NftSocket::reopen() {
+  // Close first: see the header.
+  close_now();
+  auto fresh = open(options_);
+  if (!fresh) return fresh.status().with_context("reopen NETLINK_NETFILTER socket");
+  *this = std::move(*fresh);
+  log::get("netlink")->info("nfnetlink socket reopened: portid {}", portid_);
+  return {};
+}
+
 Result<NftSocket> NftSocket::open(const NftSocketOptions& options) {
   auto logger = log::get("netlink");
   mnl_socket* nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
   if (nl == nullptr) return errno_status(errno, "open NETLINK_NETFILTER socket");
   NftSocket sock(nl);
+  sock.options_ = options;
   const int fd = mnl_socket_get_fd(nl);
 
   // Both options must be set before any request is sent: they change the
@@ -74,6 +89,7 @@ Result<NftSocket> NftSocket::open(const NftSocketOptions& options) {
 
 NftSocket::NftSocket(NftSocket&& other) noexcept
     : nl_(std::exchange(other.nl_, nullptr)),
+      options_(other.options_),
       portid_(other.portid_),
       rcvbuf_(other.rcvbuf_),
       sndbuf_(other.sndbuf_),
@@ -84,6 +100,7 @@ NftSocket& NftSocket::operator=(NftSocket&& other) noexcept {
   if (this != &other) {
     close_now();
     nl_ = std::exchange(other.nl_, nullptr);
+    options_ = other.options_;
     portid_ = other.portid_;
     rcvbuf_ = other.rcvbuf_;
     sndbuf_ = other.sndbuf_;

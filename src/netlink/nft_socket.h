@@ -49,7 +49,18 @@ class Transport {
   // buffer overhead included) may wait to be read before the kernel drops
   // the next one.
   virtual size_t receive_buffer_bytes() const = 0;
+
+  // Replaces the socket with a fresh one after it failed for good (its
+  // descriptor was closed or replaced under us: EBADF, ENOTSOCK).  Whatever
+  // the old socket had queued is lost, so a caller that had sent a request
+  // on it no longer knows what became of it.  The default says EOPNOTSUPP:
+  // a transport that cannot reopen stays failed.
+  virtual Status reopen();
 };
+
+// Whether a send or receive error 'err' means the socket itself is gone
+// (its descriptor closed or replaced), so that only reopen() helps.
+bool socket_gone(int err);
 
 // What NftSocket::open() asks the kernel for.
 struct NftSocketOptions {
@@ -84,6 +95,12 @@ class NftSocket final : public Transport {
   uint32_t portid() const override { return portid_; }
   size_t max_send_bytes() const override;
   size_t receive_buffer_bytes() const override { return rcvbuf_; }
+  // Closes the socket and opens a new one with the options it was opened
+  // with (a new port id).  The old descriptor is closed first, so that the
+  // new one cannot be the number that is closed: if the descriptor was
+  // closed under us, nobody may have reused its number in between.  Fails
+  // with the errno of socket(2)/bind(2); the socket is then closed (EBADF).
+  Status reopen() override;
 
   // Whether the kernel accepted NETLINK_EXT_ACK / NETLINK_CAP_ACK.
   bool ext_ack() const { return ext_ack_; }
@@ -101,6 +118,7 @@ class NftSocket final : public Transport {
   void close_now();
 
   mnl_socket* nl_ = nullptr;
+  NftSocketOptions options_;
   uint32_t portid_ = 0;
   size_t rcvbuf_ = 0;
   size_t sndbuf_ = 0;

@@ -24,10 +24,10 @@
 #include <linux/netlink.h>
 
 #include <algorithm>
-#include <cstring>
 #include <atomic>
 #include <cerrno>
 #include <climits>
+#include <cstring>
 #include <ctime>
 #include <deque>
 #include <optional>
@@ -73,6 +73,10 @@ constexpr size_t kReceiveBufferBytes = size_t{256} * 1024;
 // A commit that needs more kernel transactions than this has met something
 // that keeps changing under it (another writer); remaining ops get EBUSY.
 constexpr size_t kMaxBatchesPerCommit = 100000;
+// How many EINTRs in a row one send or receive may meet before the
+// interruption is taken for a failure.  The transport retries EINTR itself;
+// this is the second line.
+constexpr int kMaxEintr = 64;
 
 enum class Kind : uint8_t { kTable, kChain, kSet, kFlowtable, kRule, kElements };
 
@@ -143,6 +147,7 @@ struct Op {
   std::optional<uint32_t> set_id;
   Status status;
   std::vector<ElementFailure> failures;
+  bool unknown = false;  // some failure of this op has an unknown outcome
 };
 
 // A piece of work: a whole op (first == last == 0), or elements
@@ -172,6 +177,7 @@ struct AckSlot {
 // What came back for one batch.
 struct Outcome {
   Status transport;                      // a failed send or receive
+  bool sent = false;                     // the batch reached the kernel
   std::optional<KernelAck> batch_error;  // an error for BATCH_BEGIN/END: the whole batch failed
   size_t got = 0;
   bool any_error = false;
@@ -224,12 +230,14 @@ struct NftTxn::Impl {
   Status plan_batch(std::deque<Unit>& queue);
   nlmsghdr* build_object(Op& op, char* buf, uint32_t seq);
   Outcome exchange();
+  Status send_batch();
+  bool reopen_after(const Status& why);
   void read_acks(Outcome& out);
   void drain();
   void resolve(const Outcome& out, std::deque<Unit>& queue);
-  void fail_msg(const Msg& m, const Status& proto, int err, std::string_view extack);
+  void fail_msg(const Msg& m, const Status& proto, int err, std::string_view extack, bool unknown = false);
   void fail_element(Op& op, uint32_t index, int err, std::string_view extack);
-  void fail_element_status(Op& op, uint32_t index, Status status);
+  void fail_element_status(Op& op, uint32_t index, Status status, bool unknown = false);
   void finish_op(Op& op);
   static void push_front_merged(std::deque<Unit>& queue, const std::vector<Unit>& units);
 };
@@ -459,6 +467,8 @@ std::span<const ElementFailure> NftTxn::element_failures(OpId op) const {
 
 size_t NftTxn::element_count(OpId op) const { return op < impl_->ops.size() ? impl_->ops[op].elems.size() : 0; }
 
+bool NftTxn::outcome_unknown(OpId op) const { return op < impl_->ops.size() && impl_->ops[op].unknown; }
+
 const NftTxnStats& NftTxn::stats() const { return impl_->stats; }
 
 Status NftTxn::commit() { return impl_->commit(); }
@@ -680,15 +690,30 @@ Outcome NftTxn::Impl::exchange() {
   iov.resize(static_cast<size_t>(nftnl_batch_iovec_len(batch.get())));
   nftnl_batch_iovec(batch.get(), iov.data(), static_cast<uint32_t>(iov.size()));
 
+  bool reopened = false;
   for (int attempt = 0;; ++attempt) {
     Outcome out;
     acks.assign(msgs.size(), AckSlot{});
     ++stats.batches_sent;
     stats.messages_sent += msgs.size();
     stats.bytes_sent += bytes;
-    out.transport = transport.send(iov);
-    if (!out.transport.ok()) return out;
+    out.transport = send_batch();
+    if (!out.transport.ok()) {
+      if (socket_gone(out.transport.err()) && !reopened) {
+        // Nothing of this batch reached the kernel: send it again on a new
+        // socket (once; a socket that fails again stays failed).
+        reopened = true;
+        if (reopen_after(out.transport)) continue;
+      }
+      return out;
+    }
+    out.sent = true;
     read_acks(out);
+    if (!out.transport.ok() && socket_gone(out.transport.err())) {
+      // The batch went out and its acks went with the socket: the outcome
+      // is unknown (resolve() says so), but what follows needs a socket.
+      (void)reopen_after(out.transport);
+    }
     if (out.eagain && out.transport.ok() && attempt < options.max_eagain_retries) {
       // The kernel asks for the same batch again (it loaded a module and
       // had to drop its locks); nothing of it was applied.
@@ -699,6 +724,27 @@ Outcome NftTxn::Impl::exchange() {
     }
     return out;
   }
+}
+
+Status NftTxn::Impl::send_batch() {
+  Status s;
+  for (int i = 0; i < kMaxEintr; ++i) {
+    s = transport.send(iov);
+    if (s.err() != EINTR) return s;
+  }
+  return s;
+}
+
+// Reopens the transport's socket after 'why'; true when it worked.
+bool NftTxn::Impl::reopen_after(const Status& why) {
+  Status r = transport.reopen();
+  if (!r) {
+    logger->warn("nf_tables socket failed ({}) and cannot be reopened: {}", why.message(), r.message());
+    return false;
+  }
+  ++stats.reopens;
+  logger->warn("nf_tables socket failed ({}); reopened it", why.message());
+  return true;
 }
 
 void NftTxn::Impl::read_acks(Outcome& out) {
@@ -746,9 +792,11 @@ void NftTxn::Impl::read_acks(Outcome& out) {
   ctl[NLMSG_OVERRUN] = ignore;
 
   const uint32_t portid = transport.portid();
+  int eintr = 0;
   while (out.got < n && !out.batch_error) {
     Result<size_t> r = transport.receive(rbuf, out.enobufs ? 0 : options.ack_timeout_ms);
     if (!r.ok()) {
+      if (r.err() == EINTR && ++eintr < kMaxEintr) continue;  // Nothing was read.
       if (r.err() == ENOBUFS) {
         out.enobufs = true;
         continue;
@@ -776,13 +824,14 @@ void NftTxn::Impl::drain() {
   // returns; read what is left so stale acks do not fill the buffer.
   for (int i = 0; i < 1000000; ++i) {
     Result<size_t> r = transport.receive(rbuf, 0);
-    if (!r.ok() && r.err() != ENOBUFS) return;
+    if (!r.ok() && r.err() != ENOBUFS && r.err() != EINTR) return;
   }
 }
 
-void NftTxn::Impl::fail_element_status(Op& op, uint32_t index, Status status) {
+void NftTxn::Impl::fail_element_status(Op& op, uint32_t index, Status status, bool unknown) {
   const uint64_t id = op.ids.empty() ? index : op.ids[index];
-  op.failures.push_back(ElementFailure{id, index, std::move(status)});
+  op.failures.push_back(ElementFailure{id, index, std::move(status), unknown});
+  op.unknown = op.unknown || unknown;
 }
 
 void NftTxn::Impl::fail_element(Op& op, uint32_t index, int err, std::string_view extack) {
@@ -791,13 +840,15 @@ void NftTxn::Impl::fail_element(Op& op, uint32_t index, int err, std::string_vie
 }
 
 // Gives every op or element of 'm' a failure: the kernel's 'err'/'extack'
-// when 'proto' is ok, else 'proto''s errno and message.
-void NftTxn::Impl::fail_msg(const Msg& m, const Status& proto, int err, std::string_view extack) {
+// when 'proto' is ok, else 'proto''s errno and message.  'unknown': the
+// message was sent and its verdict lost.
+void NftTxn::Impl::fail_msg(const Msg& m, const Status& proto, int err, std::string_view extack, bool unknown) {
   Op& op = ops[m.op];
   if (op.kind != Kind::kElements) {
     if (!op.status.ok()) return;
     op.status =
         proto.ok() ? kernel_status(err, op.what, extack) : Status::error(proto.err(), op.what + ": " + proto.message());
+    op.unknown = unknown;
     return;
   }
   for (uint32_t i = m.first; i < m.last; ++i) {
@@ -806,7 +857,8 @@ void NftTxn::Impl::fail_msg(const Msg& m, const Status& proto, int err, std::str
     } else {
       const uint64_t id = op.ids.empty() ? i : op.ids[i];
       fail_element_status(
-          op, i, Status::error(proto.err(), op.elem_what + " (id " + std::to_string(id) + "): " + proto.message()));
+          op, i, Status::error(proto.err(), op.elem_what + " (id " + std::to_string(id) + "): " + proto.message()),
+          unknown);
     }
   }
 }
@@ -831,9 +883,13 @@ void NftTxn::Impl::resolve(const Outcome& out, std::deque<Unit>& queue) {
 
   if (!out.transport.ok() && out.got == 0) {
     // Nothing came back (or the send itself failed): what the kernel did is
-    // unknown or nothing; every message fails with the transport's error.
-    logger->warn("nf_tables batch of {} messages: {}", n, out.transport.message());
-    for (const Msg& m : msgs) fail_msg(m, out.transport, 0, {});
+    // unknown (sent) or nothing (not sent); every message fails with the
+    // transport's error.
+    logger->warn("nf_tables batch of {} messages: {}{}", n, out.transport.message(),
+                 out.sent ? " (sent: outcome unknown)" : "");
+    const Status why =
+        out.sent ? Status::error(out.transport.err(), "outcome unknown: " + out.transport.message()) : out.transport;
+    for (const Msg& m : msgs) fail_msg(m, why, 0, {}, out.sent);
     return;
   }
   if (out.batch_error) {
@@ -906,7 +962,7 @@ void NftTxn::Impl::resolve(const Outcome& out, std::deque<Unit>& queue) {
                                         std::to_string(n - out.got) + " other messages of its transaction were lost (" +
                                         errno_name(lost_err) + ")"
                                   : "outcome unknown: " + lost_why;
-      fail_msg(m, Status::error(lost_err, why), 0, {});
+      fail_msg(m, Status::error(lost_err, why), 0, {}, true);
       continue;
     }
     // The batch was aborted because of another message: this one was either

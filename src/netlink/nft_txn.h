@@ -25,12 +25,19 @@
 //     its own verdict.  Without an offset, all of the message's elements are
 //     resent one per message.
 //   * EAGAIN from the kernel (module autoload) resends the same batch; EINTR
-//     is retried by the transport.
+//     is retried by the transport, and again here should one get through.
+//   * A socket that is gone (its descriptor closed or replaced under us:
+//     EBADF, ENOTSOCK) is reopened (Transport::reopen).  A batch whose send
+//     failed never reached the kernel and is sent again on the new socket;
+//     a batch sent before the socket failed has an unknown outcome (below).
 //   * ENOBUFS (acks dropped because the receive buffer was full): if another
 //     ack of that batch carried an error, the batch was certainly aborted and
 //     the ops whose acks were lost are simply resent.  Otherwise whether the
 //     kernel committed the batch is unknown, and every op in it gets ENOBUFS
 //     ("outcome unknown") - never a success that may be false.
+//     outcome_unknown() and ElementFailure::outcome_unknown mark such
+//     failures, so that the caller can find out from the kernel (read back,
+//     or resend idempotently) instead of guessing.
 //
 // Atomicity the caller gets: ops that fit in one kernel transaction are
 // applied together or not at all, failed ops excluded.  A commit whose
@@ -98,6 +105,10 @@ struct ElementFailure {
   // The element's position in the op's set, from 0.
   uint32_t index = 0;
   Status status;
+  // The element was sent but its verdict was lost (ENOBUFS, no ack in
+  // time, the socket failed after the send): the kernel may have applied
+  // it.  'status' says why.
+  bool outcome_unknown = false;
 };
 
 // Tunables; the defaults fit the kernel as it is.
@@ -125,6 +136,7 @@ struct NftTxnStats {
   size_t failed_batches = 0;  // batches the kernel aborted (some message failed)
   size_t eagain_retries = 0;
   size_t acks_lost = 0;  // acks the kernel dropped (ENOBUFS)
+  size_t reopens = 0;    // sockets reopened after they failed (EBADF, ENOTSOCK)
 };
 
 class NftTxn {
@@ -180,6 +192,10 @@ class NftTxn {
   std::span<const ElementFailure> element_failures(OpId op) const;
   // The number of elements of element op 'op' (0 for other ops).
   size_t element_count(OpId op) const;
+  // Whether op 'op', or one of its elements, failed with an unknown
+  // outcome: it was sent, its verdict was lost, and the kernel may have
+  // applied it (see ElementFailure::outcome_unknown).
+  bool outcome_unknown(OpId op) const;
   const NftTxnStats& stats() const;
 
  private:

@@ -27,6 +27,7 @@
 #include <ctime>
 #include <memory>
 
+#include "log.h"
 #include "netlink/nft_socket.h"
 #include "netlink/nl_error.h"
 
@@ -470,21 +471,48 @@ std::atomic<uint32_t> g_query_seq{static_cast<uint32_t>(time(nullptr)) ^ 0x5a5a0
 constexpr size_t kQueryBuffer = size_t{256} * 1024;
 constexpr int kQueryTimeoutMs = 5000;
 
+// How many EINTRs in a row a query survives (the transport retries them
+// itself; this is the second line).
+constexpr int kMaxEintr = 64;
+
+Status query_once(netlink::Transport& t, nlmsghdr* nlh, std::string_view what,
+                  const std::function<Status(const nlmsghdr*)>& on_msg, bool* delivered);
+
 // Sends the GET request in 'buf' (built with nftnl_nlmsg_build_hdr) and
 // hands every reply object message to 'on_msg' until the kernel's ack or
 // NLMSG_DONE.  Messages of other requests (stale sequence numbers) are
-// skipped.
+// skipped.  A socket that is gone (EBADF, ENOTSOCK) is reopened and, when
+// nothing of the answer was handed over yet, the request is sent again: a
+// GET changes nothing, so asking twice is safe.
 Status query(netlink::Transport& t, nlmsghdr* nlh, std::string_view what,
              const std::function<Status(const nlmsghdr*)>& on_msg) {
+  bool delivered = false;
+  Status s = query_once(t, nlh, what, on_msg, &delivered);
+  if (s || !netlink::socket_gone(s.err())) return s;
+  if (Status r = t.reopen(); !r) return s;
+  log::get("netlink")->warn("{}: the nf_tables socket failed ({}); reopened it", what, s.message());
+  if (delivered) return s;
+  return query_once(t, nlh, what, on_msg, &delivered);
+}
+
+Status query_once(netlink::Transport& t, nlmsghdr* nlh, std::string_view what,
+                  const std::function<Status(const nlmsghdr*)>& on_msg, bool* delivered) {
   const uint32_t seq = g_query_seq.fetch_add(1, std::memory_order_relaxed);
   nlh->nlmsg_seq = seq;
   iovec iov{nlh, nlh->nlmsg_len};
-  if (Status s = t.send(std::span<const iovec>(&iov, 1)); !s) return s.with_context(std::string(what));
+  Status sent;
+  for (int i = 0; i < kMaxEintr; ++i) {
+    sent = t.send(std::span<const iovec>(&iov, 1));
+    if (sent.err() != EINTR) break;
+  }
+  if (!sent) return sent.with_context(std::string(what));
   std::vector<std::byte> buf(kQueryBuffer);
   const bool dump = (nlh->nlmsg_flags & NLM_F_DUMP) == NLM_F_DUMP;
   Status first_error;
+  int eintr = 0;
   for (;;) {
     auto got = t.receive(buf, kQueryTimeoutMs);
+    if (!got && got.err() == EINTR && ++eintr < kMaxEintr) continue;  // Nothing was read.
     if (!got) return got.status().with_context(std::string(what));
     int len = static_cast<int>(*got);
     for (auto* m = reinterpret_cast<const nlmsghdr*>(buf.data()); mnl_nlmsg_ok(m, len); m = mnl_nlmsg_next(m, &len)) {
@@ -502,6 +530,7 @@ Status query(netlink::Transport& t, nlmsghdr* nlh, std::string_view what,
       if (first_error.ok()) {
         // After a decoding error the rest of the answer is still read, so
         // the socket holds nothing of this request afterwards.
+        *delivered = true;
         if (Status s = on_msg(m); !s) first_error = s;
       }
     }
