@@ -135,6 +135,9 @@ class FakeNft final : public netlink::Transport {
   // ---- knobs ----
   bool flowtables = true;  // false: NEWFLOWTABLE gives ENOENT (no CONFIG_NF_FLOW_TABLE)
   bool eperm = false;      // every batch refused with EPERM (no CAP_NET_ADMIN)
+  // The next batch carrying elements is applied (or aborted) as usual, but
+  // its acks are lost: the next receive says ENOBUFS.
+  bool lose_next_element_acks = false;
   std::set<std::string> netdevs = {"eth0", "eth1", "eth2", "veth0", "veth1", "swp1", "swp2"};
   std::set<std::string> hw_capable = {"swp1", "swp2"};  // accept `flags offload`
 
@@ -189,6 +192,10 @@ class FakeNft final : public netlink::Transport {
     return {};
   }
   Result<size_t> receive(std::span<std::byte> buf, int) override {
+    if (enobufs_) {
+      enobufs_ = false;
+      return Status::error(ENOBUFS, "fake: receive buffer overrun");
+    }
     if (queue_.empty()) return Status::error(EAGAIN, "fake: nothing to read");
     std::vector<char> m = std::move(queue_.front());
     queue_.pop_front();
@@ -230,6 +237,7 @@ class FakeNft final : public netlink::Transport {
       ack(msgs.front(), Verdict{EPERM, std::nullopt});
       return;
     }
+    const size_t queued = queue_.size();
     FakeRuleset work = rs;
     bool failed = false, has_elems = false;
     for (size_t i = 1; i + 1 < msgs.size(); ++i) {
@@ -240,6 +248,11 @@ class FakeNft final : public netlink::Transport {
       ack(msgs[i], v);
     }
     if (has_elems) ++element_batches;
+    if (has_elems && lose_next_element_acks) {
+      lose_next_element_acks = false;
+      queue_.resize(queued);
+      enobufs_ = true;
+    }
     if (!failed) {
       rs = std::move(work);
       ++committed;
@@ -557,6 +570,7 @@ class FakeNft final : public netlink::Transport {
 
   uint64_t next_handle_ = 100;
   std::deque<std::vector<char>> queue_;
+  bool enobufs_ = false;
 };
 
 // The FakeNft lives in the test; the provider gets a forwarding transport.
@@ -1095,6 +1109,102 @@ TEST_F(NftFlowtableTest, AddDeleteAddOfOneConnectionInABatchKeepsOrder) {
   p->batch_submit(ops);
   for (const auto& op : ops) EXPECT_EQ(op.error, 0);
   EXPECT_EQ(p->size(), 1u);
+  EXPECT_EQ(nft_.set("sel4")->elems.size(), 1u);
+}
+
+TEST_F(NftFlowtableTest, LostAcksOfCommittedAddsAreSettledByReadingTheKernelBack) {
+  auto p = ready();
+  ASSERT_TRUE(p);
+  ASSERT_EQ(p->conn_add(ctx_of(c4(0), &eth0_)), 0);
+  nft_.lose_next_element_acks = true;
+  std::vector<Conn> conns = {c4(1), c4(2), c4(3)};
+  std::vector<Op> ops(conns.size());
+  for (size_t i = 0; i < ops.size(); ++i) {
+    ops[i].type = CT_OFFLOAD_OP_ADD;
+    ops[i].ctx = ctx_of(conns[i], &eth0_);
+  }
+  const size_t gets = nft_.get_types.size();
+  p->batch_submit(ops);
+  EXPECT_FALSE(nft_.lose_next_element_acks);
+  for (const auto& op : ops) EXPECT_EQ(op.error, 0) << std::strerror(op.error);
+  EXPECT_EQ(p->size(), 4u);
+  EXPECT_EQ(nft_.set("sel4")->elems.size(), 4u);
+  EXPECT_GT(nft_.get_types.size(), gets) << "the outcome was read back, not guessed";
+  // Nothing was sent twice: a second add of one of them is a duplicate.
+  EXPECT_EQ(p->conn_add(ctx_of(c4(2), &eth0_)), EEXIST);
+}
+
+TEST_F(NftFlowtableTest, LostAcksOfCommittedDeletesAreSettledByReadingTheKernelBack) {
+  auto p = ready();
+  ASSERT_TRUE(p);
+  ASSERT_EQ(p->conn_add(ctx_of(c4(1), &eth0_)), 0);
+  ASSERT_EQ(p->conn_add(ctx_of(c4(2), &eth0_)), 0);
+  nft_.lose_next_element_acks = true;
+  p->conn_del(ctx_of(c4(1), &eth0_));
+  EXPECT_FALSE(nft_.lose_next_element_acks);
+  EXPECT_EQ(p->size(), 1u);
+  EXPECT_EQ(nft_.set("sel4")->elems.size(), 1u);
+  EXPECT_EQ(p->conn_add(ctx_of(c4(1), &eth0_)), 0);
+}
+
+TEST_F(NftFlowtableTest, LostAcksOfAnAbortedBatchGiveEachAddItsTrueResult) {
+  auto p = ready();
+  ASSERT_TRUE(p);
+  ASSERT_EQ(p->conn_add(ctx_of(c4(0), &eth0_)), 0);
+  // Somebody else's element for connection 2 (no comment): the kernel
+  // aborts the batch, and the acks saying so are lost.
+  uint8_t key[64];
+  const size_t n = nft::build_key(c4(2), key);
+  nft_.set("sel4")->elems[std::string(reinterpret_cast<const char*>(key), n)] = "";
+  nft_.lose_next_element_acks = true;
+  std::vector<Conn> conns = {c4(1), c4(2), c4(3)};
+  std::vector<Op> ops(conns.size());
+  for (size_t i = 0; i < ops.size(); ++i) {
+    ops[i].type = CT_OFFLOAD_OP_ADD;
+    ops[i].ctx = ctx_of(conns[i], &eth0_);
+  }
+  p->batch_submit(ops);
+  EXPECT_EQ(ops[0].error, 0);
+  EXPECT_EQ(ops[1].error, EEXIST);
+  EXPECT_EQ(ops[2].error, 0);
+  EXPECT_EQ(p->size(), 3u);
+  EXPECT_EQ(nft_.set("sel4")->elems.size(), 4u);
+  EXPECT_FALSE(p->lookup(c4(2)));
+}
+
+TEST_F(NftFlowtableTest, AKernelRefusedDeleteKeepsTheConnectionAndSaysSo) {
+  auto p = ready();
+  ASSERT_TRUE(p);
+  ASSERT_EQ(p->conn_add(ctx_of(c4(1), &eth0_)), 0);
+  ct_entry(c4(1), 5);
+  nft_.eperm = true;
+  Op del{};
+  del.type = CT_OFFLOAD_OP_DEL;
+  const Conn c = c4(1);
+  del.ctx = ctx_of(c, &eth0_);
+  p->batch_submit(std::span<Op>(&del, 1));
+  p->flush();
+  nft_.eperm = false;
+  EXPECT_EQ(del.error, EPERM);
+  EXPECT_EQ(p->size(), 1u) << "neither the delete nor the flush happened";
+  EXPECT_EQ(nft_.set("sel4")->elems.size(), 1u);
+  EXPECT_EQ(ct_.deletes, 0u) << "the conntrack entry stays with the element";
+  p->conn_del(ctx_of(c4(1), &eth0_));
+  EXPECT_EQ(p->size(), 0u);
+  EXPECT_TRUE(nft_.set("sel4")->elems.empty());
+}
+
+TEST_F(NftFlowtableTest, ADeleteThatMeetsADeletedTableRestoresTheRest) {
+  NftFlowtableOptions o;
+  o.verify_ms = 3'600'000;  // only the delete's ENOENT can tell
+  auto p = ready(o);
+  ASSERT_TRUE(p);
+  ASSERT_EQ(p->conn_add(ctx_of(c4(1), &eth0_)), 0);
+  ASSERT_EQ(p->conn_add(ctx_of(c4(2), &eth0_)), 0);
+  nft_.rs.erase("ctoffload");
+  p->conn_del(ctx_of(c4(1), &eth0_));
+  EXPECT_EQ(p->size(), 1u);
+  ASSERT_NE(nft_.table(), nullptr) << "the table comes back at once";
   EXPECT_EQ(nft_.set("sel4")->elems.size(), 1u);
 }
 

@@ -388,6 +388,13 @@ struct AddPlan {
   bool failed = false;
 };
 
+// Identifies an element across sets: the set's name and the element key.
+std::string elem_id(const SelKey& key, const Conn& c) {
+  uint8_t buf[64];
+  const size_t n = nft::build_key(c, buf);
+  return nft::set_name(key) + '/' + std::string(reinterpret_cast<const char*>(buf), n);
+}
+
 struct DelPlan {
   size_t op = 0;
   Conn conn{};
@@ -444,7 +451,13 @@ struct NftFlowtableProvider::Impl {
 
   // ---- Operations ----
   void process(std::span<Op> ops);
-  void run_segment(std::span<Op> ops, const std::vector<size_t>& idx, bool retry);
+  // 'attempt' counts the times these ops were sent before (ENOENT
+  // restores, lost verdicts settled by reading back).
+  void run_segment(std::span<Op> ops, const std::vector<size_t>& idx, int attempt);
+  static constexpr int kMaxSegmentAttempts = 2;
+  // The elements of selection sets 'keys' as the kernel has them: element
+  // id (elem_id) -> the comment's note, normalised by format_note.
+  Result<std::map<std::string, std::string>> read_back(const std::set<SelKey>& keys);
   void established(const Ctx& ctx);
   void flush_all();
   long long update(const Ctx& ctx);
@@ -953,7 +966,10 @@ std::map<uint16_t, Status> NftFlowtableProvider::Impl::ensure_devices(const std:
     const FtKind k = d.mode == FtMode::kNone ? wanted_kind(d) : (d.mode == FtMode::kHw ? FtKind::kHw : FtKind::kSw);
     todo.emplace_back(i, k);
   }
-  for (int round = 0; round < 2 && !todo.empty(); ++round) {
+  // Rounds: the first try, the software fallback of refused hardware, and
+  // a resend of ops whose verdict was lost (NEWFLOWTABLE with NLM_F_CREATE
+  // is idempotent: a device already listed is fine).
+  for (int round = 0; round < 3 && !todo.empty(); ++round) {
     netlink::NftTxn txn(*backend.nft);
     std::vector<netlink::OpId> ids;
     ids.reserve(todo.size());
@@ -975,6 +991,11 @@ std::map<uint16_t, Status> NftFlowtableProvider::Impl::ensure_devices(const std:
         logger->info("device {} joined flowtable {} ({} offload{}{})", d.name, nft::flowtable_name(k),
                      k == FtKind::kHw ? "hardware" : "software", d.note.empty() ? "" : ": ", d.note);
         result[i] = Status();
+        continue;
+      }
+      if (txn.outcome_unknown(ids[n]) && round + 1 < 3) {
+        again.emplace_back(i, k);
+        result[i] = s;
         continue;
       }
       if (k == FtKind::kHw && s.err() != ENOENT && s.err() != ENODEV && s.err() != EPERM) {
@@ -1013,7 +1034,11 @@ void NftFlowtableProvider::Impl::rollback_devices(const std::vector<uint16_t>& a
                       nft::build_flowtable(layout, m == FtMode::kHw ? FtKind::kHw : FtKind::kSw, names),
                       "remove unused devices from a flowtable");
   }
-  if (Status s = txn.commit(); !s) logger->warn("removing unused devices: {}", s.to_string());
+  if (Status s = txn.commit(); !s) {
+    logger->warn("removing unused devices: {}", s.to_string());
+    // Which devices the flowtables list now is the kernel's to say.
+    (void)verify_and_restore(false);
+  }
 }
 
 void NftFlowtableProvider::Impl::on_link_event(const netlink::LinkEvent& ev) {
@@ -1307,7 +1332,7 @@ void NftFlowtableProvider::Impl::process(std::span<Op> ops) {
         seg.push_back(i);
         ++i;
       }
-      run_segment(ops, seg, false);
+      run_segment(ops, seg, 0);
       continue;
     }
     op.error = 0;
@@ -1331,7 +1356,7 @@ void NftFlowtableProvider::Impl::process(std::span<Op> ops) {
   }
 }
 
-void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vector<size_t>& idx, bool retry) {
+void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vector<size_t>& idx, int attempt) {
   std::vector<AddPlan> adds;
   std::vector<DelPlan> dels;
   size_t pending = 0;
@@ -1485,38 +1510,113 @@ void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vecto
   if (txn.size() > 0) (void)txn.commit();
   for (const auto& [key, op] : set_ops) sets[key].exists = txn.status(op).ok();
 
-  // Per-element verdicts.
-  bool saw_enoent = false;
+  // Per-element verdicts.  An element whose verdict was lost (the kernel
+  // may or may not have applied it) is settled by reading the kernel back
+  // below, never guessed.
+  bool saw_enoent = false;   // an add met a missing set or table
+  bool del_enoent = false;   // a delete met a missing element, set or table
+  bool need_verify = false;  // a set or rule op's outcome is unknown
   std::vector<size_t> retry_ops;
+  std::vector<size_t> unknown_adds;      // indexes into adds
+  std::vector<size_t> unknown_dels;      // indexes into dels
+  std::map<size_t, Status> unknown_why;  // op index -> the lost verdict
+  for (const auto& [key, op] : set_ops) {
+    if (txn.outcome_unknown(op)) need_verify = true;
+  }
   for (const auto& g : groups) {
     std::vector<int> err(g.plans.size(), 0);
+    std::vector<char> unknown(g.plans.size(), 0);
     const Status& gs = txn.status(g.op);
     if (!gs && txn.element_failures(g.op).empty()) {
       std::fill(err.begin(), err.end(), gs.err());  // Failed as a whole (never sent).
     }
     for (const auto& f : txn.element_failures(g.op)) {
-      if (f.id < err.size()) err[f.id] = f.status.err();
+      if (f.id < err.size()) {
+        err[f.id] = f.status.err();
+        unknown[f.id] = f.outcome_unknown ? 1 : 0;
+        if (f.outcome_unknown) unknown_why[g.add ? adds[g.plans[f.id]].op : dels[g.plans[f.id]].op] = f.status;
+      }
     }
     for (size_t n = 0; n < g.plans.size(); ++n) {
       if (g.add) {
         AddPlan& a = adds[g.plans[n]];
         if (err[n] == 0) continue;
-        if (err[n] == ENOENT && !retry) {
+        a.failed = true;
+        if (unknown[n]) {
+          unknown_adds.push_back(g.plans[n]);
+          continue;
+        }
+        if (err[n] == ENOENT && attempt == 0) {
           // The set or table is gone (tampering): restore, then try again.
           saw_enoent = true;
           retry_ops.push_back(a.op);
-          a.failed = true;
           continue;
         }
-        a.failed = true;
         ops[a.op].error = err[n];
       } else {
-        // A missing element (ENOENT) is as good as deleted.
-        dels[g.plans[n]].done = err[n] == 0 || err[n] == ENOENT;
-        if (!dels[g.plans[n]].done) {
-          logger->warn("conn_del {}: {}", format_conn(dels[g.plans[n]].conn), std::generic_category().message(err[n]));
-          dels[g.plans[n]].done = true;  // Forget it anyway: the datapath is done with it.
+        DelPlan& d = dels[g.plans[n]];
+        if (err[n] == 0) {
+          d.done = true;
+        } else if (err[n] == ENOENT) {
+          // Gone already - the element, or its set or table (tampering,
+          // which the check below repairs): as good as deleted.
+          d.done = true;
+          del_enoent = true;
+        } else if (unknown[n]) {
+          unknown_dels.push_back(g.plans[n]);
+        } else {
+          // The kernel refused (EPERM, ...): the element is still there, so
+          // the connection stays held and the op says why.
+          logger->warn("conn_del {}: {}", format_conn(d.conn), std::generic_category().message(err[n]));
+          ops[d.op].error = err[n];
         }
+      }
+    }
+  }
+
+  // Lost verdicts: the sets and rules first (a NEWRULE is not idempotent,
+  // so only what the kernel lacks is made again), then each element is
+  // looked up in the kernel's copy of its set.
+  if (need_verify || !unknown_adds.empty() || !unknown_dels.empty()) {
+    logger->warn("nf_tables: {} additions and {} deletions have an unknown outcome; reading the kernel back",
+                 unknown_adds.size(), unknown_dels.size());
+    (void)verify_and_restore(false);
+  }
+  if (!unknown_adds.empty() || !unknown_dels.empty()) {
+    std::set<SelKey> keys;
+    for (size_t ai : unknown_adds) keys.insert(adds[ai].key);
+    for (size_t di : unknown_dels) keys.insert(dels[di].key);
+    auto back = read_back(keys);
+    for (size_t ai : unknown_adds) {
+      AddPlan& a = adds[ai];
+      if (!back) {
+        ops[a.op].error = unknown_why[a.op].err();
+        logger->warn("conn_add {}: {}; reading the kernel back failed too: {}", format_conn(*a.conn),
+                     unknown_why[a.op].to_string(), back.status().to_string());
+        continue;
+      }
+      auto it = back->find(elem_id(a.key, *a.conn));
+      if (it == back->end()) {
+        // Not applied: the add is made again, and gets its own verdict.
+        if (attempt < kMaxSegmentAttempts) {
+          retry_ops.push_back(a.op);
+        } else {
+          ops[a.op].error = unknown_why[a.op].err();
+        }
+      } else if (it->second == nft::format_note(*a.conn, note_of(*a.conn, a.iif, a.riif))) {
+        a.failed = false;  // Applied: the element is ours.
+      } else {
+        ops[a.op].error = EEXIST;  // An element for this connection that we did not make.
+      }
+    }
+    for (size_t di : unknown_dels) {
+      DelPlan& d = dels[di];
+      if (back && back->count(elem_id(d.key, d.conn)) == 0) {
+        d.done = true;  // Applied.
+      } else if (back && attempt < kMaxSegmentAttempts) {
+        retry_ops.push_back(d.op);  // Still there: delete it again.
+      } else {
+        ops[d.op].error = unknown_why[d.op].err();
       }
     }
   }
@@ -1549,13 +1649,37 @@ void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vecto
   }
   rollback_devices(added);
 
-  if (saw_enoent) {
-    logger->warn("table inet {} lost objects under us; restoring and retrying {} additions", opts.table,
-                 retry_ops.size());
+  if (saw_enoent || del_enoent) {
+    if (saw_enoent) {
+      logger->warn("table inet {} lost objects under us; restoring and retrying {} additions", opts.table,
+                   retry_ops.size());
+    }
     (void)verify_and_restore(false);
-    for (size_t k : retry_ops) ops[k].error = 0;
-    run_segment(ops, retry_ops, true);
   }
+  if (!retry_ops.empty()) {
+    std::sort(retry_ops.begin(), retry_ops.end());
+    for (size_t k : retry_ops) ops[k].error = 0;
+    run_segment(ops, retry_ops, attempt + 1);
+  }
+}
+
+Result<std::map<std::string, std::string>> NftFlowtableProvider::Impl::read_back(const std::set<SelKey>& keys) {
+  std::map<std::string, std::string> out;
+  for (const SelKey& key : keys) {
+    size_t bad = 0;
+    Status s = nft::read_elements(*backend.nft, layout, key, [&](nftnl_set_elem* e) {
+      auto d = nft::decode_element(key, e);
+      if (!d) {
+        ++bad;
+        return;
+      }
+      out[elem_id(key, d->conn)] = d->has_note ? nft::format_note(d->conn, d->note) : std::string();
+    });
+    // A set that is not there holds nothing.
+    if (!s && s.err() != ENOENT) return s.with_context("read back set " + nft::set_name(key));
+    if (bad) logger->warn("read back set {}: {} elements do not decode", nft::set_name(key), bad);
+  }
+  return out;
 }
 
 void NftFlowtableProvider::Impl::established(const Ctx& ctx) {
@@ -1581,24 +1705,49 @@ void NftFlowtableProvider::Impl::established(const Ctx& ctx) {
   }
   const SelKey old_key = key_of(r);
   const SelKey new_key = key_of(r.conn, kind_for(r.iif, *dev));
-  netlink::NftTxn txn(*backend.nft);
-  std::optional<netlink::OpId> set_op;
-  if (!sets[new_key].exists) {
-    set_op = txn.add_set(NFT_MSG_NEWSET, NLM_F_CREATE, nft::build_set(layout, new_key));
-    txn.add_rule(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, nft::build_rule(layout, new_key));
-  }
   // Delete and add in one transaction: the element carries the new reply
   // device in its comment (and may move to the other flowtable's set).
-  netlink::SetPtr del = nft::build_set_ref(layout, old_key);
-  nftnl_set_elem_add(del.get(), nft::build_element(r.conn, {}, false).release());
-  txn.add_elements(NFT_MSG_DELSETELEM, 0, std::move(del));
-  netlink::SetPtr add = nft::build_set_ref(layout, new_key);
-  nftnl_set_elem_add(add.get(), nft::build_element(r.conn, note_of(r.conn, r.iif, *dev)).release());
-  const auto add_op = txn.add_elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE, std::move(add));
-  (void)txn.commit();
-  if (set_op) sets[new_key].exists = txn.status(*set_op).ok();
-  if (!txn.status(add_op)) {
-    logger->warn("conn_established {}: {}", format_conn(r.conn), txn.status(add_op).to_string());
+  // When the verdict is lost, the same transaction is sent once more: in
+  // the same set it is idempotent, and when it moves to another set a
+  // first commit makes the delete fail with ENOENT, which is then checked
+  // against the kernel's copy.
+  bool applied = false;
+  for (int round = 0; round < 2 && !applied; ++round) {
+    netlink::NftTxn txn(*backend.nft);
+    std::optional<netlink::OpId> set_op;
+    if (!sets[new_key].exists) {
+      set_op = txn.add_set(NFT_MSG_NEWSET, NLM_F_CREATE, nft::build_set(layout, new_key));
+      txn.add_rule(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, nft::build_rule(layout, new_key));
+    }
+    netlink::SetPtr del = nft::build_set_ref(layout, old_key);
+    nftnl_set_elem_add(del.get(), nft::build_element(r.conn, {}, false).release());
+    const auto del_op = txn.add_elements(NFT_MSG_DELSETELEM, 0, std::move(del));
+    netlink::SetPtr add = nft::build_set_ref(layout, new_key);
+    nftnl_set_elem_add(add.get(), nft::build_element(r.conn, note_of(r.conn, r.iif, *dev)).release());
+    const auto add_op = txn.add_elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE, std::move(add));
+    (void)txn.commit();
+    if (set_op) sets[new_key].exists = txn.status(*set_op).ok();
+    if (txn.status(add_op)) {
+      applied = true;
+      break;
+    }
+    const bool lost = txn.outcome_unknown(add_op) || (round > 0 && txn.status(del_op).err() == ENOENT);
+    if (!lost) {
+      logger->warn("conn_established {}: {}", format_conn(r.conn), txn.status(add_op).to_string());
+      break;
+    }
+    if (set_op && txn.outcome_unknown(*set_op)) (void)verify_and_restore(false);
+    auto back = read_back({old_key, new_key});
+    if (back) {
+      auto it = back->find(elem_id(new_key, r.conn));
+      const std::string want = nft::format_note(r.conn, note_of(r.conn, r.iif, *dev));
+      applied =
+          it != back->end() && it->second == want && (old_key == new_key || !back->count(elem_id(old_key, r.conn)));
+    }
+    if (!applied)
+      logger->warn("conn_established {}: {}; sending it again", format_conn(r.conn), txn.status(add_op).to_string());
+  }
+  if (!applied) {
     rollback_devices(added);
     return;
   }
@@ -1615,13 +1764,31 @@ void NftFlowtableProvider::Impl::established(const Ctx& ctx) {
 void NftFlowtableProvider::Impl::flush_all() {
   // Deleting the table tears down every flow of its flowtables at once;
   // the baseline comes back in the same transaction.
-  if (Status s = create_baseline(true); !s) {
-    logger->error("flush: {}", s.to_string());
+  netlink::NftTxn txn(*backend.nft);
+  txn.add_table(NFT_MSG_DELTABLE, 0, nft::build_table_ref(layout));
+  add_baseline_objects(txn);
+  if (Status s = txn.commit(); !s) {
+    // Refused, or the verdict was lost: the table's handle tells whether
+    // the old table is still there.  Memory follows the kernel.
+    auto t = nft::read_table(*backend.nft, opts.table);
+    if (!t || (t->exists && t->handle == table_handle)) {
+      logger->error("flush: {}; the connections stay offloaded{}", s.to_string(),
+                    t ? "" : " (reading the table back failed too: " + t.status().to_string() + ")");
+      return;
+    }
+    logger->warn("flush: {}; the old table is gone, so it was flushed", s.to_string());
   }
   conns.clear();
   devs.clear();
   dev_by_name.clear();
   route_cache.clear();
+  sets.clear();
+  sets[SelKey{AF_INET, 0, FtKind::kSw}];
+  sets[SelKey{AF_INET6, 0, FtKind::kSw}];
+  // Puts back whatever of the baseline is missing (all of it when the
+  // flush committed but a later op did not) and learns the new handle.
+  table_handle = 0;
+  if (Status s = verify_and_restore(false); !s) logger->warn("flush: {}", s.to_string());
   logger->info("flushed: table inet {} rebuilt empty", opts.table);
 }
 

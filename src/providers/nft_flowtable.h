@@ -54,6 +54,16 @@
 //                 reached), EEXIST (held already, or a connection with the
 //                 same original tuple and zone is), or the kernel's error.
 //                 A failed conn_add leaves nothing in the kernel or memory.
+//   conn_del      nothing to return; in a batch the DEL op carries the
+//                 kernel's errno when it refused (EPERM, ...), and the
+//                 connection then stays held: its element is still there.
+//
+// Faults at the netlink seam: when a verdict is lost (ENOBUFS, no ack, the
+// socket failed after the send), the kernel is read back and each op gets
+// what the kernel did; a socket closed under us is reopened
+// (netlink::Transport::reopen) and a batch it never sent is sent again;
+// ENOENT from a deleted table restores it.  docs/RELIABILITY.md ("Fault
+// injection") lists each fault and its test.
 //
 // Memory: one 104-byte record per connection of capacity (allocated lazily:
 // pages are committed as connections arrive) plus 8 to 16 bytes of index,
