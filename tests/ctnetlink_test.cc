@@ -544,8 +544,13 @@ class FakeKernel final : public NetlinkTransport {
   std::deque<Datagram> queue;
   std::vector<std::vector<unsigned char>> requests;
   int resets = 0;
+  // The descriptor was closed under the client: send and receive fail with
+  // EBADF until reset() makes a new socket (which fails while 'reopen_err').
+  bool gone = false;
+  int reopen_err = 0;
 
   Status send(const void* msg, size_t len) override {
+    if (gone) return Status::error(EBADF, "fake kernel: bad file descriptor");
     const auto* p = static_cast<const unsigned char*>(msg);
     requests.emplace_back(p, p + len);
     if (on_request) on_request(requests.back(), *this);
@@ -553,6 +558,7 @@ class FakeKernel final : public NetlinkTransport {
   }
 
   Result<size_t> receive(std::span<unsigned char> buf) override {
+    if (gone) return Status::error(EBADF, "fake kernel: bad file descriptor");
     if (queue.empty()) return Status::error(ETIMEDOUT, "fake kernel: nothing queued");
     Datagram d = std::move(queue.front());
     queue.pop_front();
@@ -565,6 +571,8 @@ class FakeKernel final : public NetlinkTransport {
   Status reset() override {
     ++resets;
     queue.clear();  // A fresh socket has nothing queued.
+    if (reopen_err != 0) return Status::error(reopen_err, "fake kernel: cannot open a socket");
+    gone = false;
     return Status();
   }
 
@@ -700,6 +708,50 @@ TEST(CtClient, RemoveSendsDeleteAndReturnsOkOrEnoent) {
   EXPECT_NE(seq_of(c.kernel->requests[0]), seq_of(c.kernel->requests[1]));
 }
 
+TEST(CtClient, GetOnASocketClosedUnderUsReopensItAndAsksAgain) {
+  auto c = make_client();
+  c.kernel->on_request = [](const std::vector<unsigned char>& req, FakeKernel& k) {
+    Spec s;
+    s.conn = tcp4("10.0.0.1", 1000, "10.0.0.2", 80);
+    k.push(concat({build_entry(s, seq_of(req)), ack_msg(req, 0)}));
+  };
+  c.kernel->gone = true;
+  auto e = c.ct.get(tcp4("10.0.0.1", 1000, "10.0.0.2", 80));
+  ASSERT_TRUE(e.ok()) << e.message();
+  EXPECT_EQ(e->conn.orig.src_port, 1000);
+  EXPECT_EQ(c.kernel->resets, 1);
+  EXPECT_EQ(c.kernel->requests.size(), 1u);  // The first send never got out.
+}
+
+TEST(CtClient, RemoveWhoseSocketFailsAfterTheSendAsksAgain) {
+  auto c = make_client();
+  int sent = 0;
+  c.kernel->on_request = [&](const std::vector<unsigned char>& req, FakeKernel& k) {
+    if (++sent == 1) {
+      k.gone = true;  // Replaced right after the send: the answer is lost.
+      return;
+    }
+    k.push(ack_msg(req, ENOENT));  // The first delete did happen.
+  };
+  const Status s = c.ct.remove(tcp4("10.0.0.1", 1000, "10.0.0.2", 80));
+  EXPECT_EQ(s.err(), ENOENT) << s.to_string();  // Callers take ENOENT as gone.
+  EXPECT_EQ(c.kernel->resets, 1);
+  EXPECT_EQ(c.kernel->requests.size(), 2u);
+}
+
+TEST(CtClient, SocketThatCannotBeReopenedSaysSo) {
+  auto c = make_client();
+  c.kernel->gone = true;
+  c.kernel->reopen_err = EMFILE;
+  const Status s = c.ct.remove(tcp4("10.0.0.1", 1000, "10.0.0.2", 80));
+  EXPECT_EQ(s.err(), EMFILE);
+  EXPECT_NE(s.message().find("reopen ctnetlink socket"), std::string::npos) << s.message();
+  // Nothing was sent, and the next request tries again.
+  c.kernel->reopen_err = 0;
+  c.kernel->on_request = [](const std::vector<unsigned char>& req, FakeKernel& k) { k.push(ack_msg(req, 0)); };
+  EXPECT_TRUE(c.ct.remove(tcp4("10.0.0.1", 1000, "10.0.0.2", 80)).ok());
+}
+
 TEST(CtClient, DumpVisitsEveryEntryAcrossDatagrams) {
   auto c = make_client();
   c.kernel->on_request = [](const std::vector<unsigned char>& req, FakeKernel& k) {
@@ -774,6 +826,32 @@ TEST(CtClient, DumpRestartsAfterEnobufsAndReportsTheResync) {
   EXPECT_EQ(stats->entries, 100u);
   EXPECT_EQ(c.kernel->resets, 1);
   EXPECT_EQ(c.kernel->requests.size(), 2u);
+}
+
+TEST(CtClient, DumpWhoseSocketIsClosedMidwayRestartsOnANewOneAndLosesNothing) {
+  auto c = make_client();
+  int dumps = 0;
+  c.kernel->on_request = [&](const std::vector<unsigned char>& req, FakeKernel& k) {
+    const uint32_t seq = seq_of(req);
+    if (++dumps == 1) {
+      k.push(concat(entries(seq, 30)));
+      return;  // Then the descriptor is replaced (below, after the first datagram).
+    }
+    auto all = entries(seq, 50);
+    all.push_back(done_msg(seq));
+    k.push(concat(all));
+  };
+  size_t visited = 0;
+  auto stats = c.ct.dump(
+      CtFilter{},
+      [&](const CtEntry&) {
+        if (++visited == 30 && dumps == 1) c.kernel->gone = true;
+      },
+      [&] { visited = 0; });
+  ASSERT_TRUE(stats.ok()) << stats.message();
+  EXPECT_EQ(stats->resyncs, 1u);
+  EXPECT_EQ(visited, 50u);
+  EXPECT_EQ(c.kernel->resets, 1);
 }
 
 TEST(CtClient, DumpThatKeepsOverflowingFailsWithEnobufs) {

@@ -413,6 +413,7 @@ class LibnlTransport final : public NetlinkTransport {
       : sk_(std::move(sk)), protocol_(protocol), options_(options) {}
 
   Status send(const void* msg, size_t len) override {
+    if (!sk_) return Status::error(EBADF, "send netlink request: no socket (reopening it failed)");
     sockaddr_nl kernel{};
     kernel.nl_family = AF_NETLINK;
     for (;;) {
@@ -424,6 +425,7 @@ class LibnlTransport final : public NetlinkTransport {
   }
 
   Result<size_t> receive(std::span<unsigned char> buf) override {
+    if (!sk_) return Status::error(EBADF, "receive netlink reply: no socket (reopening it failed)");
     for (;;) {
       // MSG_TRUNC makes recv() report the datagram's real size.
       ssize_t n = ::recv(nl_socket_get_fd(sk_.get()), buf.data(), buf.size(), MSG_TRUNC);
@@ -444,6 +446,10 @@ class LibnlTransport final : public NetlinkTransport {
   }
 
   Status reset() override {
+    // The old socket is closed first.  Opened first, the new one could get
+    // the number of a descriptor that was closed under us, and closing the
+    // old one would then close the new one.
+    sk_.reset();
     auto fresh = open_libnl_socket(protocol_, options_);
     if (!fresh) return fresh.status();
     sk_ = std::move(*fresh);
@@ -584,13 +590,24 @@ Result<CtEntry> Ctnetlink::lookup(const Conn& key, int msg_type) {
   if (!req) return req.status();
   CtEntry found;
   bool have = false;
-  Status s = transact(nlmsg_hdr(req->get()), [&](const void* m, size_t len) -> Status {
+  const auto on_entry = [&](const void* m, size_t len) -> Status {
     const auto* nlh = static_cast<const nlmsghdr*>(m);
     if (nlh->nlmsg_type != ct_msg_type(IPCTNL_MSG_CT_NEW)) return Status();
     Status p = parse_ct_message(m, len, &found);
     if (p) have = true;
     return p;
-  });
+  };
+  Status s = transact(nlmsg_hdr(req->get()), on_entry);
+  if (!s && socket_gone(s.err())) {
+    // The descriptor was closed or replaced under us: a new socket, and the
+    // request once more.  Both are safe to repeat: a get changes nothing,
+    // and a delete that did happen the first time answers ENOENT, which
+    // callers take as gone.
+    logger()->warn("ctnetlink socket failed ({}); reopening it", s.message());
+    if (Status r = transport_->reset(); !r) return r.with_context("reopen ctnetlink socket");
+    have = false;
+    s = transact(nlmsg_hdr(req->get()), on_entry);
+  }
   if (!s) {
     // After a lost or unanswered datagram the socket may still hold parts
     // of this reply; a fresh socket keeps the next request clean.
@@ -637,14 +654,19 @@ Result<CtDumpStats> Ctnetlink::dump(const CtFilter& filter, const std::function<
     if (!req) return req.status();
     Status s = transact(nlmsg_hdr(req->get()), on_entry);
     if (s) return stats;
-    if (s.err() == ENOBUFS) {
-      // The socket overflowed and replies were lost: start over on a fresh
-      // socket (the old one may still have the kernel's dump running).
+    if (s.err() == ENOBUFS || socket_gone(s.err())) {
+      // The socket overflowed and replies were lost, or it was closed under
+      // us: start over on a fresh socket (the old one may still have the
+      // kernel's dump running).
       if (stats.resyncs >= static_cast<size_t>(kMaxResyncs)) {
-        return s.with_context("conntrack dump: overflowed " + std::to_string(kMaxResyncs + 1) + " times in a row");
+        return s.with_context("conntrack dump: restarted " + std::to_string(kMaxResyncs) + " times, failed again");
       }
       ++stats.resyncs;
-      logger()->info("conntrack dump overflowed the socket (ENOBUFS); restarting it (resync {})", stats.resyncs);
+      if (s.err() == ENOBUFS) {
+        logger()->info("conntrack dump overflowed the socket (ENOBUFS); restarting it (resync {})", stats.resyncs);
+      } else {
+        logger()->warn("conntrack dump: the socket failed ({}); restarting it on a new one", s.message());
+      }
       if (Status r = transport_->reset(); !r) return r.with_context("conntrack dump resync");
       if (on_resync) on_resync();
       stats.entries = 0;

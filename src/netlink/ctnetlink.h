@@ -179,14 +179,19 @@ class Ctnetlink {
 
   // Deletes the entry found as get() finds it.  This ends the connection's
   // flowtable offload at once.  ENOENT when there is none.
+  //
+  // get() and remove() on a socket closed or replaced under the client
+  // (EBADF, ENOTSOCK) open a new one and ask once more: a get changes
+  // nothing, and a delete the kernel did carry out the first time answers
+  // ENOENT the second.
   Status remove(const Conn& key);
 
   // Visits every entry passing 'filter' in one dump (see CtFilter for what
   // the kernel filters).  The entry handed to 'visit' is reused: copy what
   // you keep.  'visit' must not use this client.
   //
-  // If the socket overflows (ENOBUFS), the dump is restarted on a fresh
-  // socket: 'on_resync' (when set) is called first, so the caller can drop
+  // If the socket overflows (ENOBUFS), or was closed or replaced under the
+  // client (EBADF, ENOTSOCK), the dump is restarted on a fresh socket: 'on_resync' (when set) is called first, so the caller can drop
   // what it collected, then every entry is visited again; stats.resyncs
   // counts the restarts.  Nothing is lost; it fails with ENOBUFS only when
   // 8 restarts in a row overflow.  Other errors: the kernel's (EPERM, ...),

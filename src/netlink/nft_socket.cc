@@ -41,8 +41,6 @@ void set_buffer(int fd, int force_name, int name, size_t bytes) {
 
 Status Transport::reopen() { return Status::error(EOPNOTSUPP, "this netlink transport cannot reopen its socket"); }
 
-bool socket_gone(int err) { return err == EBADF || err == ENOTSOCK; }
-
 Status NftSocket::reopen() {
   // Close first: see the header.
   close_now();

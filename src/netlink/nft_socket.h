@@ -58,10 +58,6 @@ class Transport {
   virtual Status reopen();
 };
 
-// Whether a send or receive error 'err' means the socket itself is gone
-// (its descriptor closed or replaced), so that only reopen() helps.
-bool socket_gone(int err);
-
 // What NftSocket::open() asks the kernel for.
 struct NftSocketOptions {
   // Requested receive and send buffer sizes.  With CAP_NET_ADMIN they are

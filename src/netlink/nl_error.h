@@ -64,4 +64,9 @@ Status kernel_status(const KernelAck& ack, std::string_view what);
 // "what: strerror (ENAME)".  'err' 0 gives success.
 Status errno_status(int err, std::string_view what);
 
+// Whether a send or receive error 'err' means the socket itself is gone
+// (its descriptor closed or replaced under us: EBADF, ENOTSOCK), so that
+// only a new socket helps.
+bool socket_gone(int err);
+
 }  // namespace ctoffload::netlink

@@ -58,6 +58,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "netlink/ctnetlink.h"
@@ -294,6 +295,12 @@ class FaultyNft final : public netlink::Transport {
 struct CtFaultLog {
   // Lose the datagram after this many datagrams of the next dump (-1: off).
   int enobufs_after = -1;
+  // The socket fails for good (EBADF until reset()): before the next send
+  // (the request never leaves), or right after it (the kernel acts on it,
+  // the answer stays on the dead socket).
+  bool gone_before_send = false;
+  bool gone_after_send = false;
+  bool gone = false;
   size_t injected = 0;
   size_t resets = 0;
   size_t datagrams = 0;  // datagrams received in the dump the fault hit
@@ -304,13 +311,18 @@ class FaultyCt final : public netlink::NetlinkTransport {
   FaultyCt(std::unique_ptr<netlink::NetlinkTransport> real, CtFaultLog* log) : real_(std::move(real)), log_(log) {}
 
   Status send(const void* msg, size_t len) override {
+    if (std::exchange(log_->gone_before_send, false)) log_->gone = true;
+    if (log_->gone) return Status::error(EBADF, "send netlink request: Bad file descriptor (injected)");
     const auto* nlh = static_cast<const nlmsghdr*>(msg);
     in_dump_ = (nlh->nlmsg_flags & NLM_F_DUMP) == NLM_F_DUMP && log_->enobufs_after >= 0;
     seen_ = 0;
-    return real_->send(msg, len);
+    Status sent = real_->send(msg, len);
+    if (std::exchange(log_->gone_after_send, false)) log_->gone = true;
+    return sent;
   }
 
   Result<size_t> receive(std::span<unsigned char> buf) override {
+    if (log_->gone) return Status::error(EBADF, "receive netlink reply: Bad file descriptor (injected)");
     if (in_dump_ && seen_ == log_->enobufs_after) {
       // Really lose a datagram: read it and drop it.
       in_dump_ = false;
@@ -330,6 +342,7 @@ class FaultyCt final : public netlink::NetlinkTransport {
   Status reset() override {
     ++log_->resets;
     in_dump_ = false;
+    log_->gone = false;  // The real socket, with whatever it had queued, is replaced too.
     return real_->reset();
   }
 
@@ -955,6 +968,47 @@ TEST_F(FaultNetns, ConntrackDumpOverflowResyncsAndLosesNothing) {
   EXPECT_EQ(stats->resyncs, 1u);
   EXPECT_EQ(ports.size(), static_cast<size_t>(kN));
   for (int i = 0; i < kN; ++i) EXPECT_EQ(ports.count(static_cast<uint16_t>(40100 + i)), 1u) << 40100 + i;
+  expect_recovery(*p);
+}
+
+// ---- The ctnetlink socket closed under us: reopened, the request repeated.
+
+TEST_F(FaultNetns, ConntrackSocketClosedUnderUsIsReopened) {
+  CtFaultLog ct;
+  auto* p = provider(true, &ct);
+  ASSERT_TRUE(p);
+  std::vector<Conn> conns;
+  for (int i = 0; i < 3; ++i) {
+    conns.push_back(conn(300 + i));
+    ASSERT_EQ(run("conntrack -I -p tcp -s 10.1.0.2 -d 10.2.0.2 --sport " + std::to_string(40300 + i) +
+                  " --dport 80 --state ESTABLISHED -t 300 -u SEEN_REPLY >/dev/null 2>&1"),
+              0);
+  }
+  ASSERT_EQ(submit(*p, CT_OFFLOAD_OP_ADD, conns, a0_), std::vector<int>(3, 0));
+  const std::string in_ct = "conntrack -L -p tcp -s 10.1.0.2 --dport 80 2>/dev/null | grep -c 'sport=4030'";
+
+  // Dead before the dump's request: the dump runs on a new socket.
+  ct.gone_before_send = true;
+  std::vector<NftConnInfo> seen = p->entries();
+  EXPECT_EQ(ct.resets, 1u);
+  ASSERT_EQ(seen.size(), 3u);
+  for (const auto& e : seen) EXPECT_TRUE(e.in_conntrack) << format_conn(e.conn);
+  EXPECT_TRUE(agree(*p));
+
+  // Dead right after a delete's request: the kernel deleted the entry, the
+  // answer was lost with the socket; asked again, the kernel says ENOENT.
+  ct.gone_after_send = true;
+  EXPECT_EQ(submit(*p, CT_OFFLOAD_OP_DEL, {conns[0]}, a0_), std::vector<int>{0});
+  EXPECT_EQ(ct.resets, 2u);
+  EXPECT_EQ(output_of(in_ct), "2\n") << "the deleted connection's entry is gone, the others stay";
+  EXPECT_TRUE(agree(*p));
+
+  // Dead before a delete's request: it goes out on a new socket.
+  ct.gone_before_send = true;
+  EXPECT_EQ(submit(*p, CT_OFFLOAD_OP_DEL, {conns[1]}, a0_), std::vector<int>{0});
+  EXPECT_EQ(ct.resets, 3u);
+  EXPECT_EQ(output_of(in_ct), "1\n");
+  EXPECT_TRUE(agree(*p));
   expect_recovery(*p);
 }
 
