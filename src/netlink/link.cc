@@ -70,6 +70,9 @@ Status libnl_error(int nlerr, const std::string& what) {
     case NLE_AGAIN:
       err = EAGAIN;
       break;
+    case NLE_BAD_SOCK:  // EBADF and ENOTSOCK: the socket was closed under us.
+      err = EBADF;
+      break;
     default:
       break;
   }

@@ -187,45 +187,99 @@ class RouteClient {
 class RealDevices final : public NftDeviceDirectory {
  public:
   static Result<std::unique_ptr<RealDevices>> open() {
-    auto client = netlink::LinkClient::open();
-    if (!client) return client.status();
-    auto routes = RouteClient::open();
-    if (!routes) return routes.status();
-    auto d = std::unique_ptr<RealDevices>(new RealDevices(std::move(*client), std::move(*routes)));
+    auto d = std::unique_ptr<RealDevices>(new RealDevices());
+    if (Status s = d->open_links(); !s) return s;
+    if (Status s = d->open_routes(); !s) return s;
     // Without link events a returning device is still found by the checks
     // every operation makes, so a monitor that cannot open is not fatal.
-    auto mon = netlink::LinkMonitor::open();
-    if (mon) {
-      d->monitor_.emplace(std::move(*mon));
-    } else {
-      log::get("nft_flowtable")
-          ->warn("no link events ({}); devices are re-checked at each operation", mon.status().to_string());
+    if (Status s = d->open_monitor(); !s) {
+      log::get("nft_flowtable")->warn("no link events ({}); devices are re-checked at each operation", s.to_string());
     }
     return d;
   }
 
-  Result<int> ifindex(std::string_view name) override { return client_.ifindex(name); }
-  Result<std::string> name(int ifindex) override { return client_.name(ifindex); }
+  Result<int> ifindex(std::string_view name) override {
+    return with_links([&](netlink::LinkClient& c) { return c.ifindex(name); });
+  }
+  Result<std::string> name(int ifindex) override {
+    return with_links([&](netlink::LinkClient& c) { return c.name(ifindex); });
+  }
   Result<bool> hw_tc_offload(std::string_view name) override {
-    auto f = client_.hw_tc_offload(name);
+    auto f = with_links([&](netlink::LinkClient& c) { return c.hw_tc_offload(name); });
     if (!f) {
       if (f.err() == EOPNOTSUPP) return false;
       return f.status();
     }
     return f->active;
   }
-  Result<int> route_oif(uint8_t family, const Addr& addr) override { return routes_.oif(family, addr); }
+  Result<int> route_oif(uint8_t family, const Addr& addr) override {
+    auto r = routes_ ? routes_->oif(family, addr) : Result<int>(gone("route lookup"));
+    if (r || !netlink::socket_gone(r.err())) return r;
+    log::get("nft_flowtable")->warn("rtnetlink socket for route lookups failed ({}); reopening it", r.message());
+    if (Status s = open_routes(); !s) return s;
+    return routes_->oif(family, addr);
+  }
   void poll_events(const std::function<void(const netlink::LinkEvent&)>& on_event) override {
     if (!monitor_) return;
     auto r = monitor_->drain(on_event);
-    if (!r) log::get("nft_flowtable")->warn("reading link events: {}", r.status().to_string());
+    if (r) return;
+    if (netlink::socket_gone(r.err())) {
+      // Events sent to the dead socket are lost; every operation checks
+      // the devices it uses anyway, and the table check re-adds those that
+      // came back.
+      log::get("nft_flowtable")->warn("link event socket failed ({}); reopening it", r.status().to_string());
+      if (Status s = open_monitor(); !s) log::get("nft_flowtable")->warn("no link events: {}", s.to_string());
+      return;
+    }
+    log::get("nft_flowtable")->warn("reading link events: {}", r.status().to_string());
   }
 
  private:
-  RealDevices(netlink::LinkClient client, RouteClient routes)
-      : client_(std::move(client)), routes_(std::move(routes)) {}
-  netlink::LinkClient client_;
-  RouteClient routes_;
+  RealDevices() = default;
+
+  static Status gone(std::string_view what) {
+    return Status::error(EBADF, std::string(what) + ": no rtnetlink socket (reopening it failed)");
+  }
+
+  // Each open_* closes the old socket before it opens the new one: opened
+  // first, the new socket could get the number of a descriptor that was
+  // closed under us, and closing the old one would close the new one.
+  Status open_links() {
+    links_.reset();
+    auto c = netlink::LinkClient::open();
+    if (!c) return c.status();
+    links_.emplace(std::move(*c));
+    return {};
+  }
+  Status open_routes() {
+    routes_.reset();
+    auto r = RouteClient::open();
+    if (!r) return r.status();
+    routes_.emplace(std::move(*r));
+    return {};
+  }
+  Status open_monitor() {
+    monitor_.reset();
+    auto m = netlink::LinkMonitor::open();
+    if (!m) return m.status();
+    monitor_.emplace(std::move(*m));
+    return {};
+  }
+
+  // Runs 'fn' on the link client; once more on a new one when its socket
+  // was closed under us (a lookup is safe to repeat).
+  template <typename Fn>
+  auto with_links(Fn fn) -> decltype(fn(std::declval<netlink::LinkClient&>())) {
+    using R = decltype(fn(std::declval<netlink::LinkClient&>()));
+    R r = links_ ? fn(*links_) : R(gone("link lookup"));
+    if (r || !netlink::socket_gone(r.err())) return r;
+    log::get("nft_flowtable")->warn("rtnetlink socket for link lookups failed ({}); reopening it", r.message());
+    if (Status s = open_links(); !s) return s;
+    return fn(*links_);
+  }
+
+  std::optional<netlink::LinkClient> links_;
+  std::optional<RouteClient> routes_;
   std::optional<netlink::LinkMonitor> monitor_;
 };
 

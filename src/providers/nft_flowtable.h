@@ -60,8 +60,8 @@
 //
 // Faults at the netlink seam: when a verdict is lost (ENOBUFS, no ack, the
 // socket failed after the send), the kernel is read back and each op gets
-// what the kernel did; a socket closed under us is reopened
-// (netlink::Transport::reopen) and a batch it never sent is sent again;
+// what the kernel did; a socket closed under us (nf_tables, ctnetlink or
+// rtnetlink) is reopened and a request it never sent is sent again;
 // ENOENT from a deleted table restores it.  docs/RELIABILITY.md ("Fault
 // injection") lists each fault and its test.
 //

@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -968,6 +969,69 @@ TEST_F(FaultNetns, ConntrackDumpOverflowResyncsAndLosesNothing) {
   EXPECT_EQ(stats->resyncs, 1u);
   EXPECT_EQ(ports.size(), static_cast<size_t>(kN));
   for (int i = 0; i < kN; ++i) EXPECT_EQ(ports.count(static_cast<uint16_t>(40100 + i)), 1u) << 40100 + i;
+  expect_recovery(*p);
+}
+
+// ---- The rtnetlink sockets replaced under us: reopened.
+
+// Replaces every NETLINK_ROUTE socket this process has in the current
+// network namespace with /dev/null (dup2 over the descriptor), as a buggy
+// neighbour closing the wrong descriptors would; returns how many.  The
+// sockets are found by inode: /proc/self/fd names "socket:[inode]", and
+// /proc/self/net/netlink gives each netlink socket's protocol and inode.
+int replace_rtnetlink_sockets() {
+  std::set<unsigned long> route_inodes;
+  std::istringstream table(output_of("cat /proc/self/net/netlink"));
+  std::string line;
+  std::getline(table, line);  // The header.
+  while (std::getline(table, line)) {
+    std::istringstream f(line);
+    std::string sk, field;
+    int proto = -1;
+    f >> sk >> proto;
+    std::vector<std::string> rest;
+    while (f >> field) rest.push_back(field);
+    if (proto == NETLINK_ROUTE && !rest.empty()) route_inodes.insert(std::stoul(rest.back()));
+  }
+  const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null_fd < 0) return -1;
+  int replaced = 0;
+  for (int fd = 0; fd < 1024; ++fd) {
+    if (fd == null_fd) continue;
+    char target[64] = {};
+    const std::string path = "/proc/self/fd/" + std::to_string(fd);
+    const ssize_t n = readlink(path.c_str(), target, sizeof target - 1);
+    if (n <= 0) continue;
+    unsigned long inode = 0;
+    if (std::sscanf(target, "socket:[%lu]", &inode) != 1 || route_inodes.count(inode) == 0) continue;
+    if (dup2(null_fd, fd) == fd) ++replaced;
+  }
+  ::close(null_fd);
+  return replaced;
+}
+
+TEST_F(FaultNetns, RtnetlinkSocketsReplacedUnderUsAreReopened) {
+  auto* p = provider();
+  ASSERT_TRUE(p);
+  ASSERT_EQ(p->conn_add(ctx_of(conn(1), &a0_)), 0);
+  // The link client, the route client and the link monitor.
+  ASSERT_GE(replace_rtnetlink_sockets(), 3);
+  // A device not used yet (a name lookup) and a reply address not routed
+  // yet (a route lookup) both need the replaced sockets.
+  const Netdev c0 = dev("c0");
+  const Conn c = tcp4("10.1.0.2", 41000, "10.9.0.7", 443);
+  EXPECT_EQ(p->conn_add(ctx_of(c, &c0)), 0);
+  EXPECT_TRUE(agree(*p));
+  // A device that goes away now is an event on the replaced monitor: it is
+  // lost, and the next operation that uses the device finds out anyway.
+  ASSERT_EQ(run("ip link del c0"), 0);
+  EXPECT_EQ(p->conn_add(ctx_of(conn(2), &c0)), ENODEV);
+  for (const auto& d : p->devices()) {
+    if (d.name == "c0") {
+      EXPECT_FALSE(d.present);
+    }
+  }
+  EXPECT_TRUE(agree(*p));
   expect_recovery(*p);
 }
 
