@@ -703,7 +703,6 @@ int cmd_batch(const Globals& g, Session& s, const std::vector<std::string>& args
   // Parse everything first: contexts point into 'specs', which must not move.
   struct Line {
     size_t number;
-    std::string text;
     Status parse;
     size_t spec = 0;  // Index into specs when parse is ok.
   };
@@ -713,19 +712,18 @@ int cmd_batch(const Globals& g, Session& s, const std::vector<std::string>& args
   std::string text;
   for (size_t number = 1; std::getline(*in, text); ++number) {
     if (text.size() > kMaxLine) {
-      lines.push_back({number, text.substr(0, 60) + "...",
-                       Status::error(EINVAL, "line longer than " + std::to_string(kMaxLine) + " bytes"), 0});
+      lines.push_back({number, Status::error(EINVAL, "line longer than " + std::to_string(kMaxLine) + " bytes"), 0});
       continue;
     }
     auto words = split_words(text);
     if (words.empty()) continue;
     auto op = parse_op_impl(words);
     if (!op) {
-      lines.push_back({number, text, op.status(), 0});
+      lines.push_back({number, op.status(), 0});
       continue;
     }
     specs.push_back(*op);
-    lines.push_back({number, text, {}, specs.size() - 1});
+    lines.push_back({number, {}, specs.size() - 1});
   }
 
   std::vector<Op> ops;
@@ -788,12 +786,16 @@ Result<OpSpec> parse_op(const std::vector<std::string>& words) { return parse_op
 
 std::vector<std::string> split_words(std::string_view line) {
   if (auto hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
+  // The C locale's white space, without a libc call per character (a batch
+  // file of 100,000 lines spent a tenth of its time in isspace()).
+  const auto space = [](char c) { return c == ' ' || (c >= '\t' && c <= '\r'); };
   std::vector<std::string> words;
+  words.reserve(8);
   size_t i = 0;
   while (i < line.size()) {
-    while (i < line.size() && std::isspace(static_cast<unsigned char>(line[i]))) ++i;
+    while (i < line.size() && space(line[i])) ++i;
     size_t start = i;
-    while (i < line.size() && !std::isspace(static_cast<unsigned char>(line[i]))) ++i;
+    while (i < line.size() && !space(line[i])) ++i;
     if (i > start) words.emplace_back(line.substr(start, i - start));
   }
   return words;
