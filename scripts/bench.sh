@@ -179,7 +179,11 @@ kernel=$(uname -r)
 nft_v=$(nft --version 2>/dev/null | head -1)
 ct_v=$(conntrack --version 2>&1 | head -1)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n "$(git status --porcelain 2>/dev/null)" ]]; then commit="$commit plus uncommitted changes"; fi
+# The report of an earlier run, not yet committed, is not a change to what
+# was measured.
+if [[ -n "$(git status --porcelain -- . ':!docs/BENCHMARKS.md' 2>/dev/null)" ]]; then
+  commit="$commit plus uncommitted changes"
+fi
 virt=$(systemd-detect-virt 2>/dev/null || true)
 [[ -z "$virt" ]] && virt="none detected"
 grep -qw hypervisor /proc/cpuinfo && virt="$virt; the CPU reports a hypervisor (a virtual machine)"
