@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 namespace ctoffload::testing {
 
@@ -55,6 +56,23 @@ void assert_fresh_netns() {
   const std::string others = devices_besides_lo();
   ASSERT_EQ(others, "") << "refusing to run in a network namespace with devices (" << others
                         << "): run under `unshare -n`";
+}
+
+void assert_tools() {
+  ASSERT_EQ(run("nft --version >/dev/null 2>&1"), 0) << "the `nft` tool is needed";
+  ASSERT_EQ(run("conntrack --version >/dev/null 2>&1"), 0) << "the `conntrack` tool is needed";
+  ASSERT_EQ(run("ip -V >/dev/null 2>&1"), 0) << "the `ip` tool is needed";
+}
+
+bool kernel_has_flowtables() {
+  static const bool has = run("unshare -n sh -c 'nft add table inet probe && nft add flowtable inet probe f "
+                              "\"{ hook ingress priority 0; }\"' >/dev/null 2>&1") == 0;
+  return has;
+}
+
+bool require_flowtables() {
+  const char* v = std::getenv("CTOFFLOAD_REQUIRE_FLOWTABLES");
+  return v != nullptr && std::string(v) == "1";
 }
 
 }  // namespace ctoffload::testing

@@ -26,4 +26,17 @@ std::string devices_besides_lo();
 // device but lo, as one fresh from `unshare -n` does.
 void assert_fresh_netns();
 
+// Fails the calling test unless the tools the tests check the kernel with
+// (nft, conntrack, ip) are installed.
+void assert_tools();
+
+// Whether this kernel can make an nftables flowtable.  The oracle is
+// independent of the library: the `nft` tool creating one in a scratch
+// namespace (so nothing stays), asked once per process.
+bool kernel_has_flowtables();
+
+// CTOFFLOAD_REQUIRE_FLOWTABLES=1: a test that needs flowtables must fail
+// rather than skip where the kernel has none (the VM stages set it).
+bool require_flowtables();
+
 }  // namespace ctoffload::testing

@@ -58,7 +58,9 @@
 namespace ctoffload {
 namespace {
 
+using ctoffload::testing::kernel_has_flowtables;
 using ctoffload::testing::output_of;
+using ctoffload::testing::require_flowtables;
 using ctoffload::testing::run;
 
 using testing::ctx_of;
@@ -71,26 +73,12 @@ size_t count_of(const std::string& hay, const std::string& needle) {
   return n;
 }
 
-// The oracle: can `nft` make a flowtable here?  Asked in a scratch
-// namespace so nothing stays.
-bool kernel_has_flowtables() {
-  static const bool has = run("unshare -n sh -c 'nft add table inet probe && nft add flowtable inet probe f "
-                              "\"{ hook ingress priority 0; }\"' >/dev/null 2>&1") == 0;
-  return has;
-}
-
-bool require_flowtables() {
-  const char* v = std::getenv("CTOFFLOAD_REQUIRE_FLOWTABLES");
-  return v != nullptr && std::string(v) == "1";
-}
 
 class NetnsEnvironment : public ::testing::Environment {
  public:
   void SetUp() override {
     ASSERT_NO_FATAL_FAILURE(ctoffload::testing::assert_fresh_netns());
-    ASSERT_EQ(run("nft --version >/dev/null 2>&1"), 0) << "the `nft` tool is needed";
-    ASSERT_EQ(run("conntrack --version >/dev/null 2>&1"), 0) << "the `conntrack` tool is needed";
-    ASSERT_EQ(run("ip -V >/dev/null 2>&1"), 0) << "the `ip` tool is needed";
+    ASSERT_NO_FATAL_FAILURE(ctoffload::testing::assert_tools());
   }
 };
 const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new NetnsEnvironment);
