@@ -499,7 +499,7 @@ struct NftFlowtableProvider::Impl {
   int init();
   Status open_backend();
   Status setup_table();
-  Status create_baseline(bool replace_existing);
+  Status create_baseline();
   Status adopt(const nft::LayoutState& st);
   void add_baseline_objects(netlink::NftTxn& txn);
 
@@ -761,27 +761,28 @@ int NftFlowtableProvider::Impl::init() {
   return 0;
 }
 
+// The selection sets every table has from the start: zone 0, software
+// flowtable, one per family.
+constexpr SelKey kBaselineSets[] = {{AF_INET, 0, FtKind::kSw}, {AF_INET6, 0, FtKind::kSw}};
+
 void NftFlowtableProvider::Impl::add_baseline_objects(netlink::NftTxn& txn) {
   txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, nft::build_table(layout));
   txn.add_chain(NFT_MSG_NEWCHAIN, NLM_F_CREATE, nft::build_chain(layout));
   if (layout.flowtables) {
     txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(layout, FtKind::kSw, {}));
   }
-  for (uint8_t family : {uint8_t{AF_INET}, uint8_t{AF_INET6}}) {
-    const SelKey key{family, 0, FtKind::kSw};
+  for (const SelKey& key : kBaselineSets) {
     txn.add_set(NFT_MSG_NEWSET, NLM_F_CREATE, nft::build_set(layout, key));
     txn.add_rule(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, nft::build_rule(layout, key));
   }
 }
 
-Status NftFlowtableProvider::Impl::create_baseline(bool replace_existing) {
+Status NftFlowtableProvider::Impl::create_baseline() {
   netlink::NftTxn txn(*backend.nft);
-  if (replace_existing) txn.add_table(NFT_MSG_DELTABLE, 0, nft::build_table_ref(layout));
-  const size_t first = txn.size();
   add_baseline_objects(txn);
   (void)txn.commit();
   Status failed;
-  for (size_t i = first; i < txn.size(); ++i) {
+  for (size_t i = 0; i < txn.size(); ++i) {
     if (!txn.status(i)) {
       failed = txn.status(i);
       break;
@@ -795,8 +796,7 @@ Status NftFlowtableProvider::Impl::create_baseline(bool replace_existing) {
     return failed.with_context("create table inet " + opts.table);
   }
   sets.clear();
-  sets[SelKey{AF_INET, 0, FtKind::kSw}].exists = true;
-  sets[SelKey{AF_INET6, 0, FtKind::kSw}].exists = true;
+  for (const SelKey& key : kBaselineSets) sets[key].exists = true;
   auto t = nft::read_table(*backend.nft, opts.table);
   table_handle = t && t->exists ? t->handle : 0;
   last_verify = now();
@@ -806,7 +806,7 @@ Status NftFlowtableProvider::Impl::create_baseline(bool replace_existing) {
 Status NftFlowtableProvider::Impl::setup_table() {
   auto st = nft::read_layout(*backend.nft, layout);
   if (!st) return st.status().with_context("read table inet " + opts.table);
-  if (!st->table.exists) return create_baseline(false);
+  if (!st->table.exists) return create_baseline();
   if (st->table.comment != nft::kTableComment) {
     return Status::error(EEXIST, "table inet " + opts.table +
                                      " exists and is not managed by ctoffload (its comment is '" + st->table.comment +
@@ -881,9 +881,7 @@ Status NftFlowtableProvider::Impl::adopt(const nft::LayoutState& st) {
     for (auto& [key, s] : by_set) txn.add_elements(NFT_MSG_DELSETELEM, 0, std::move(s));
     (void)txn.commit();
   }
-  // The zone-0 software sets are part of the baseline.
-  sets[SelKey{AF_INET, 0, FtKind::kSw}];
-  sets[SelKey{AF_INET6, 0, FtKind::kSw}];
+  for (const SelKey& key : kBaselineSets) sets[key];  // Part of the baseline.
   // Devices of adopted connections that are no longer in a flowtable, and
   // anything else missing, are put back now.
   for (auto& d : devs) {
@@ -1837,8 +1835,7 @@ void NftFlowtableProvider::Impl::flush_all() {
   dev_by_name.clear();
   route_cache.clear();
   sets.clear();
-  sets[SelKey{AF_INET, 0, FtKind::kSw}];
-  sets[SelKey{AF_INET6, 0, FtKind::kSw}];
+  for (const SelKey& key : kBaselineSets) sets[key];
   // Puts back whatever of the baseline is missing (all of it when the
   // flush committed but a later op did not) and learns the new handle.
   table_handle = 0;
