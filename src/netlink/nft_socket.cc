@@ -41,6 +41,15 @@ void set_buffer(int fd, int force_name, int name, size_t bytes) {
 
 Status Transport::reopen() { return Status::error(EOPNOTSUPP, "this netlink transport cannot reopen its socket"); }
 
+Status send_retrying_eintr(Transport& t, std::span<const iovec> iov) {
+  Status s;
+  for (int i = 0; i < kMaxEintr; ++i) {
+    s = t.send(iov);
+    if (s.err() != EINTR) return s;
+  }
+  return s;
+}
+
 Status NftSocket::reopen() {
   // Close first: see the header.
   close_now();

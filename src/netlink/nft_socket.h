@@ -58,6 +58,14 @@ class Transport {
   virtual Status reopen();
 };
 
+// How many EINTRs in a row a caller survives from a transport that lets one
+// through (a transport retries EINTR itself; this is the second line).
+inline constexpr int kMaxEintr = 64;
+
+// t.send(iov), sent again while it fails with EINTR (at most kMaxEintr
+// times): an interrupted send sent nothing.
+Status send_retrying_eintr(Transport& t, std::span<const iovec> iov);
+
 // What NftSocket::open() asks the kernel for.
 struct NftSocketOptions {
   // Requested receive and send buffer sizes.  With CAP_NET_ADMIN they are

@@ -73,10 +73,6 @@ constexpr size_t kReceiveBufferBytes = size_t{256} * 1024;
 // A commit that needs more kernel transactions than this has met something
 // that keeps changing under it (another writer); remaining ops get EBUSY.
 constexpr size_t kMaxBatchesPerCommit = 100000;
-// How many EINTRs in a row one send or receive may meet before the
-// interruption is taken for a failure.  The transport retries EINTR itself;
-// this is the second line.
-constexpr int kMaxEintr = 64;
 
 enum class Kind : uint8_t { kTable, kChain, kSet, kFlowtable, kRule, kElements };
 
@@ -726,14 +722,7 @@ Outcome NftTxn::Impl::exchange() {
   }
 }
 
-Status NftTxn::Impl::send_batch() {
-  Status s;
-  for (int i = 0; i < kMaxEintr; ++i) {
-    s = transport.send(iov);
-    if (s.err() != EINTR) return s;
-  }
-  return s;
-}
+Status NftTxn::Impl::send_batch() { return send_retrying_eintr(transport, iov); }
 
 // Reopens the transport's socket after 'why'; true when it worked.
 bool NftTxn::Impl::reopen_after(const Status& why) {

@@ -471,10 +471,6 @@ std::atomic<uint32_t> g_query_seq{static_cast<uint32_t>(time(nullptr)) ^ 0x5a5a0
 constexpr size_t kQueryBuffer = size_t{256} * 1024;
 constexpr int kQueryTimeoutMs = 5000;
 
-// How many EINTRs in a row a query survives (the transport retries them
-// itself; this is the second line).
-constexpr int kMaxEintr = 64;
-
 Status query_once(netlink::Transport& t, nlmsghdr* nlh, std::string_view what,
                   const std::function<Status(const nlmsghdr*)>& on_msg, bool* delivered);
 
@@ -500,19 +496,16 @@ Status query_once(netlink::Transport& t, nlmsghdr* nlh, std::string_view what,
   const uint32_t seq = g_query_seq.fetch_add(1, std::memory_order_relaxed);
   nlh->nlmsg_seq = seq;
   iovec iov{nlh, nlh->nlmsg_len};
-  Status sent;
-  for (int i = 0; i < kMaxEintr; ++i) {
-    sent = t.send(std::span<const iovec>(&iov, 1));
-    if (sent.err() != EINTR) break;
+  if (Status sent = netlink::send_retrying_eintr(t, std::span<const iovec>(&iov, 1)); !sent) {
+    return sent.with_context(std::string(what));
   }
-  if (!sent) return sent.with_context(std::string(what));
   std::vector<std::byte> buf(kQueryBuffer);
   const bool dump = (nlh->nlmsg_flags & NLM_F_DUMP) == NLM_F_DUMP;
   Status first_error;
   int eintr = 0;
   for (;;) {
     auto got = t.receive(buf, kQueryTimeoutMs);
-    if (!got && got.err() == EINTR && ++eintr < kMaxEintr) continue;  // Nothing was read.
+    if (!got && got.err() == EINTR && ++eintr < netlink::kMaxEintr) continue;  // Nothing was read.
     if (!got) return got.status().with_context(std::string(what));
     int len = static_cast<int>(*got);
     for (auto* m = reinterpret_cast<const nlmsghdr*>(buf.data()); mnl_nlmsg_ok(m, len); m = mnl_nlmsg_next(m, &len)) {
