@@ -348,48 +348,66 @@ Direction SoftwareProvider::Impl::lookup(const Key& k, uint64_t h, uint32_t nbyt
 
 void SoftwareProvider::Impl::lookup_batch(const SoftwarePacket* packets, size_t n, Direction* out) {
   // A software pipeline of three stages, kAhead packets apart: packet i is
-  // hashed and its home slot prefetched; packet i - kAhead has its slot read
-  // and the record it names prefetched (both cache lines: a 104-byte record
-  // mostly straddles two); packet i - 2 * kAhead is looked up, its memory
-  // now mostly in cache.  kAhead keeps about as many misses in flight as a
-  // core can track (a slot line plus two record lines per packet), and
-  // keeps every lookup at the same distance from its prefetches, which a
-  // batch done in three whole passes does not.
+  // hashed and its home slot prefetched; packet i - kAhead has its probe
+  // sequence read (that line is now mostly in cache) and either ends there,
+  // a miss, or has the record of its first tag match prefetched (both cache
+  // lines: a 104-byte record mostly straddles two); packet i - 2 * kAhead is
+  // counted, its record now mostly in cache.  kAhead keeps about as many
+  // misses in flight as a core can track (a slot line plus two record lines
+  // per packet), and keeps every lookup at the same distance from its
+  // prefetches, which a batch done in three whole passes does not.
   constexpr size_t kAhead = 8;
   constexpr size_t kRing = 32;  // A power of two above 2 * kAhead.
   static_assert(kRing > 2 * kAhead && (kRing & (kRing - 1)) == 0);
   // The clock is read at the first hit and again after every kClockEvery
   // packets, so a long batch does not stamp one old time on all its hits.
   constexpr size_t kClockEvery = 64;
+  // What the second stage found: the slot position of the first tag match
+  // (a candidate, checked against the record in the third stage), or:
+  constexpr size_t kNoMatch = SIZE_MAX;        // An empty slot first: a miss.
+  constexpr size_t kUndecided = SIZE_MAX - 1;  // A long probe: lookup() decides.
+  constexpr int kProbes = 4;                   // Slots the second stage reads.
   Key keys[kRing];
   uint64_t hashes[kRing];
+  size_t found[kRing];
   int64_t now = 0;
+  // A miss decided in the second stage is trusted as lookup() trusts one:
+  // only if no delete moved slots since before the probe.  One reading for
+  // the batch; if it changed, the misses are looked up again at the end.
+  const uint64_t v1 = moves.load(std::memory_order_acquire);
   for (size_t i = 0; i < n + 2 * kAhead; ++i) {
     if (i < n) {
       const SoftwarePacket& p = packets[i];
-      Key& k = keys[i % kRing];
+      const size_t r = i % kRing;
+      Key& k = keys[r];
       if (p.family != AF_INET && p.family != AF_INET6) {
         k.meta = 0;  // Matches nothing.
       } else {
         fill_key(k, p.family, p.proto, p.zone, p.tuple);
-        hashes[i % kRing] = hash(k);
-        __builtin_prefetch(&slots[home_of(hashes[i % kRing])]);
+        hashes[r] = hash(k);
+        __builtin_prefetch(&slots[home_of(hashes[r])]);
       }
     }
     if (i >= kAhead && i - kAhead < n) {
       const size_t r = (i - kAhead) % kRing;
+      found[r] = kNoMatch;
       if (keys[r].meta != 0) {
-        // The first tag match among the first few slots of the probe
-        // sequence (usually the home slot, all in the prefetched line).
+        found[r] = kUndecided;
         const uint32_t tag = tag_of(hashes[r]);
         size_t j = home_of(hashes[r]);
-        for (int probe = 0; probe < 4; ++probe, j = next(j)) {
-          const uint32_t sv = load(slots[j], std::memory_order_relaxed);
-          if (sv == kEmpty) break;
+        for (int probe = 0; probe < kProbes; ++probe, j = next(j)) {
+          // Acquire, as in lookup(): a moved entry seen makes the odd
+          // 'moves' before it visible to the check after the loop.
+          const uint32_t sv = load(slots[j], std::memory_order_acquire);
+          if (sv == kEmpty) {
+            found[r] = kNoMatch;
+            break;
+          }
           if ((sv >> kTagShift) != tag) continue;
           const char* rec = reinterpret_cast<const char*>(&records[sv & kIndexMask]);
           __builtin_prefetch(rec, 1);
           __builtin_prefetch(rec + sizeof(Record) - 1, 1);
+          found[r] = j;
           break;
         }
       }
@@ -398,8 +416,34 @@ void SoftwareProvider::Impl::lookup_batch(const SoftwarePacket* packets, size_t 
       const size_t at = i - 2 * kAhead;
       const size_t r = at % kRing;
       if (at % kClockEvery == 0) now = 0;
-      out[at] = keys[r].meta == 0 ? Direction::kMiss : lookup(keys[r], hashes[r], packets[at].bytes, &now);
+      Direction d = Direction::kMiss;
+      if (found[r] == kUndecided) {
+        d = lookup(keys[r], hashes[r], packets[at].bytes, &now);
+      } else if (found[r] != kNoMatch) {
+        // The candidate, if its slot still holds it and its record is this
+        // packet's connection; anything else (another connection with the
+        // same tag, a slot changed since) is left to the whole probe.
+        const uint32_t sv = load(slots[found[r]], std::memory_order_acquire);
+        const bool reply = (sv & kDirReply) != 0;
+        if (sv != kEmpty && (sv >> kTagShift) == tag_of(hashes[r]) &&
+            try_hit(sv & kIndexMask, reply, keys[r], packets[at].bytes, &now)) {
+          d = reply ? Direction::kReply : Direction::kOriginal;
+        } else {
+          d = lookup(keys[r], hashes[r], packets[at].bytes, &now);
+        }
+      }
+      out[at] = d;
     }
+  }
+  if ((v1 & 1) == 0 && moves.load(std::memory_order_acquire) == v1) return;
+  // A delete moved slots during the batch: a miss may have been read past a
+  // moved entry.  lookup() probes again, retrying as it does alone.
+  for (size_t i = 0; i < n; ++i) {
+    if (out[i] != Direction::kMiss || (packets[i].family != AF_INET && packets[i].family != AF_INET6)) continue;
+    Key k;
+    fill_key(k, packets[i].family, packets[i].proto, packets[i].zone, packets[i].tuple);
+    now = 0;
+    out[i] = lookup(k, hash(k), packets[i].bytes, &now);
   }
 }
 
