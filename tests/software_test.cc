@@ -312,6 +312,39 @@ TEST(SoftwareProvider, LookupBatchAnswersAndCountsLikeLookup) {
   EXPECT_EQ(query(*p, held[0]).packets, before.packets + 1);
 }
 
+TEST(SoftwareProvider, LookupBatchOnAFullTableFindsEveryDirectionAndNothingElse) {
+  // A full table (half its slots used) has clusters longer than the probes
+  // the batch's second stage reads, so every way a batch decides is taken:
+  // a miss at an empty slot, a candidate, and a long probe left to lookup().
+  constexpr uint32_t kCap = 1024;
+  auto p = make(kCap);
+  std::vector<Conn> held;
+  for (uint32_t i = 0; i < kCap; ++i) {
+    held.push_back(nth_conn(i));
+    ASSERT_EQ(add(*p, held.back()), 0);
+  }
+  std::vector<SoftwarePacket> pkts;
+  std::vector<Direction> want;
+  for (const Conn& c : held) {
+    for (const auto& [tuple, d] : {std::pair{c.orig, Direction::kOriginal}, std::pair{c.reply, Direction::kReply}}) {
+      pkts.push_back(SoftwarePacket{.family = c.family, .proto = c.proto, .zone = c.zone, .bytes = 10, .tuple = tuple});
+      want.push_back(d);
+      SoftwarePacket other = pkts.back();
+      other.zone = 9;  // The same tuple in another zone: never held.
+      pkts.push_back(other);
+      want.push_back(Direction::kMiss);
+    }
+  }
+  std::vector<Direction> got(pkts.size());
+  p->lookup_batch(pkts, got);
+  for (size_t i = 0; i < pkts.size(); ++i) ASSERT_EQ(got[i], want[i]) << "packet " << i;
+  for (const Conn& c : held) {
+    const ConnStatus st = query(*p, c);
+    EXPECT_EQ(st.packets, 2u);
+    EXPECT_EQ(st.bytes, 20u);
+  }
+}
+
 // ---------------------------------------------------------------- bad input
 
 TEST(SoftwareProvider, AddInvalidConnectionReturnsEinval) {

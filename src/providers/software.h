@@ -18,7 +18,8 @@
 // Bounded: at most 'capacity' connections, fixed at creation; when full,
 // conn_add fails with ENOSPC and nothing is evicted.  Memory is
 // bytes_per_connection() * capacity plus a constant: one 104-byte record
-// per connection (both tuples, zone, counters) and four 4-byte hash slots
+// per connection (both tuples, zone, counters; a hit in either direction
+// reads 72 bytes of it, at most two cache lines) and four 4-byte hash slots
 // per connection (two directions at a load factor of at most one half),
 // 120 bytes in all.  It is allocated at creation (zero pages, committed as
 // the table fills).
@@ -90,11 +91,11 @@ class SoftwareProvider final : public Provider {
 
   // The same for a burst of packets: out[i] is what lookup() would return
   // for packets[i], with the same counting.  It overlaps the memory
-  // accesses of successive packets (a pipeline that prefetches a packet's
-  // slot 16 packets ahead of its lookup and its record 8 ahead), which is
-  // what keeps a table much larger than the CPU caches fast; bursts of 32
-  // or more get the most from it.  Only min(packets.size(), out.size())
-  // packets are looked up.
+  // accesses of successive packets (in chunks of 32: every slot of the
+  // chunk is prefetched first, then each record 8 packets ahead of its
+  // check), which is what keeps a table much larger than the CPU caches
+  // fast; bursts of 32 get the most from it.  Only
+  // min(packets.size(), out.size()) packets are looked up.
   void lookup_batch(std::span<const SoftwarePacket> packets, std::span<Direction> out);
 
   // Connections held now.
