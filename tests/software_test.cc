@@ -763,8 +763,11 @@ TEST(SoftwareConcurrency, HeldConnectionIsNeverMissedWhileNeighboursAreDeleted) 
   readers.emplace_back([&] {
     std::vector<SoftwarePacket> burst(32);
     for (size_t k = 0; k < burst.size(); ++k) {
-      burst[k] = SoftwarePacket{
-          .family = held.family, .proto = held.proto, .zone = held.zone, .bytes = 1, .tuple = k % 2 ? held.orig : held.reply};
+      burst[k] = SoftwarePacket{.family = held.family,
+                                .proto = held.proto,
+                                .zone = held.zone,
+                                .bytes = 1,
+                                .tuple = k % 2 ? held.orig : held.reply};
     }
     std::vector<Direction> got(burst.size());
     uint64_t n = 0, missed = 0;

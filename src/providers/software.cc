@@ -258,7 +258,7 @@ struct SoftwareProvider::Impl {
   void lookup_batch(const SoftwarePacket* packets, size_t n, Direction* out);
   // Counts a hit on record 'index' if its direction 'reply' matches 'k';
   // false when it does not match or changed under the reader.
-  bool try_hit(uint32_t index, bool reply, const Key& k, uint32_t nbytes, int64_t* now);
+  inline bool try_hit(uint32_t index, bool reply, const Key& k, uint32_t nbytes, int64_t* now);
   // Finds 'conn' (whole identity) and copies its counters.
   bool snapshot(const Conn& conn, Snapshot* out);
 
@@ -303,7 +303,8 @@ struct SoftwareProvider::Impl {
 
 // ---- Readers ----
 
-bool SoftwareProvider::Impl::try_hit(uint32_t index, bool reply, const Key& k, uint32_t nbytes, int64_t* now) {
+__attribute__((always_inline)) inline bool SoftwareProvider::Impl::try_hit(uint32_t index, bool reply, const Key& k,
+                                                                           uint32_t nbytes, int64_t* now) {
   Record& r = records[index];
   const uint32_t s1 = load(r.seq);
   if (s1 & 1) return false;  // Being added or deleted: linearize before it.
@@ -327,10 +328,11 @@ bool SoftwareProvider::Impl::try_hit(uint32_t index, bool reply, const Key& k, u
   }
   std::atomic_ref<uint64_t>(r.bytes).fetch_add(nbytes, std::memory_order_relaxed);
   if (*now == 0) *now = coarse_now_ms();
-  std::atomic_ref<int64_t> last(r.last_used);
-  int64_t seen = last.load(std::memory_order_relaxed);
-  while (seen < *now && !last.compare_exchange_weak(seen, *now, std::memory_order_relaxed)) {
-  }
+  // A plain store, not a compare-and-swap loop for the maximum: hits on
+  // one connection from two threads at once can then leave the earlier of
+  // two clock readings, a few ms back, which the coarse clock's granularity
+  // already allows.  Skipped when it would not change anything.
+  if (load(r.last_used, std::memory_order_relaxed) < *now) store(r.last_used, *now, std::memory_order_relaxed);
   // Leave: one more packet, one fewer reader in flight.
   packets.fetch_add(1 - kInflightOne, std::memory_order_release);
   return true;
