@@ -632,7 +632,9 @@ void mode_ct_refresh(Out& o, const std::vector<size_t>& sizes) {
           "What: one ctnetlink dump of the namespace's table with `netlink::Ctnetlink::dump` (every entry "
           "decoded; id and counters kept, as a refresh keeps them).  Peers: `conntrack -L` of the same table "
           "(output to /dev/null); N single gets the way a script does them, one `conntrack -G` process per "
-          "connection (" << kToolGetSample << " of them timed, spread over the table, scaled to N); and N single "
+          "connection ("
+       << kToolGetSample
+       << " of them timed, spread over the table, scaled to N); and N single "
           "`Ctnetlink::get` requests in this process (ours, one round trip per connection: the cheapest way to "
           "get entries one by one, whose cost per entry against the dump's is the kernel's).  Entries: "
           "TCP ESTABLISHED, made with `conntrack -R` while accounting was on (so they carry counters).  ";
@@ -641,11 +643,10 @@ void mode_ct_refresh(Out& o, const std::vector<size_t>& sizes) {
       "is not changed).\n\n",
       thousands(static_cast<double>(max)).c_str());
   o.md << "Command: `" << o.command << "`\n\n";
-  o.md
-      << "| N | load (`conntrack -R`) wall s | ours: one dump, wall s (user / sys) | `conntrack -L`, wall s (user "
-         "/ sys) | N `conntrack -G`, wall s (scaled) | N single gets in-process, wall s (user / sys) | `conntrack -L` "
-         "/ dump (wall, CPU) | `conntrack -G` / dump (wall) | in-process gets / dump (wall, CPU) |\n"
-         "|---|---|---|---|---|---|---|---|---|\n";
+  o.md << "| N | load (`conntrack -R`) wall s | ours: one dump, wall s (user / sys) | `conntrack -L`, wall s (user "
+          "/ sys) | N `conntrack -G`, wall s (scaled) | N single gets in-process, wall s (user / sys) | `conntrack -L` "
+          "/ dump (wall, CPU) | `conntrack -G` / dump (wall) | in-process gets / dump (wall, CPU) |\n"
+          "|---|---|---|---|---|---|---|---|---|\n";
   struct R2 {
     size_t n;
     RatioSummary list, tool, gets;
@@ -697,9 +698,9 @@ void mode_ct_refresh(Out& o, const std::vector<size_t>& sizes) {
     o.md << format(
         "| %s | %s | %s (%s / %s) | %s (%s / %s) | %s | %s (%s / %s) | %.2fx, %.2fx | %.0fx | %.1fx, %.1fx |\n",
         thousands(static_cast<double>(n)).c_str(), secs(load.wall).c_str(), secs(md.wall).c_str(),
-        secs(md.user).c_str(), secs(md.sys).c_str(), secs(ml.wall).c_str(), secs(ml.user).c_str(),
-        secs(ml.sys).c_str(), secs(mt.wall).c_str(), secs(mg.wall).c_str(), secs(mg.user).c_str(),
-        secs(mg.sys).c_str(), r.list.wall, r.list.cpu, r.tool.wall, r.gets.wall, r.gets.cpu);
+        secs(md.user).c_str(), secs(md.sys).c_str(), secs(ml.wall).c_str(), secs(ml.user).c_str(), secs(ml.sys).c_str(),
+        secs(mt.wall).c_str(), secs(mg.wall).c_str(), secs(mg.user).c_str(), secs(mg.sys).c_str(), r.list.wall,
+        r.list.cpu, r.tool.wall, r.gets.wall, r.gets.cpu);
     results.push_back(r);
     std::fprintf(stderr, "ct-refresh %zu done\n", n);
   }

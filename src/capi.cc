@@ -118,7 +118,8 @@ int ct_offload_op_batch_add(struct ct_offload_op_batch* batch, enum ct_offload_o
   if (batch->n_ops == batch->allocated) {
     size_t want = batch->allocated ? batch->allocated * 2 : 8;
     void* grown = std::realloc(batch->ops, want * sizeof *batch->ops);
-    if (!grown) return fail(ENOMEM, "ct_offload_op_batch_add: cannot grow the batch to " + std::to_string(want) + " ops");
+    if (!grown)
+      return fail(ENOMEM, "ct_offload_op_batch_add: cannot grow the batch to " + std::to_string(want) + " ops");
     batch->ops = static_cast<ct_offload_op*>(grown);
     batch->allocated = want;
   }
@@ -205,4 +206,3 @@ int ct_offload_log_level(const char* level) {
 }
 
 }  // extern "C"
-

@@ -109,13 +109,14 @@ Status Config::set(std::string_view key, std::string_view value) {
   }
   auto dot = key.find('.');
   if (dot == std::string_view::npos) {
-    return Status::error(EINVAL, "unknown configuration key '" + std::string(key) +
-                                     "' (expected 'priority' or '<provider>.<option>')");
+    return Status::error(
+        EINVAL, "unknown configuration key '" + std::string(key) + "' (expected 'priority' or '<provider>.<option>')");
   }
   std::string_view provider = key.substr(0, dot);
   std::string_view option = key.substr(dot + 1);
   const Builtin* b = find_builtin(provider);
-  if (!b) return Status::error(EINVAL, "unknown provider '" + std::string(provider) + "' in key '" + std::string(key) + "'");
+  if (!b)
+    return Status::error(EINVAL, "unknown provider '" + std::string(provider) + "' in key '" + std::string(key) + "'");
   auto o = std::find_if(b->options.begin(), b->options.end(), [&](const BuiltinOption& x) { return x.name == option; });
   if (o == b->options.end()) {
     std::string known;

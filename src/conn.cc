@@ -50,8 +50,7 @@ Status check_tuple(const Conn& c, const Tuple& t, const char* dir) {
     return Status::error(EINVAL, std::string(dir) + " source port is 0; " + proto_name(c.proto) + " needs a port");
   }
   if (t.dst_port == 0) {
-    return Status::error(EINVAL,
-                         std::string(dir) + " destination port is 0; " + proto_name(c.proto) + " needs a port");
+    return Status::error(EINVAL, std::string(dir) + " destination port is 0; " + proto_name(c.proto) + " needs a port");
   }
   return {};
 }
@@ -61,8 +60,8 @@ Result<uint16_t> parse_port(std::string_view text, std::string_view whole) {
   if (text.empty()) return Status::error(EINVAL, "missing port in '" + std::string(whole) + "'");
   auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc() || ptr != text.data() + text.size() || value > 65535) {
-    return Status::error(EINVAL, "bad port '" + std::string(text) + "' in '" + std::string(whole) +
-                                     "' (expected 0-65535)");
+    return Status::error(EINVAL,
+                         "bad port '" + std::string(text) + "' in '" + std::string(whole) + "' (expected 0-65535)");
   }
   return static_cast<uint16_t>(value);
 }
@@ -198,14 +197,15 @@ Status validate(const Conn& c) {
   return {};
 }
 
-Result<Conn> make_conn(uint8_t proto, const Endpoint& src, const Endpoint& dst, const std::optional<Endpoint>& reply_src,
-                       const std::optional<Endpoint>& reply_dst, uint16_t zone, uint32_t mark) {
+Result<Conn> make_conn(uint8_t proto, const Endpoint& src, const Endpoint& dst,
+                       const std::optional<Endpoint>& reply_src, const std::optional<Endpoint>& reply_dst,
+                       uint16_t zone, uint32_t mark) {
   if (reply_src.has_value() != reply_dst.has_value()) {
     return Status::error(EINVAL, "reply source and reply destination must be given together");
   }
   if (src.family != dst.family) {
-    return Status::error(EINVAL, "mixed address families: source " + format_endpoint(src) + ", destination " +
-                                     format_endpoint(dst));
+    return Status::error(
+        EINVAL, "mixed address families: source " + format_endpoint(src) + ", destination " + format_endpoint(dst));
   }
   Conn c{};
   c.family = src.family;
@@ -219,8 +219,8 @@ Result<Conn> make_conn(uint8_t proto, const Endpoint& src, const Endpoint& dst, 
   if (reply_src) {
     if (reply_src->family != src.family || reply_dst->family != src.family) {
       return Status::error(EINVAL, "mixed address families: reply tuple " + format_endpoint(*reply_src) + " -> " +
-                                       format_endpoint(*reply_dst) + " for an original tuple " +
-                                       format_endpoint(src) + " -> " + format_endpoint(dst));
+                                       format_endpoint(*reply_dst) + " for an original tuple " + format_endpoint(src) +
+                                       " -> " + format_endpoint(dst));
     }
     c.reply.src = reply_src->addr;
     c.reply.dst = reply_dst->addr;

@@ -138,9 +138,10 @@ std::shared_ptr<spdlog::logger> logger() {
 }
 
 void log_too_deep() {
-  logger()->error("dispatch nested deeper than {} levels (a provider dispatching into the registry from its "
-                  "callbacks in a loop?); operation refused",
-                  kMaxDepth);
+  logger()->error(
+      "dispatch nested deeper than {} levels (a provider dispatching into the registry from its "
+      "callbacks in a loop?); operation refused",
+      kMaxDepth);
 }
 
 // ---- C classes behind the Provider interface ----
@@ -306,8 +307,9 @@ void Registry::publish(Snapshot* next) {
   if (self_holds_old) {
     // The dispatch that called us still walks 'old': keep it (and the
     // providers it holds) alive until the registry goes away.
-    logger()->error("a provider changed the registry from inside a dispatch; the previous provider list is kept "
-                    "alive until the registry is destroyed");
+    logger()->error(
+        "a provider changed the registry from inside a dispatch; the previous provider list is kept "
+        "alive until the registry is destroyed");
     retired_.emplace_back(old);
     return;
   }

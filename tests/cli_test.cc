@@ -80,7 +80,13 @@ TEST(CliParse, TimesAreIsoUtcOrNever) {
 
 TEST(CliJson, StringsAreEscaped) {
   JsonWriter j;
-  j.begin_object().field("a\"b", std::string("line\nbreak\\\x01")).key("n").begin_array().value(1).value(true).end_array();
+  j.begin_object()
+      .field("a\"b", std::string("line\nbreak\\\x01"))
+      .key("n")
+      .begin_array()
+      .value(1)
+      .value(true)
+      .end_array();
   j.end_object();
   EXPECT_EQ(j.str(), "{\"a\\\"b\":\"line\\nbreak\\\\\\u0001\",\"n\":[1,true]}");
 }
@@ -116,8 +122,8 @@ TEST(CliRun, GlobalOptionsMayFollowTheCommand) {
   EXPECT_EQ(r.rc, kExitOk) << r.err;
   EXPECT_EQ(r.out.rfind("{", 0), 0u) << "-j after the command gives JSON: " << r.out;
   EXPECT_NE(r.out.find("\"name\":\"software\""), std::string::npos) << r.out;
-  auto add = ctl({"add", "--iif", "lo", "--proto", "udp", "--src", "10.0.0.1:1", "--dst", "10.0.0.2:2", "--providers=software",
-                  "--json"});
+  auto add = ctl({"add", "--iif", "lo", "--proto", "udp", "--src", "10.0.0.1:1", "--dst", "10.0.0.2:2",
+                  "--providers=software", "--json"});
   EXPECT_EQ(add.rc, kExitOk) << add.err;
   EXPECT_NE(add.out.find("\"provider\":\"software\""), std::string::npos) << add.out;
 }
@@ -163,11 +169,11 @@ TEST(CliRun, BatchReportsBadLinesByNumberAndRunsTheRest) {
     std::ofstream f(path);
     f << "# a batch\n"
       << "add --iif lo --proto tcp --src 10.0.0.1:1000 --dst 10.0.0.2:80\n"
-      << "add --iif lo --proto tcp --src 10.0.0.1:1000\n"                     // line 3: no --dst
+      << "add --iif lo --proto tcp --src 10.0.0.1:1000\n"  // line 3: no --dst
       << "\n"
       << "add --iif lo --proto tcp --src 10.0.0.1:1001 --dst 10.0.0.2:80\n"
-      << "update --proto tcp --src 10.0.0.1:1000 --dst 10.0.0.2:80\n"         // never hit: ENODATA
-      << "launch --proto tcp\n"                                              // line 7: unknown op
+      << "update --proto tcp --src 10.0.0.1:1000 --dst 10.0.0.2:80\n"  // never hit: ENODATA
+      << "launch --proto tcp\n"                                        // line 7: unknown op
       << "del --proto tcp --src 10.0.0.1:1001 --dst 10.0.0.2:80\n";
   }
   auto r = ctl({"--providers", "software", "batch", path});

@@ -17,8 +17,8 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <fstream>

@@ -58,8 +58,7 @@ std::string proto_name(uint8_t proto);
 // EPROTONOSUPPORT for protocols other than TCP and UDP.
 Result<Conn> make_conn(uint8_t proto, const Endpoint& src, const Endpoint& dst,
                        const std::optional<Endpoint>& reply_src = std::nullopt,
-                       const std::optional<Endpoint>& reply_dst = std::nullopt,
-                       uint16_t zone = 0, uint32_t mark = 0);
+                       const std::optional<Endpoint>& reply_dst = std::nullopt, uint16_t zone = 0, uint32_t mark = 0);
 
 // Checks a connection built by other means (the C API); see make_conn().
 Status validate(const Conn& conn);

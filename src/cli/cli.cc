@@ -85,16 +85,20 @@ std::string command_usage(std::string_view cmd) {
            "providers are available, and (for each --device) whether the device\n"
            "advertises hardware TC offload.  Installs nothing.\n";
   }
-  if (cmd == "add") return std::string("usage: ctoffloadctl add --iif DEV --proto tcp|udp --src A:P --dst A:P [...]\n\n") + kConnOptions;
+  if (cmd == "add")
+    return std::string("usage: ctoffloadctl add --iif DEV --proto tcp|udp --src A:P --dst A:P [...]\n\n") +
+           kConnOptions;
   if (cmd == "del") {
-    return std::string("usage: ctoffloadctl del [--iif DEV] --proto tcp|udp --src A:P --dst A:P [...]\n\n"
-                       "Stops the offload at once; the connection goes on on the slow path.\n\n") +
+    return std::string(
+               "usage: ctoffloadctl del [--iif DEV] --proto tcp|udp --src A:P --dst A:P [...]\n\n"
+               "Stops the offload at once; the connection goes on on the slow path.\n\n") +
            kConnOptions;
   }
   if (cmd == "update") {
-    return std::string("usage: ctoffloadctl update --proto tcp|udp --src A:P --dst A:P [...]\n\n"
-                       "Refreshes and prints the connection's last used time (ms since the\n"
-                       "Unix epoch; 0 = never seen used, or unknown).\n\n") +
+    return std::string(
+               "usage: ctoffloadctl update --proto tcp|udp --src A:P --dst A:P [...]\n\n"
+               "Refreshes and prints the connection's last used time (ms since the\n"
+               "Unix epoch; 0 = never seen used, or unknown).\n\n") +
            kConnOptions;
   }
   if (cmd == "show") {
@@ -460,7 +464,10 @@ int cmd_probe(const Globals& g, Session& s, const std::vector<std::string>& args
     out << "providers (dispatch order):\n";
     for (const auto& r : rows) {
       out << "  " << r.name << (r.fallback ? " (fallback)" : "") << ": "
-          << (!r.enabled ? "disabled" : r.registered ? "available" : "unavailable") << "\n";
+          << (!r.enabled     ? "disabled"
+              : r.registered ? "available"
+                             : "unavailable")
+          << "\n";
     }
     if (!s.init_status().ok()) out << "  why: " << s.init_status().message() << "\n";
     for (const auto& d : devs) {
@@ -591,8 +598,7 @@ int show_once(const Globals& g, Session& s, const ShowFilter& f, std::ostream& o
   return kExitOk;
 }
 
-int cmd_show(const Globals& g, Session& s, const std::vector<std::string>& args, std::ostream& out,
-             std::ostream& err) {
+int cmd_show(const Globals& g, Session& s, const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   ShowFilter f;
   for (size_t i = 1; i < args.size(); ++i) {
     if (auto v = take_value(args, i, "--iif")) {
@@ -660,8 +666,7 @@ int cmd_watch(const Globals& g, Session& s, const std::vector<std::string>& args
   return rc;
 }
 
-int cmd_flush(const Globals& g, Session& s, const std::vector<std::string>& args, std::ostream& out,
-              std::ostream&) {
+int cmd_flush(const Globals& g, Session& s, const std::vector<std::string>& args, std::ostream& out, std::ostream&) {
   if (args.size() > 1) throw UsageError{"flush takes no options, got '" + args[1] + "'"};
   s.reg().flush();
   if (g.json) {
@@ -754,10 +759,11 @@ int cmd_batch(const Globals& g, Session& s, const std::vector<std::string>& args
     good ? ++ok : ++failed;
     if (g.json) {
       j.begin_object().field("line", static_cast<uint64_t>(l.number)).field("ok", good);
-      if (op) j.field("op", std::string(op->type == CT_OFFLOAD_OP_ADD   ? "add"
-                                        : op->type == CT_OFFLOAD_OP_DEL ? "del"
-                                        : op->type == CT_OFFLOAD_OP_UPD ? "update"
-                                                                        : "flush"));
+      if (op)
+        j.field("op", std::string(op->type == CT_OFFLOAD_OP_ADD   ? "add"
+                                  : op->type == CT_OFFLOAD_OP_DEL ? "del"
+                                  : op->type == CT_OFFLOAD_OP_UPD ? "update"
+                                                                  : "flush"));
       if (!good) j.field("errno", errno_label(code)).field("error", msg);
       if (op && op->type == CT_OFFLOAD_OP_UPD) j.field("last_used_ms", static_cast<int64_t>(op->last_used));
       j.end_object();
@@ -857,9 +863,9 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
       if (!take_global(args, k, g)) cmd_args.push_back(args[k]);
     }
     const std::string& cmd = cmd_args[0];
-    static const std::map<std::string, int (*)(const Globals&, Session&, const std::vector<std::string>&,
-                                                std::ostream&, std::ostream&)>
-        commands = {{"probe", cmd_probe}, {"add", cmd_single},  {"del", cmd_single},   {"update", cmd_single},
+    static const std::map<std::string, int (*)(const Globals&, Session&, const std::vector<std::string>&, std::ostream&,
+                                               std::ostream&)>
+        commands = {{"probe", cmd_probe}, {"add", cmd_single},  {"del", cmd_single},  {"update", cmd_single},
                     {"show", cmd_show},   {"flush", cmd_flush}, {"batch", cmd_batch}, {"watch", cmd_watch}};
     auto it = commands.find(cmd);
     if (it == commands.end()) throw UsageError{"unknown command '" + cmd + "'"};
@@ -871,8 +877,7 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     return it->second(g, s, cmd_args, out, err);
   } catch (const UsageError& e) {
     err << "ctoffloadctl: " << e.message << "\n"
-        << "try 'ctoffloadctl --help'" << (i < args.size() ? " or 'ctoffloadctl " + args[i] + " --help'" : "")
-        << "\n";
+        << "try 'ctoffloadctl --help'" << (i < args.size() ? " or 'ctoffloadctl " + args[i] + " --help'" : "") << "\n";
     return kExitUsage;
   }
 }

@@ -191,10 +191,9 @@ class Ctnetlink {
   // you keep.  'visit' must not use this client.
   //
   // If the socket overflows (ENOBUFS), or was closed or replaced under the
-  // client (EBADF, ENOTSOCK), the dump is restarted on a fresh socket: 'on_resync' (when set) is called first, so the caller can drop
-  // what it collected, then every entry is visited again; stats.resyncs
-  // counts the restarts.  Nothing is lost; it fails with ENOBUFS only when
-  // 8 restarts in a row overflow.  Other errors: the kernel's (EPERM, ...),
+  // client (EBADF, ENOTSOCK), the dump is restarted on a fresh socket: 'on_resync' (when set) is called first, so the
+  // caller can drop what it collected, then every entry is visited again; stats.resyncs counts the restarts.  Nothing
+  // is lost; it fails with ENOBUFS only when 8 restarts in a row overflow.  Other errors: the kernel's (EPERM, ...),
   // EBADMSG/EINVAL for a malformed entry (the rest of the dump is read and
   // dropped so the socket stays usable).
   Result<CtDumpStats> dump(const CtFilter& filter, const std::function<void(const CtEntry&)>& visit,

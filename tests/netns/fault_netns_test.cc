@@ -79,7 +79,6 @@ using testing::ctx_of;
 using testing::tcp4;
 using testing::udp6;
 
-
 class NetnsEnvironment : public ::testing::Environment {
  public:
   void SetUp() override {

@@ -46,11 +46,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <algorithm>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -58,8 +58,8 @@
 
 #include "netlink/ctnetlink.h"
 #include "netlink/nft_socket.h"
-#include "providers/nft_flowtable.h"
 #include "netns_support.h"
+#include "providers/nft_flowtable.h"
 #include "test_support.h"
 
 namespace ctoffload {
@@ -262,8 +262,7 @@ TEST(Load, CyclesOfAddRefreshDeleteKeepKernelMemoryAndDescriptorsInStep) {
   };
 
   std::printf("load: %zu connections per cycle (%zu with conntrack entries), %zu cycles\n", n, k, cycles);
-  std::printf("%5s %9s %9s %9s %9s %10s %5s\n", "cycle", "add s", "refresh s", "delete s", "conn/s", "RSS MiB",
-              "fds");
+  std::printf("%5s %9s %9s %9s %9s %10s %5s\n", "cycle", "add s", "refresh s", "delete s", "conn/s", "RSS MiB", "fds");
   size_t rss_after_first = 0;
   size_t fds_after_first = 0;
   for (size_t cycle = 1; cycle <= cycles; ++cycle) {

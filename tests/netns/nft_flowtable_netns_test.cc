@@ -51,8 +51,8 @@
 
 #include "ctoffload/registry.h"
 #include "netlink/ctnetlink.h"
-#include "providers/nft_flowtable.h"
 #include "netns_support.h"
+#include "providers/nft_flowtable.h"
 #include "test_support.h"
 
 namespace ctoffload {
@@ -72,7 +72,6 @@ size_t count_of(const std::string& hay, const std::string& needle) {
   for (size_t pos = hay.find(needle); pos != std::string::npos; pos = hay.find(needle, pos + 1)) ++n;
   return n;
 }
-
 
 class NetnsEnvironment : public ::testing::Environment {
  public:

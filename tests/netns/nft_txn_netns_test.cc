@@ -30,9 +30,9 @@
 #include <fstream>
 #include <iostream>
 #include <set>
-#include <thread>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "netlink/nft_socket.h"
