@@ -9,6 +9,7 @@
 #include "capi_error.h"
 #include "ctoffload/ct-offload.h"
 #include "ctoffload/registry.h"
+#include "errno_text.h"
 #include "log.h"
 
 namespace ctoffload::capi {
@@ -82,7 +83,8 @@ int ct_offload_conn_add(const struct ct_offload_ctx* ctx) {
   // The C boundary validates what a C caller built by hand.
   if (int err = fail(ctoffload::validate(*ctx->conn)); err != 0) return err;
   int err = Registry::global().conn_add(*ctx);
-  if (err != 0) fail(err, "ct_offload_conn_add: " + ctoffload::format_conn(*ctx->conn) + ": " + std::strerror(err));
+  if (err != 0)
+    fail(err, "ct_offload_conn_add: " + ctoffload::format_conn(*ctx->conn) + ": " + ctoffload::errno_text(err));
   return err;
 }
 

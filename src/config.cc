@@ -156,7 +156,12 @@ std::vector<std::pair<std::string, std::string>> Config::all() const {
   std::vector<std::pair<std::string, std::string>> out;
   out.emplace_back("priority", join(priority_));
   for (const auto& [provider, opts] : options_) {
-    for (const auto& [name, value] : opts.values()) out.emplace_back(provider + "." + name, value);
+    for (const auto& [name, value] : opts.values()) {
+      std::string key = provider;
+      key += '.';
+      key += name;
+      out.emplace_back(std::move(key), value);
+    }
   }
   std::sort(out.begin(), out.end());
   return out;

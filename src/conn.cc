@@ -256,7 +256,7 @@ Result<Netdev> make_netdev(std::string_view name, int ifindex) {
     const auto c = static_cast<unsigned char>(name[i]);
     if (c < 0x21 || c == 0x7f || c == '/' || c == ':') {
       char what[8];
-      std::snprintf(what, sizeof what, "0x%02x", c);
+      (void)std::snprintf(what, sizeof what, "0x%02x", c);
       return Status::error(EINVAL, "device name has a character no device name can have (" + std::string(what) +
                                        " at byte " + std::to_string(i) + ")");
     }

@@ -17,7 +17,8 @@ struct State {
   std::vector<std::shared_ptr<spdlog::logger>> loggers;
 
   State() {
-    if (const char* env = std::getenv("CTOFFLOAD_LOG")) {
+    // Read once, when the first logger is made; the library never sets it.
+    if (const char* env = std::getenv("CTOFFLOAD_LOG")) {  // NOLINT(concurrency-mt-unsafe)
       auto lvl = spdlog::level::from_str(env);
       // from_str() maps unknown names to "off"; only accept real names.
       if (lvl != spdlog::level::off || std::string_view(env) == "off") level = lvl;

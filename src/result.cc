@@ -3,6 +3,8 @@
 
 #include <cstring>
 
+#include "errno_text.h"
+
 namespace ctoffload {
 
 std::string Status::to_string() const {
@@ -11,7 +13,7 @@ std::string Status::to_string() const {
   std::string label = name ? std::string(name) : "errno " + std::to_string(err());
   // Messages from the netlink layer already name the errno; say it once.
   if (message_.find(label) != std::string::npos) return message_;
-  return message_ + " (" + std::strerror(err()) + ", " + label + ")";
+  return message_ + " (" + errno_text(err()) + ", " + label + ")";
 }
 
 }  // namespace ctoffload

@@ -30,6 +30,7 @@
 #include "builtins.h"
 #include "cli/json.h"
 #include "ctoffload/registry.h"
+#include "errno_text.h"
 #include "log.h"
 #include "netlink/link.h"
 #include "netlink/nl_error.h"
@@ -131,7 +132,7 @@ struct UsageError {
 std::string errno_label(int err) { return netlink::errno_name(err); }
 
 std::string error_line(int err, const std::string& what) {
-  return what + ": " + std::strerror(err) + " (" + errno_label(err) + ")";
+  return what + ": " + errno_text(err) + " (" + errno_label(err) + ")";
 }
 
 // Reads "--name value" or "--name=value" from args[i]; advances i.
@@ -189,7 +190,7 @@ Status setup(const Globals& g, Registry& reg, Status& init_status) {
   // -v (or CTOFFLOAD_LOG), not by default.
   if (g.verbose) {
     (void)log::set_level(g.verbose > 1 ? "debug" : "info");
-  } else if (!std::getenv("CTOFFLOAD_LOG")) {
+  } else if (!std::getenv("CTOFFLOAD_LOG")) {  // NOLINT(concurrency-mt-unsafe): one thread, nothing sets it
     (void)log::set_level("error");
   }
   Config& cfg = reg.config();
@@ -662,7 +663,7 @@ int cmd_watch(const Globals& g, Session& s, const std::vector<std::string>& args
     if (count != 0 && n + 1 == count) break;
     pause();
   }
-  std::signal(SIGINT, prev);
+  (void)std::signal(SIGINT, prev);
   return rc;
 }
 
@@ -813,9 +814,9 @@ std::string format_time_ms(long long ms) {
   std::tm tm{};
   gmtime_r(&secs, &tm);
   char buf[40];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  (void)std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
   char out[64];
-  std::snprintf(out, sizeof out, "%s.%03lldZ", buf, ms % 1000);
+  (void)std::snprintf(out, sizeof out, "%s.%03lldZ", buf, ms % 1000);
   return out;
 }
 

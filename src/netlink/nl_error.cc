@@ -8,6 +8,8 @@
 #include <cstring>
 #include <string>
 
+#include "errno_text.h"
+
 namespace ctoffload::netlink {
 namespace {
 
@@ -80,9 +82,7 @@ Status kernel_status(int err, std::string_view what, std::string_view extack) {
   msg.reserve(what.size() + extack.size() + 64);
   msg.append(what);
   msg.append(": ");
-  // strerrordesc_np is strerror without the shared static buffer.
-  const char* desc = strerrordesc_np(err);
-  msg.append(desc != nullptr ? desc : "Unknown error " + std::to_string(err));
+  msg.append(errno_text(err));
   msg.append(" (");
   msg.append(errno_name(err));
   msg.append(")");
