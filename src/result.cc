@@ -9,8 +9,7 @@ namespace ctoffload {
 
 std::string Status::to_string() const {
   if (ok()) return "ok";
-  const char* name = strerrorname_np(err());
-  std::string label = name ? std::string(name) : "errno " + std::to_string(err());
+  const std::string label = errno_name(err());
   // Messages from the netlink layer already name the errno; say it once.
   if (message_.find(label) != std::string::npos) return message_;
   return message_ + " (" + errno_text(err()) + ", " + label + ")";

@@ -71,11 +71,6 @@ Result<KernelAck> parse_kernel_ack(const nlmsghdr* nlh, size_t len) {
   return ack;
 }
 
-std::string errno_name(int err) {
-  const char* name = strerrorname_np(err);
-  return name != nullptr ? std::string(name) : "errno " + std::to_string(err);
-}
-
 Status kernel_status(int err, std::string_view what, std::string_view extack) {
   if (err == 0) return Status();
   std::string msg;

@@ -19,6 +19,7 @@
 #include <string_view>
 
 #include "ctoffload/result.h"
+#include "errno_text.h"
 
 struct nlmsghdr;
 
@@ -49,8 +50,9 @@ inline constexpr int kMaxErrno = 4095;
 // or unknown extended-ack attributes are ignored (the errno still counts).
 [[nodiscard]] Result<KernelAck> parse_kernel_ack(const nlmsghdr* nlh, size_t len);
 
-// The symbolic name of 'err' ("EEXIST"), or "errno N" when it has none.
-std::string errno_name(int err);
+// The symbolic name of 'err' ("EEXIST"), or "errno N" when it has none
+// (errno_text.h).
+using ctoffload::errno_name;
 
 // The Status for kernel error 'err' (positive) on the request described by
 // 'what': "what: strerror (ENAME)" plus " — kernel: extack" when 'extack'
