@@ -380,14 +380,15 @@ void SoftwareProvider::Impl::lookup_batch(const SoftwarePacket* packets, size_t 
   // The clock is read at the first hit and again after every kClockEvery
   // packets, so a long batch does not stamp one old time on all its hits.
   constexpr size_t kClockEvery = 64;
-  // What the second stage found: the slot position of the first tag match
-  // (a candidate, checked against the record in the third stage), or:
-  constexpr size_t kNoMatch = SIZE_MAX;        // An empty slot first: a miss.
-  constexpr size_t kUndecided = SIZE_MAX - 1;  // A long probe: lookup() decides.
-  constexpr int kProbes = 4;                   // Slots the second stage reads.
+  // What the second stage found: the slot value of the first tag match (a
+  // candidate, checked against its record in the third stage), or:
+  constexpr uint32_t kNoMatch = kEmpty;  // An empty slot first: a miss.
+  constexpr uint32_t kUndecided = 1;     // A long probe: lookup() decides.
+  static_assert(kUndecided >> kTagShift == 0, "tags are never 0, so no slot holds kUndecided");
+  constexpr int kProbes = 4;  // Slots the second stage reads.
   Key keys[kChunk];
   uint64_t hashes[kChunk];
-  size_t found[kChunk];
+  uint32_t found[kChunk];
   int64_t now = 0;
   // A miss decided in the second stage is trusted as lookup() trusts one:
   // only if no delete moved slots since before the probe.  One reading for
@@ -424,7 +425,7 @@ void SoftwareProvider::Impl::lookup_batch(const SoftwarePacket* packets, size_t 
                            ((sv & kDirReply) != 0 ? sizeof(Record) - kHitWindow : 0);
       __builtin_prefetch(window, 1);
       __builtin_prefetch(window + kHitWindow - 1, 1);
-      found[r] = j;
+      found[r] = sv;
       break;
     }
   };
@@ -435,10 +436,14 @@ void SoftwareProvider::Impl::lookup_batch(const SoftwarePacket* packets, size_t 
     if (found[r] == kUndecided) {
       d = lookup(keys[r], hashes[r], packets[at].bytes, &now);
     } else if (found[r] != kNoMatch) {
-      const uint32_t sv = load(slots[found[r]], std::memory_order_acquire);
+      // The candidate, if its record is this packet's connection: try_hit()
+      // checks that against the record itself, as lookup() does, so the
+      // slot need not be read again.  Anything else (another connection
+      // with the same tag, a record changed since) is left to the whole
+      // probe.
+      const uint32_t sv = found[r];
       const bool reply = (sv & kDirReply) != 0;
-      if (sv != kEmpty && (sv >> kTagShift) == tag_of(hashes[r]) &&
-          try_hit(sv & kIndexMask, reply, keys[r], packets[at].bytes, &now)) {
+      if (try_hit(sv & kIndexMask, reply, keys[r], packets[at].bytes, &now)) {
         d = reply ? Direction::kReply : Direction::kOriginal;
       } else {
         d = lookup(keys[r], hashes[r], packets[at].bytes, &now);
