@@ -25,6 +25,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <map>
@@ -272,7 +273,10 @@ void MemoryFloor_BatchHit(benchmark::State& state) {
   uint64_t sum = 0;
   for (auto _ : state) {
     const uint32_t* at = f.at.data() + off;
-    for (size_t i = 0; i < kChunk; ++i) __builtin_prefetch(&f.slots[at[i]]);
+    for (size_t i = 0; i < kChunk; ++i) {
+      __builtin_prefetch(&f.slots[at[i]]);
+      __builtin_prefetch(&f.slots[std::min<size_t>(at[i] + 3, f.n_slots - 1)]);
+    }
     for (size_t i = 0; i < kChunk + kAhead; ++i) {
       if (i < kChunk) {
         const uint32_t sv = std::atomic_ref<uint32_t>(f.slots[at[i]]).load(std::memory_order_acquire);
