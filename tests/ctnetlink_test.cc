@@ -708,6 +708,157 @@ TEST(CtClient, RemoveSendsDeleteAndReturnsOkOrEnoent) {
   EXPECT_NE(seq_of(c.kernel->requests[0]), seq_of(c.kernel->requests[1]));
 }
 
+// The messages of one datagram, each whole.
+std::vector<std::vector<unsigned char>> messages_of(const std::vector<unsigned char>& dgram) {
+  std::vector<std::vector<unsigned char>> out;
+  const auto* nlh = reinterpret_cast<const nlmsghdr*>(dgram.data());
+  int rem = static_cast<int>(dgram.size());
+  for (; mnl_nlmsg_ok(nlh, rem); nlh = mnl_nlmsg_next(nlh, &rem)) {
+    const auto* b = reinterpret_cast<const unsigned char*>(nlh);
+    out.emplace_back(b, b + nlh->nlmsg_len);
+  }
+  EXPECT_EQ(rem, 0) << "the datagram ends in a partial message";
+  return out;
+}
+
+uint16_t source_port_of(const std::vector<unsigned char>& request) {
+  auto tuple = nested_attrs(request_attrs(request)[CTA_TUPLE_ORIG]);
+  return ntohs(mnl_attr_get_u16(nested_attrs(tuple[CTA_TUPLE_PROTO])[CTA_PROTO_SRC_PORT]));
+}
+
+std::vector<Conn> numbered_keys(int n) {
+  std::vector<Conn> keys;
+  for (int i = 0; i < n; ++i) keys.push_back(tcp4("10.0.0.1", static_cast<uint16_t>(1000 + i), "10.0.0.2", 80));
+  return keys;
+}
+
+TEST(CtClient, RemoveManySendsAWindowPerDatagramAndOnlyItsLastRequestAsksForAnAck) {
+  auto c = make_client();
+  constexpr int kN = 600;
+  std::vector<Conn> keys = numbered_keys(kN);
+  keys[300].family = 0;  // Never sent.
+  // The kernel: each delete whose source port is a multiple of 7 finds no
+  // entry; the others succeed, answered only when asked.
+  c.kernel->on_request = [](const std::vector<unsigned char>& dgram, FakeKernel& k) {
+    for (const auto& m : messages_of(dgram)) {
+      const auto* nlh = reinterpret_cast<const nlmsghdr*>(m.data());
+      EXPECT_EQ(nlh->nlmsg_type, (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE);
+      const bool missing = source_port_of(m) % 7 == 0;
+      if (missing) {
+        k.push(ack_msg(m, ENOENT, "no such conntrack"));
+      } else if ((nlh->nlmsg_flags & NLM_F_ACK) != 0) {
+        k.push(ack_msg(m, 0));
+      }
+    }
+  };
+  const std::vector<Status> rs = c.ct.remove_many(keys);
+  ASSERT_EQ(rs.size(), keys.size());
+  for (int i = 0; i < kN; ++i) {
+    if (i == 300) {
+      EXPECT_EQ(rs[i].err(), EINVAL) << rs[i].message();
+    } else if ((1000 + i) % 7 == 0) {
+      EXPECT_EQ(rs[i].err(), ENOENT) << i;
+      EXPECT_NE(rs[i].message().find("no such conntrack"), std::string::npos) << rs[i].message();
+      EXPECT_NE(rs[i].message().find(":" + std::to_string(1000 + i)), std::string::npos) << rs[i].message();
+    } else {
+      EXPECT_TRUE(rs[i].ok()) << i << ": " << rs[i].message();
+    }
+  }
+  // 599 requests in windows of 256: three datagrams, every request once, in
+  // order, each with a sequence number of its own, the last of each
+  // datagram alone asking for an acknowledgement.
+  ASSERT_EQ(c.kernel->requests.size(), 3u);
+  std::vector<uint16_t> ports;
+  std::set<uint32_t> seqs;
+  for (const auto& dgram : c.kernel->requests) {
+    const auto msgs = messages_of(dgram);
+    EXPECT_LE(msgs.size(), Ctnetlink::kRemoveWindow);
+    for (size_t j = 0; j < msgs.size(); ++j) {
+      const auto* nlh = reinterpret_cast<const nlmsghdr*>(msgs[j].data());
+      EXPECT_EQ((nlh->nlmsg_flags & NLM_F_ACK) != 0, j + 1 == msgs.size()) << j;
+      EXPECT_NE(nlh->nlmsg_flags & NLM_F_REQUEST, 0);
+      seqs.insert(nlh->nlmsg_seq);
+      ports.push_back(source_port_of(msgs[j]));
+    }
+  }
+  ASSERT_EQ(ports.size(), static_cast<size_t>(kN - 1));
+  EXPECT_EQ(seqs.size(), ports.size());
+  for (size_t j = 0; j < ports.size(); ++j) EXPECT_EQ(ports[j], 1000 + j + (j >= 300 ? 1 : 0));
+}
+
+TEST(CtClient, RemoveManyAsksAgainOnANewSocketForWhatALostAnswerLeftOpen) {
+  auto c = make_client();
+  const std::vector<Conn> keys = numbered_keys(10);
+  int datagrams = 0;
+  c.kernel->on_request = [&](const std::vector<unsigned char>& dgram, FakeKernel& k) {
+    const auto msgs = messages_of(dgram);
+    if (++datagrams == 1) {
+      // The first request fails and its answer arrives; then the socket
+      // overflows, and whatever else the kernel said is lost.
+      k.push(ack_msg(msgs[0], EBUSY));
+      k.push_error(ENOBUFS);
+      return;
+    }
+    // Asked again: the ones the kernel had carried out are gone by now.
+    for (size_t j = 0; j < msgs.size(); ++j) {
+      const uint16_t port = source_port_of(msgs[j]);
+      if (port < 1005) {
+        k.push(ack_msg(msgs[j], ENOENT));
+      } else if (j + 1 == msgs.size()) {
+        k.push(ack_msg(msgs[j], 0));
+      }
+    }
+  };
+  const std::vector<Status> rs = c.ct.remove_many(keys);
+  EXPECT_EQ(c.kernel->resets, 1);
+  ASSERT_EQ(c.kernel->requests.size(), 2u);
+  EXPECT_EQ(messages_of(c.kernel->requests[1]).size(), 9u) << "the answered request is not sent again";
+  EXPECT_EQ(source_port_of(messages_of(c.kernel->requests[1])[0]), 1001);
+  EXPECT_EQ(rs[0].err(), EBUSY) << rs[0].message();
+  for (size_t i = 1; i < 5; ++i) EXPECT_EQ(rs[i].err(), ENOENT) << i;
+  for (size_t i = 5; i < 10; ++i) EXPECT_TRUE(rs[i].ok()) << i << ": " << rs[i].message();
+}
+
+TEST(CtClient, RemoveManyOnASocketClosedUnderUsSendsTheWindowOnANewOne) {
+  auto c = make_client();
+  const std::vector<Conn> keys = numbered_keys(3);
+  c.kernel->on_request = [](const std::vector<unsigned char>& dgram, FakeKernel& k) {
+    const auto msgs = messages_of(dgram);
+    k.push(ack_msg(msgs.back(), 0));
+  };
+  c.kernel->gone = true;
+  const std::vector<Status> rs = c.ct.remove_many(keys);
+  EXPECT_EQ(c.kernel->resets, 1);
+  ASSERT_EQ(c.kernel->requests.size(), 1u);  // The first send never got out.
+  EXPECT_EQ(messages_of(c.kernel->requests[0]).size(), 3u);
+  for (const Status& r : rs) EXPECT_TRUE(r.ok()) << r.message();
+}
+
+TEST(CtClient, RemoveManyStopsWhenTheKernelDoesNotAnswer) {
+  auto c = make_client();
+  const std::vector<Conn> keys = numbered_keys(300);                             // Two windows.
+  c.kernel->on_request = [](const std::vector<unsigned char>&, FakeKernel&) {};  // Silence.
+  const std::vector<Status> rs = c.ct.remove_many(keys);
+  ASSERT_EQ(c.kernel->requests.size(), 1u) << "nothing more is sent to a kernel that does not answer";
+  EXPECT_EQ(c.kernel->resets, 1) << "a fresh socket for what comes next";
+  for (size_t i = 0; i < rs.size(); ++i) EXPECT_EQ(rs[i].err(), ETIMEDOUT) << i;
+  EXPECT_EQ(rs[0].message().find("not sent"), std::string::npos) << rs[0].message();
+  EXPECT_NE(rs[299].message().find("not sent"), std::string::npos) << rs[299].message();
+}
+
+TEST(CtClient, RemoveManyTakesAnEpermForTheFirstRequestAsTheWholeDatagramsRefusal) {
+  auto c = make_client();
+  const std::vector<Conn> keys = numbered_keys(5);
+  // What the kernel does for a sender without CAP_NET_ADMIN: it answers the
+  // datagram's first message and drops the rest.
+  c.kernel->on_request = [](const std::vector<unsigned char>& dgram, FakeKernel& k) {
+    k.push(ack_msg(messages_of(dgram)[0], EPERM));
+  };
+  const std::vector<Status> rs = c.ct.remove_many(keys);
+  for (const Status& r : rs) EXPECT_EQ(r.err(), EPERM) << r.message();
+  EXPECT_EQ(c.kernel->resets, 0) << "no wait for answers that never come";
+}
+
 TEST(CtClient, GetOnASocketClosedUnderUsReopensItAndAsksAgain) {
   auto c = make_client();
   c.kernel->on_request = [](const std::vector<unsigned char>& req, FakeKernel& k) {

@@ -594,6 +594,7 @@ class NftRef final : public netlink::Transport {
 struct FakeCtState {
   std::vector<netlink::CtEntry> entries;
   size_t gets = 0, deletes = 0, dumps = 0;
+  size_t datagrams = 0;  // Requests sent, counted per datagram.
 };
 
 void put_tuple(nlmsghdr* nlh, uint16_t type, uint8_t family, uint8_t proto, const Tuple& t) {
@@ -689,8 +690,15 @@ CtKey decode_request(const nlmsghdr* nlh) {
 class FakeCt final : public netlink::NetlinkTransport {
  public:
   explicit FakeCt(FakeCtState* s) : s_(s) {}
-  Status send(const void* msg, size_t) override {
+  // Like the kernel: every message of the datagram in turn.
+  Status send(const void* msg, size_t len) override {
+    ++s_->datagrams;
     auto* nlh = static_cast<const nlmsghdr*>(msg);
+    int rem = static_cast<int>(len);
+    for (; mnl_nlmsg_ok(nlh, rem); nlh = mnl_nlmsg_next(nlh, &rem)) one(nlh);
+    return {};
+  }
+  void one(const nlmsghdr* nlh) {
     const uint8_t type = nlh->nlmsg_type & 0xff;
     if ((nlh->nlmsg_flags & NLM_F_DUMP) == NLM_F_DUMP) {
       ++s_->dumps;
@@ -702,7 +710,7 @@ class FakeCt final : public netlink::NetlinkTransport {
       *static_cast<int*>(mnl_nlmsg_put_extra_header(dn, sizeof(int))) = 0;
       d.resize(dn->nlmsg_len);
       q_.push_back(d);
-      return {};
+      return;
     }
     const CtKey k = decode_request(nlh);
     auto it = std::find_if(s_->entries.begin(), s_->entries.end(), [&](const netlink::CtEntry& e) {
@@ -719,6 +727,7 @@ class FakeCt final : public netlink::NetlinkTransport {
       ++s_->gets;
       q_.push_back(encode_entry(*it, nlh->nlmsg_seq, false));
     }
+    if (err == 0 && (nlh->nlmsg_flags & NLM_F_ACK) == 0) return;  // Success is acknowledged only when asked.
     std::vector<unsigned char> a(256);
     nlmsghdr* an = mnl_nlmsg_put_header(a.data());
     an->nlmsg_type = NLMSG_ERROR;
@@ -729,7 +738,6 @@ class FakeCt final : public netlink::NetlinkTransport {
     e->msg = *nlh;
     a.resize(an->nlmsg_len);
     q_.push_back(a);
-    return {};
   }
   Result<size_t> receive(std::span<unsigned char> buf) override {
     if (q_.empty()) return Status::error(ETIMEDOUT, "fake ct: nothing");
@@ -1222,6 +1230,37 @@ TEST_F(NftFlowtableTest, ConnDelRemovesTheElementAndTheConntrackEntry) {
   // Unknown connections are ignored: nothing of theirs is deleted.
   p->conn_del(ctx_of(c4(2), &eth0_));
   EXPECT_EQ(ct_.entries.size(), 1u);
+}
+
+TEST_F(NftFlowtableTest, ABatchOfDeletesEndsItsConntrackEntriesAWindowPerDatagram) {
+  auto p = ready();
+  ASSERT_TRUE(p);
+  constexpr int kN = 600;  // Three windows of conntrack deletes.
+  std::vector<Op> ops(kN);
+  std::vector<Conn> conns;
+  for (int i = 0; i < kN; ++i) conns.push_back(c4(i));
+  for (int i = 0; i < kN; ++i) {
+    if (i % 2 == 0) ct_entry(conns[static_cast<size_t>(i)], 1);  // The odd ones have none left.
+    ops[static_cast<size_t>(i)].type = CT_OFFLOAD_OP_ADD;
+    ops[static_cast<size_t>(i)].ctx = ctx_of(conns[static_cast<size_t>(i)], &eth0_);
+  }
+  const Conn foreign = tcp4("10.7.0.1", 1, "10.7.0.2", 2);
+  ct_entry(foreign, 1);
+  p->batch_submit(ops);
+  for (const Op& op : ops) ASSERT_EQ(op.error, 0);
+  ASSERT_EQ(p->size(), static_cast<size_t>(kN));
+
+  for (Op& op : ops) op.type = CT_OFFLOAD_OP_DEL;
+  const size_t before = ct_.datagrams;
+  p->batch_submit(ops);
+  for (const Op& op : ops) EXPECT_EQ(op.error, 0);
+  EXPECT_EQ(p->size(), 0u);
+  EXPECT_TRUE(nft_.set("sel4")->elems.empty());
+  EXPECT_EQ(ct_.deletes, static_cast<size_t>(kN / 2));
+  ASSERT_EQ(ct_.entries.size(), 1u);
+  EXPECT_TRUE(same_conn(ct_.entries[0].conn, foreign)) << "only our connections' entries go";
+  const size_t windows = (kN + netlink::Ctnetlink::kRemoveWindow - 1) / netlink::Ctnetlink::kRemoveWindow;
+  EXPECT_EQ(ct_.datagrams - before, windows) << "one datagram per window, not one per connection";
 }
 
 TEST_F(NftFlowtableTest, LastUsedFollowsCountersFromOneCachedDump) {

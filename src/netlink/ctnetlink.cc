@@ -32,6 +32,7 @@
 #include <cstring>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "log.h"
 #include "netlink/nl_error.h"
@@ -625,6 +626,127 @@ Result<CtEntry> Ctnetlink::lookup(const Conn& key, int msg_type) {
 Result<CtEntry> Ctnetlink::get(const Conn& key) { return lookup(key, IPCTNL_MSG_CT_GET); }
 
 Status Ctnetlink::remove(const Conn& key) { return lookup(key, IPCTNL_MSG_CT_DELETE).status(); }
+
+std::vector<Status> Ctnetlink::remove_many(std::span<const Conn> keys) {
+  std::vector<Status> out(keys.size());
+  std::vector<unsigned char> requests;
+  std::vector<size_t> at, index;
+  size_t next = 0;
+  while (next < keys.size()) {
+    requests.clear();
+    at.assign(1, 0);
+    index.clear();
+    while (next < keys.size() && index.size() < kRemoveWindow) {
+      const size_t k = next++;
+      auto req = build_lookup_request(keys[k], IPCTNL_MSG_CT_DELETE);
+      if (!req) {
+        out[k] = req.status().with_context("delete conntrack entry " + describe_key(keys[k]));
+        continue;
+      }
+      const nlmsghdr* nlh = nlmsg_hdr(req->get());
+      requests.resize(at.back() + NLMSG_ALIGN(nlh->nlmsg_len));  // Padding zeroed.
+      std::memcpy(requests.data() + at.back(), nlh, nlh->nlmsg_len);
+      at.push_back(requests.size());
+      index.push_back(k);
+    }
+    if (index.empty()) continue;
+    if (Status s = remove_window(keys, requests, at, index, out); !s) {
+      for (size_t k = next; k < keys.size(); ++k) {
+        out[k] = s.with_context("delete conntrack entry " + describe_key(keys[k]) +
+                                ": not sent after an earlier one failed");
+      }
+      break;
+    }
+  }
+  return out;
+}
+
+Status Ctnetlink::remove_window(std::span<const Conn> keys, const std::vector<unsigned char>& requests,
+                                const std::vector<size_t>& at, const std::vector<size_t>& index,
+                                std::vector<Status>& out) {
+  const auto context = [&](size_t i) { return "delete conntrack entry " + describe_key(keys[index[i]]); };
+  std::vector<uint8_t> answered(index.size(), 0);
+  std::vector<size_t> open;  // Requests of this window not answered yet.
+  std::vector<unsigned char> dgram;
+  for (int attempt = 0;; ++attempt) {
+    // The open requests, numbered from 'first'; only the last asks for an
+    // acknowledgement, which comes after any error the others get.
+    open.clear();
+    for (size_t i = 0; i < index.size(); ++i) {
+      if (answered[i] == 0) open.push_back(i);
+    }
+    dgram.clear();
+    const uint32_t first = seq_ + 1;
+    for (size_t j = 0; j < open.size(); ++j) {
+      const size_t off = dgram.size();
+      dgram.insert(dgram.end(), requests.begin() + static_cast<ptrdiff_t>(at[open[j]]),
+                   requests.begin() + static_cast<ptrdiff_t>(at[open[j] + 1]));
+      auto* nlh = reinterpret_cast<nlmsghdr*>(dgram.data() + off);
+      nlh->nlmsg_seq = ++seq_;
+      nlh->nlmsg_pid = 0;
+      nlh->nlmsg_flags = static_cast<uint16_t>((nlh->nlmsg_flags & ~NLM_F_ACK) | NLM_F_REQUEST |
+                                               (j + 1 == open.size() ? NLM_F_ACK : 0));
+    }
+    Status s = transport_->send(dgram.data(), dgram.size());
+    bool done = false;
+    while (s && !done) {
+      auto got = transport_->receive({buf_.get(), kNetlinkReceiveBuffer});
+      if (!got) {
+        s = got.status();
+        break;
+      }
+      int rem = static_cast<int>(*got);
+      for (auto* nlh = reinterpret_cast<nlmsghdr*>(buf_.get()); nlmsg_ok(nlh, rem); nlh = nlmsg_next(nlh, &rem)) {
+        if (nlh->nlmsg_type != NLMSG_ERROR) continue;
+        const uint32_t j = nlh->nlmsg_seq - first;  // Wraps for another request's: skipped.
+        if (j >= open.size()) continue;
+        auto ack = parse_kernel_ack(nlh, nlh->nlmsg_len);
+        if (!ack) {
+          s = ack.status();
+          break;
+        }
+        const size_t i = open[j];
+        if (answered[i] == 0) {
+          answered[i] = 1;
+          out[index[i]] = ack->err == 0 ? Status() : kernel_status(*ack, "ctnetlink").with_context(context(i));
+        }
+        if (j + 1 == open.size()) {
+          done = true;
+        } else if (j == 0 && ack->err == EPERM) {
+          // A sender without CAP_NET_ADMIN has its whole datagram refused:
+          // the first request is answered EPERM and the rest are dropped.
+          for (size_t i2 : open) {
+            if (answered[i2] == 0) out[index[i2]] = kernel_status(*ack, "ctnetlink").with_context(context(i2));
+            answered[i2] = 1;
+          }
+          done = true;
+        }
+      }
+    }
+    if (s) {
+      // The last request's answer came after every error: the rest were
+      // carried out.
+      for (size_t i : open) {
+        if (answered[i] == 0) out[index[i]] = Status();
+        answered[i] = 1;
+      }
+      return Status();
+    }
+    if (attempt == 0 && (socket_gone(s.err()) || s.err() == ENOBUFS)) {
+      logger()->warn("ctnetlink socket failed during {} deletes ({}); reopening it and asking again", open.size(),
+                     s.message());
+      Status r = transport_->reset();
+      if (r) continue;
+      s = r.with_context("reopen ctnetlink socket");
+    } else if (s.err() == ENOBUFS || s.err() == ETIMEDOUT || s.err() == EMSGSIZE) {
+      (void)transport_->reset();  // It may still hold answers of this window.
+    }
+    for (size_t i : open) {
+      if (answered[i] == 0) out[index[i]] = s.with_context(context(i));
+    }
+    return s;
+  }
+}
 
 Result<CtDumpStats> Ctnetlink::dump(const CtFilter& filter, const std::function<void(const CtEntry&)>& visit,
                                     const std::function<void()>& on_resync) {

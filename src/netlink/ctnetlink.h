@@ -23,6 +23,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "ctoffload/conn.h"
 #include "ctoffload/result.h"
@@ -186,6 +187,28 @@ class Ctnetlink {
   // ENOENT the second.
   Status remove(const Conn& key);
 
+  // Deletes the entries of 'keys', each found as get() finds it, without a
+  // round trip per entry: up to kRemoveWindow requests go out in one
+  // datagram, and only the last of them asks for an acknowledgement (the
+  // kernel answers the others only when they fail, and in order), so a
+  // window costs one send and one receive per failure, plus one.  Returns
+  // one Status per key, in the order of 'keys': success; ENOENT when there
+  // was no such entry; the kernel's error; EINVAL for a key without family
+  // or protocol, which is never sent.
+  //
+  // As with remove(), a socket closed or replaced under the client, or one
+  // that overflowed (ENOBUFS), is replaced and the window's requests not
+  // answered yet go out once more: a delete the kernel carried out the
+  // first time answers ENOENT the second.  When that fails again, or the
+  // kernel does not answer (ETIMEDOUT), those requests and every key after
+  // them carry the error, and nothing more is sent.
+  std::vector<Status> remove_many(std::span<const Conn> keys);
+
+  // Requests per datagram in remove_many(): 256 deletes are under 40 KiB,
+  // and the kernel's answers to them, should all fail, well under the
+  // socket's receive buffer.
+  static constexpr size_t kRemoveWindow = 256;
+
   // Visits every entry passing 'filter' in one dump (see CtFilter for what
   // the kernel filters).  The entry handed to 'visit' is reused: copy what
   // you keep.  'visit' must not use this client.
@@ -206,6 +229,12 @@ class Ctnetlink {
   // ACK, error or NLMSG_DONE, handing entry messages to 'on_entry'.
   Status transact(void* request, const std::function<Status(const void*, size_t)>& on_entry);
   Result<CtEntry> lookup(const Conn& key, int msg_type);
+  // One remove_many() window: request i, for keys[index[i]], is bytes
+  // at[i] to at[i + 1] of 'requests'; results go into 'out'.  Returns
+  // the error that ends remove_many(), after putting it in 'out' for the
+  // requests left without an answer.
+  Status remove_window(std::span<const Conn> keys, const std::vector<unsigned char>& requests,
+                       const std::vector<size_t>& at, const std::vector<size_t>& index, std::vector<Status>& out);
 
   std::unique_ptr<NetlinkTransport> transport_;
   std::unique_ptr<unsigned char[]> buf_;  // Receive buffer, reused.

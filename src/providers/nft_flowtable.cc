@@ -289,6 +289,10 @@ class RealDevices final : public NftDeviceDirectory {
 
 constexpr uint16_t kNoDevice = 0xffff;
 
+// Conntrack entries a batch of deletes failed to delete that are logged one
+// by one; the rest are counted in one line.
+constexpr size_t kMaxLoggedCtFailures = 8;
+
 // Record flags.
 constexpr uint8_t kRecHw = 0x1;          // In a hardware-flowtable set.
 constexpr uint8_t kRecSeen = 0x2;        // Counters observed at least once.
@@ -1686,6 +1690,7 @@ void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vecto
     ref(a.riif, +1);
     ++sets[a.key].count;
   }
+  std::vector<Conn> ended;
   for (const auto& d : dels) {
     if (!d.done) continue;
     const size_t r = conns.find(d.conn);
@@ -1695,9 +1700,23 @@ void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vecto
     ref(rec.riif, -1);
     --sets[d.key].count;
     conns.erase(r);
-    // Ends the flowtable offload now (deleting the element does not).
-    Status s = backend.ct->remove(d.conn);
-    if (!s && s.err() != ENOENT) logger->warn("conn_del {}: conntrack entry: {}", format_conn(d.conn), s.to_string());
+    ended.push_back(d.conn);
+  }
+  // Ends the flowtable offload of the deleted connections now (deleting the
+  // element does not) by deleting their conntrack entries, a window of
+  // them per datagram.  An entry already gone is what we wanted.
+  if (!ended.empty()) {
+    const std::vector<Status> rs = backend.ct->remove_many(ended);
+    size_t failed = 0;
+    for (size_t i = 0; i < rs.size(); ++i) {
+      if (rs[i] || rs[i].err() == ENOENT) continue;
+      if (++failed <= kMaxLoggedCtFailures) {
+        logger->warn("conn_del {}: conntrack entry: {}", format_conn(ended[i]), rs[i].to_string());
+      }
+    }
+    if (failed > kMaxLoggedCtFailures) {
+      logger->warn("conn_del: {} more conntrack entries could not be deleted", failed - kMaxLoggedCtFailures);
+    }
   }
   rollback_devices(added);
 

@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/capability.h>
 #include <linux/netfilter/nf_conntrack_tcp.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -30,6 +31,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -236,6 +238,80 @@ TEST_F(CtNetns, RemoveDeletesTheEntryFromTheKernel) {
   ASSERT_TRUE(ct_->remove(key).ok());
   EXPECT_EQ(ct_->get(key).err(), ENOENT);
   EXPECT_EQ(output_of("conntrack -L 2>/dev/null"), "");
+}
+
+TEST_F(CtNetns, RemoveManyDeletesWhatIsThereAndSaysEnoentForTheRest) {
+  // 1,000 entries to delete (ports 1000-1999), 10 to keep (3000-3009), one
+  // IPv6 entry asked for by its reply tuple, and 200 keys of entries that
+  // do not exist between them: five windows of requests.
+  std::vector<std::string> lines;
+  for (int i = 0; i < 1000; ++i) {
+    lines.push_back("-I -p tcp -s 10.0.0.1 -d 10.0.0.2 --sport " + std::to_string(1000 + i) +
+                    " --dport 80 --state ESTABLISHED -t 300");
+  }
+  for (int i = 0; i < 10; ++i) {
+    lines.push_back("-I -p tcp -s 10.0.0.1 -d 10.0.0.2 --sport " + std::to_string(3000 + i) +
+                    " --dport 80 --state ESTABLISHED -t 300");
+  }
+  ASSERT_NO_FATAL_FAILURE(load(lines));
+  insert("-p udp -s fd00::1 -d fd00::2 --sport 53 --dport 5353 -t 100");
+  ASSERT_EQ(dump_count(CtFilter{}), 1011u);
+
+  std::vector<Conn> keys;
+  std::vector<int> want;
+  for (int i = 0; i < 1000; ++i) {
+    keys.push_back(tcp4("10.0.0.1", static_cast<uint16_t>(1000 + i), "10.0.0.2", 80));
+    want.push_back(0);
+    if (i % 5 == 0) {
+      keys.push_back(tcp4("10.0.0.1", static_cast<uint16_t>(5000 + i), "10.0.0.2", 80));
+      want.push_back(ENOENT);
+    }
+  }
+  keys.push_back(udp6("fd00::2", 5353, "fd00::1", 53));  // The reply direction.
+  want.push_back(0);
+  const std::vector<Status> rs = ct_->remove_many(keys);
+  ASSERT_EQ(rs.size(), keys.size());
+  for (size_t i = 0; i < rs.size(); ++i) {
+    EXPECT_EQ(rs[i].err(), want[i]) << format_conn(keys[i]) << ": " << rs[i].message();
+  }
+  // The kernel holds exactly the ten kept.
+  std::set<uint16_t> left;
+  auto st = ct_->dump(CtFilter{}, [&](const CtEntry& e) { left.insert(e.conn.orig.src_port); });
+  ASSERT_TRUE(st.ok()) << st.message();
+  std::set<uint16_t> kept;
+  for (uint16_t p = 3000; p < 3010; ++p) kept.insert(p);
+  EXPECT_EQ(left, kept);
+  EXPECT_EQ(output_of("conntrack -L 2>/dev/null | grep -c sport=1"), "0\n");
+
+  // Asked again, every one of them answers ENOENT.
+  const std::vector<Status> again = ct_->remove_many(keys);
+  for (size_t i = 0; i < again.size(); ++i) EXPECT_EQ(again[i].err(), ENOENT) << format_conn(keys[i]);
+  EXPECT_EQ(dump_count(CtFilter{}), 10u);
+}
+
+TEST_F(CtNetns, RemoveManyWithoutCapNetAdminIsRefusedWholeAndAtOnce) {
+  for (int i = 0; i < 3; ++i)
+    insert("-p udp -s 10.0.0.1 -d 10.0.0.2 --sport " + std::to_string(7 + i) + " --dport 9 -t 100");
+  std::vector<Conn> keys;
+  for (int i = 0; i < 3; ++i) {
+    Conn k = tcp4("10.0.0.1", static_cast<uint16_t>(7 + i), "10.0.0.2", 9);
+    k.proto = IPPROTO_UDP;
+    keys.push_back(k);
+  }
+  // Capabilities are per thread: dropped in one of its own.
+  std::vector<Status> rs;
+  std::thread t([&] {
+    if (ctoffload::testing::set_effective_capability(CAP_NET_ADMIN, false)) rs = ct_->remove_many(keys);
+  });
+  t.join();
+  ASSERT_EQ(rs.size(), keys.size()) << "capset refused";
+  // The kernel answers only the first request of a refused datagram.  A
+  // client that waited for the others would get ETIMEDOUT for them.
+  for (const Status& r : rs) EXPECT_EQ(r.err(), EPERM) << r.message();
+  EXPECT_EQ(dump_count(CtFilter{}), 3u);
+  // The socket is still good for a sender with the capability.
+  for (const Status& r : ct_->remove_many(keys)) EXPECT_TRUE(r.ok()) << r.message();
+  EXPECT_EQ(dump_count(CtFilter{}), 0u);
 }
 
 TEST_F(CtNetns, CountersArePresentOnlyWhenAccountingWasOnAtCreation) {

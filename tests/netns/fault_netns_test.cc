@@ -500,20 +500,8 @@ using Foreign = std::vector<std::pair<std::string, std::string>>;
                                        << output_of("nft list ruleset 2>&1");
 }
 
-// capset(2) without libcap, on the calling thread only: CAP_NET_ADMIN out of
-// (or back into) the effective set.  The permitted set keeps it.
-bool set_net_admin(bool on) {
-  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct data[2]{};
-  if (syscall(SYS_capget, &hdr, data) != 0) return false;
-  const unsigned bit = 1u << (CAP_NET_ADMIN % 32);
-  if (on) {
-    data[CAP_NET_ADMIN / 32].effective |= bit;
-  } else {
-    data[CAP_NET_ADMIN / 32].effective &= ~bit;
-  }
-  return syscall(SYS_capset, &hdr, data) == 0;
-}
+// CAP_NET_ADMIN out of (or back into) the calling thread's effective set.
+bool set_net_admin(bool on) { return ctoffload::testing::set_effective_capability(CAP_NET_ADMIN, on); }
 
 // ---------------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 #include "netns_support.h"
 
 #include <gtest/gtest.h>
+#include <linux/capability.h>
 #include <net/if.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,6 +29,19 @@ std::string output_of(const std::string& cmd) {
   while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
   pclose(p);
   return out;
+}
+
+bool set_effective_capability(int cap, bool on) {
+  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2]{};
+  if (syscall(SYS_capget, &hdr, data) != 0) return false;
+  const unsigned bit = 1u << (cap % 32);
+  if (on) {
+    data[cap / 32].effective |= bit;
+  } else {
+    data[cap / 32].effective &= ~bit;
+  }
+  return syscall(SYS_capset, &hdr, data) == 0;
 }
 
 ino_t netns_inode(const char* path) {

@@ -35,6 +35,11 @@ void assert_tools();
 // namespace (so nothing stays), asked once per process.
 bool kernel_has_flowtables();
 
+// capset(2) without libcap, on the calling thread only: capability 'cap'
+// out of (or back into) the effective set; the permitted set keeps it.
+// False when the kernel refused.
+bool set_effective_capability(int cap, bool on);
+
 // CTOFFLOAD_REQUIRE_FLOWTABLES=1: a test that needs flowtables must fail
 // rather than skip where the kernel has none (the VM stages set it).
 bool require_flowtables();

@@ -373,14 +373,8 @@ TEST_F(NftNetns, ProbeMatchesTheKernelAndLeavesNothingBehind) {
   EXPECT_EQ(output_of("nft list ruleset"), "");
 }
 
-// capset(2) without libcap: drops 'cap' from the effective set.
-bool drop_capability(int cap) {
-  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct data[2]{};
-  if (syscall(SYS_capget, &hdr, data) != 0) return false;
-  data[cap / 32].effective &= ~(1u << (cap % 32));
-  return syscall(SYS_capset, &hdr, data) == 0;
-}
+// Drops 'cap' from the calling thread's effective set.
+bool drop_capability(int cap) { return ctoffload::testing::set_effective_capability(cap, false); }
 
 TEST_F(NftNetns, ProbeWithoutCapNetAdminSaysNoPrivileges) {
   int pipefd[2];
