@@ -28,6 +28,10 @@
 //                       dump filtered by zone and by mark in the kernel,
 //                       versus `conntrack -L` of the whole table (and
 //                       `conntrack -L -w 7`, the tool's own zone filter).
+//   ct-delete N...      not a row of the issue: deleting N conntrack
+//                       entries with Ctnetlink::remove_many, versus N
+//                       Ctnetlink::remove calls, `conntrack -D` and (the
+//                       kernel's floor) `conntrack -F`.
 //   rtt OPS NFT_OPS     row 5: one add, round trip: NftFlowtableProvider::
 //                       conn_add and one NftTxn commit of one element, OPS
 //                       times each, versus `nft add element` (one process
@@ -797,6 +801,107 @@ void mode_ct_filter(Out& o, const std::vector<std::pair<size_t, size_t>>& config
 }
 
 // ------------------------------------------------------------------------
+// Deletes: N conntrack entries (not a row of the issue's table)
+// ------------------------------------------------------------------------
+
+// How many entries the caller's namespace's conntrack table holds.
+size_t conntrack_count(netlink::Ctnetlink& ct) {
+  size_t n = 0;
+  auto r = ct.dump(netlink::CtFilter{}, [&](const netlink::CtEntry&) { ++n; });
+  if (!r) die("ctnetlink dump: " + r.message());
+  return n;
+}
+
+void mode_ct_delete(Out& o, const std::vector<size_t>& sizes) {
+  const size_t max = conntrack_max();
+  o.md << "### Deletes: the conntrack entries of N connections, host netns\n\n"
+          "What: N conntrack entries deleted, as a batch of conn_del ends its connections' offload.  Ours: "
+          "`Ctnetlink::remove_many` of the N keys (up to "
+       << netlink::Ctnetlink::kRemoveWindow
+       << " delete requests per datagram, only the last asking for an acknowledgement) and, for reference, N "
+          "`Ctnetlink::remove` calls (a round trip each: what conn_del did before remove_many).  Peer: "
+          "`conntrack -D -p tcp`, which dumps the table and deletes each entry that matches.  Reference: "
+          "`conntrack -F`, one request that flushes the whole table (the kernel's own cost of deleting N "
+          "entries, though it cannot choose them).  Entries as in row 2a, loaded anew before every side "
+          "(not timed); after every side the table must be empty.  Not a row of the issue's table, so no "
+          "target.\n\n";
+  o.md << "Command: `" << o.command << "`\n\n";
+  o.md << "| N | ours: remove_many, wall s (user / sys) | ours: N remove, wall s (user / sys) | `conntrack -D`, wall s "
+          "(user / sys) | `conntrack -F`, wall s | `conntrack -D` / remove_many (wall, CPU) | N remove / "
+          "remove_many (wall, CPU) |\n"
+          "|---|---|---|---|---|---|---|\n";
+  for (size_t n : sizes) {
+    if (n + 1000 > max) {
+      o.md << format("| %s | skipped: above nf_conntrack_max | | | | | |\n", thousands(static_cast<double>(n)).c_str());
+      continue;
+    }
+    std::vector<Conn> keys;
+    keys.reserve(n);
+    for (uint32_t i = 0; i < n; ++i) keys.push_back(conn4(i));
+    std::vector<Sample> many, single, tool, flush;
+    const auto emptied = [&](const char* who) {
+      netlink::Ctnetlink ct = open_ct();
+      if (conntrack_count(ct) != 0) die(std::string(who) + " left conntrack entries behind");
+    };
+    const auto m = [&] {
+      (void)load_conntrack(n, 0, 0);
+      netlink::Ctnetlink ct = open_ct();
+      std::vector<Status> rs;
+      many.push_back(measure([&] { rs = ct.remove_many(keys); }));
+      for (const Status& r : rs) {
+        if (!r) die("remove_many: " + r.message());
+      }
+      emptied("remove_many");
+    };
+    const auto one = [&] {
+      (void)load_conntrack(n, 0, 0);
+      netlink::Ctnetlink ct = open_ct();
+      single.push_back(measure([&] {
+        for (const Conn& k : keys) {
+          if (Status r = ct.remove(k); !r) die("remove: " + r.message());
+        }
+      }));
+      emptied("remove");
+    };
+    const auto d = [&] {
+      (void)load_conntrack(n, 0, 0);
+      tool.push_back(must_run({"conntrack", "-D", "-p", "tcp"}, "/dev/null", true).sample);
+      emptied("conntrack -D");
+    };
+    const auto f = [&] {
+      (void)load_conntrack(n, 0, 0);
+      flush.push_back(must_run({"conntrack", "-F"}, "/dev/null", true).sample);
+      emptied("conntrack -F");
+    };
+    for (int run = 0; run < runs_for(o, n); ++run) {
+      switch (run % 4) {
+        case 0:
+          m(), one(), d(), f();
+          break;
+        case 1:
+          one(), d(), f(), m();
+          break;
+        case 2:
+          d(), f(), m(), one();
+          break;
+        default:
+          f(), m(), one(), d();
+          break;
+      }
+    }
+    const Medians mm = medians(many), ms = medians(single), mt = medians(tool), mf = medians(flush);
+    const RatioSummary vs_tool = ratios(many, tool), vs_single = ratios(many, single);
+    o.md << format("| %s | %s (%s / %s) | %s (%s / %s) | %s (%s / %s) | %s | %.2fx, %.2fx | %.2fx, %.2fx |\n",
+                   thousands(static_cast<double>(n)).c_str(), secs(mm.wall).c_str(), secs(mm.user).c_str(),
+                   secs(mm.sys).c_str(), secs(ms.wall).c_str(), secs(ms.user).c_str(), secs(ms.sys).c_str(),
+                   secs(mt.wall).c_str(), secs(mt.user).c_str(), secs(mt.sys).c_str(), secs(mf.wall).c_str(),
+                   vs_tool.wall, vs_tool.cpu, vs_single.wall, vs_single.cpu);
+    std::fprintf(stderr, "ct-delete %zu done\n", n);
+  }
+  o.md << "\n";
+}
+
+// ------------------------------------------------------------------------
 // Row 5: one add, round trip
 // ------------------------------------------------------------------------
 
@@ -940,7 +1045,8 @@ void mode_provider_memory(Out& o, size_t n) {
   std::fprintf(stderr,
                "usage: ctoffload_kernel_bench [--runs R] [--md FILE] MODE ARGS\n"
                "  nft-add N...          provider-add N...      ct-refresh N...\n"
-               "  ct-filter K/T...      rtt OPS NFT_OPS        provider-memory N\n");
+               "  ct-filter K/T...      rtt OPS NFT_OPS        provider-memory N\n"
+               "  ct-delete N...\n");
   std::exit(2);
 }
 
@@ -978,8 +1084,8 @@ int run_main(int argc, char** argv) {
   std::vector<std::string> rest(args.begin() + static_cast<long>(i), args.end());
   if (rest.empty()) usage();
   std::vector<size_t> sizes;
-  if (mode == "nft-add" || mode == "provider-add" || mode == "ct-refresh" || mode == "provider-memory" ||
-      mode == "rtt") {
+  if (mode == "nft-add" || mode == "provider-add" || mode == "ct-refresh" || mode == "ct-delete" ||
+      mode == "provider-memory" || mode == "rtt") {
     for (const auto& r : rest) sizes.push_back(parse_size(r));
   }
   if (mode == "nft-add") {
@@ -988,6 +1094,8 @@ int run_main(int argc, char** argv) {
     mode_provider_add(o, sizes);
   } else if (mode == "ct-refresh") {
     mode_ct_refresh(o, sizes);
+  } else if (mode == "ct-delete") {
+    mode_ct_delete(o, sizes);
   } else if (mode == "ct-filter") {
     std::vector<std::pair<size_t, size_t>> configs;
     for (const auto& r : rest) {

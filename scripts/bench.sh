@@ -148,6 +148,7 @@ step 1a "$kb" --runs "$runs" --md "$work/1a.md" nft-add "${add_sizes[@]}"
 step 1b "$kb" --runs "$runs" --md "$work/1b.md" provider-add "${add_sizes[@]}"
 step 2a "$kb" --runs "$runs" --md "$work/2a.md" ct-refresh "${ct_sizes[@]}"
 step 2b "$kb" --runs "$runs" --md "$work/2b.md" ct-filter "${ct_filter[@]}"
+step del "$kb" --runs "$runs" --md "$work/del.md" ct-delete "${ct_sizes[@]}"
 step 3 "$bin/ctoffload_registry_bench" "${gb[@]}" --md="$work/3.md"
 step 4 "$bin/ctoffload_software_bench" "${gb[@]}" "${sw_filter[@]}" --md="$work/4.md"
 step 5 "$kb" --md "$work/5.md" rtt "${rtt[@]}"
@@ -246,7 +247,7 @@ EOF
 ## Rows
 
 EOF
-  for f in 1a 1b 2a 2b 3 4 5 7; do
+  for f in 1a 1b 2a 2b del 3 4 5 7; do
     cat "$work/$f.md"
     echo
   done
