@@ -816,6 +816,8 @@ TEST(CtClient, RemoveManyAsksAgainOnANewSocketForWhatALostAnswerLeftOpen) {
   EXPECT_EQ(source_port_of(messages_of(c.kernel->requests[1])[0]), 1001);
   EXPECT_EQ(rs[0].err(), EBUSY) << rs[0].message();
   for (size_t i = 1; i < 5; ++i) EXPECT_EQ(rs[i].err(), ENOENT) << i;
+  EXPECT_EQ(rs[1].message(), "delete conntrack entry: no such entry") << "the kernel gave no text: the short one";
+  EXPECT_NE(rs[0].message().find(":1000"), std::string::npos) << "other errors name the key: " << rs[0].message();
   for (size_t i = 5; i < 10; ++i) EXPECT_TRUE(rs[i].ok()) << i << ": " << rs[i].message();
 }
 

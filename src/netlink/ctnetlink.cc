@@ -708,7 +708,16 @@ Status Ctnetlink::remove_window(std::span<const Conn> keys, const std::vector<un
         const size_t i = open[j];
         if (answered[i] == 0) {
           answered[i] = 1;
-          out[index[i]] = ack->err == 0 ? Status() : kernel_status(*ack, "ctnetlink").with_context(context(i));
+          if (ack->err == 0) {
+            out[index[i]] = Status();
+          } else if (ack->err == ENOENT && ack->extack_msg.empty()) {
+            // The common answer in bulk (the entry is gone already), and
+            // the key is the caller's keys[index[i]]: no need to spell it
+            // out, which costs more than the kernel's whole answer.
+            out[index[i]] = Status::error(ENOENT, "delete conntrack entry: no such entry");
+          } else {
+            out[index[i]] = kernel_status(*ack, "ctnetlink").with_context(context(i));
+          }
         }
         if (j + 1 == open.size()) {
           done = true;

@@ -193,8 +193,10 @@ class Ctnetlink {
   // kernel answers the others only when they fail, and in order), so a
   // window costs one send and one receive per failure, plus one.  Returns
   // one Status per key, in the order of 'keys': success; ENOENT when there
-  // was no such entry; the kernel's error; EINVAL for a key without family
-  // or protocol, which is never sent.
+  // was no such entry (a short message that does not repeat the key, since
+  // bulk deletes meet it often and the key is keys[i]); the kernel's error,
+  // with the key and the kernel's text; EINVAL for a key without family or
+  // protocol, which is never sent.
   //
   // As with remove(), a socket closed or replaced under the client, or one
   // that overflowed (ENOBUFS), is replaced and the window's requests not
