@@ -93,7 +93,7 @@ struct SlotOwner {
 
 thread_local SlotOwner t_owner;
 
-ThreadSlot* my_slot() {
+__attribute__((always_inline)) inline ThreadSlot* my_slot() {
   ThreadSlot* s = t_slot;
   if (__builtin_expect(s == nullptr, 0)) s = t_slot = t_owner.slot;
   return s;
@@ -102,7 +102,8 @@ ThreadSlot* my_slot() {
 // Holds a snapshot for the duration of one dispatch.
 class ReadGuard {
  public:
-  explicit ReadGuard(const std::atomic<Registry::Snapshot*>& current) : slot_(my_slot()) {
+  __attribute__((always_inline)) explicit ReadGuard(const std::atomic<Registry::Snapshot*>& current)
+      : slot_(my_slot()) {
     depth_ = slot_->depth++;
     if (depth_ >= kMaxDepth) return;
     std::atomic<const void*>& hazard = slot_->hazard[depth_];
@@ -117,7 +118,7 @@ class ReadGuard {
     }
     snapshot_ = s;
   }
-  ~ReadGuard() {
+  __attribute__((always_inline)) ~ReadGuard() {
     if (depth_ < kMaxDepth) slot_->hazard[depth_].store(nullptr, std::memory_order_release);
     --slot_->depth;
   }
