@@ -50,6 +50,11 @@ constexpr uint16_t ct_msg_type(int subtype) { return static_cast<uint16_t>((NFNL
 // How many times in a row a dump may overflow before dump() gives up.
 constexpr int kMaxResyncs = 8;
 
+// Whether a request that failed with 'err' may have left replies queued on
+// the socket (lost datagrams, an answer still coming, one too big to read):
+// the socket is then replaced so the next request starts clean.
+bool may_leave_replies(int err) { return err == ENOBUFS || err == ETIMEDOUT || err == EMSGSIZE; }
+
 // ---- Decoding ----
 //
 // Entries are decoded by walking their attributes directly, in one pass,
@@ -612,7 +617,7 @@ Result<CtEntry> Ctnetlink::lookup(const Conn& key, int msg_type) {
   if (!s) {
     // After a lost or unanswered datagram the socket may still hold parts
     // of this reply; a fresh socket keeps the next request clean.
-    if (s.err() == ENOBUFS || s.err() == ETIMEDOUT || s.err() == EMSGSIZE) (void)transport_->reset();
+    if (may_leave_replies(s.err())) (void)transport_->reset();
     const char* verb = msg_type == IPCTNL_MSG_CT_DELETE ? "delete conntrack entry " : "get conntrack entry ";
     return s.with_context(verb + describe_key(key));
   }
@@ -666,6 +671,12 @@ Status Ctnetlink::remove_window(std::span<const Conn> keys, const std::vector<un
                                 std::vector<Status>& out) {
   const auto context = [&](size_t i) { return "delete conntrack entry " + describe_key(keys[index[i]]); };
   std::vector<uint8_t> answered(index.size(), 0);
+  // Request i's result, unless it has one already.
+  const auto settle = [&](size_t i, Status result) {
+    if (answered[i] != 0) return;
+    answered[i] = 1;
+    out[index[i]] = std::move(result);
+  };
   std::vector<size_t> open;  // Requests of this window not answered yet.
   std::vector<unsigned char> dgram;
   for (int attempt = 0;; ++attempt) {
@@ -705,29 +716,24 @@ Status Ctnetlink::remove_window(std::span<const Conn> keys, const std::vector<un
           s = ack.status();
           break;
         }
-        const size_t i = open[j];
-        if (answered[i] == 0) {
-          answered[i] = 1;
-          if (ack->err == 0) {
-            out[index[i]] = Status();
-          } else if (ack->err == ENOENT && ack->extack_msg.empty()) {
-            // The common answer in bulk (the entry is gone already), and
-            // the key is the caller's keys[index[i]]: no need to spell it
-            // out, which costs more than the kernel's whole answer.
-            out[index[i]] = Status::error(ENOENT, "delete conntrack entry: no such entry");
-          } else {
-            out[index[i]] = kernel_status(*ack, "ctnetlink").with_context(context(i));
+        // The kernel's answer to request i.
+        const auto answer = [&](size_t i) {
+          if (ack->err == 0) return Status();
+          // ENOENT is the common answer in bulk (the entry is gone already),
+          // and the key is the caller's keys[index[i]]: no need to spell it
+          // out, which costs more than the kernel's whole answer.
+          if (ack->err == ENOENT && ack->extack_msg.empty()) {
+            return Status::error(ENOENT, "delete conntrack entry: no such entry");
           }
-        }
+          return kernel_status(*ack, "ctnetlink").with_context(context(i));
+        };
+        settle(open[j], answer(open[j]));
         if (j + 1 == open.size()) {
           done = true;
         } else if (j == 0 && ack->err == EPERM) {
           // A sender without CAP_NET_ADMIN has its whole datagram refused:
           // the first request is answered EPERM and the rest are dropped.
-          for (size_t i2 : open) {
-            if (answered[i2] == 0) out[index[i2]] = kernel_status(*ack, "ctnetlink").with_context(context(i2));
-            answered[i2] = 1;
-          }
+          for (size_t i : open) settle(i, answer(i));
           done = true;
         }
       }
@@ -735,10 +741,7 @@ Status Ctnetlink::remove_window(std::span<const Conn> keys, const std::vector<un
     if (s) {
       // The last request's answer came after every error: the rest were
       // carried out.
-      for (size_t i : open) {
-        if (answered[i] == 0) out[index[i]] = Status();
-        answered[i] = 1;
-      }
+      for (size_t i : open) settle(i, Status());
       return Status();
     }
     if (attempt == 0 && (socket_gone(s.err()) || s.err() == ENOBUFS)) {
@@ -747,12 +750,10 @@ Status Ctnetlink::remove_window(std::span<const Conn> keys, const std::vector<un
       Status r = transport_->reset();
       if (r) continue;
       s = r.with_context("reopen ctnetlink socket");
-    } else if (s.err() == ENOBUFS || s.err() == ETIMEDOUT || s.err() == EMSGSIZE) {
+    } else if (may_leave_replies(s.err())) {
       (void)transport_->reset();  // It may still hold answers of this window.
     }
-    for (size_t i : open) {
-      if (answered[i] == 0) out[index[i]] = s.with_context(context(i));
-    }
+    for (size_t i : open) settle(i, s.with_context(context(i)));
     return s;
   }
 }
@@ -812,7 +813,7 @@ Result<CtDumpStats> Ctnetlink::dump(const CtFilter& filter, const std::function<
       kernel_filter = false;
       continue;
     }
-    if (s.err() == ETIMEDOUT || s.err() == EMSGSIZE) (void)transport_->reset();
+    if (may_leave_replies(s.err())) (void)transport_->reset();  // ENOBUFS was restarted above.
     return s.with_context("conntrack dump");
   }
 }
