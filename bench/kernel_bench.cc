@@ -64,6 +64,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <initializer_list>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -356,15 +357,12 @@ struct SideBySide {
   std::vector<Sample> ours, peer;
 };
 
-// Run 'run' of a pair: even runs go ours first, odd ones the peer first.
-void in_turn(int run, const std::function<void()>& ours, const std::function<void()>& peer) {
-  if (run % 2 == 0) {
-    ours();
-    peer();
-  } else {
-    peer();
-    ours();
-  }
+// Run 'run' of a side-by-side measurement: every side once, starting with
+// side run % N and going round, so each side goes first equally often.
+void in_rotation(int run, std::initializer_list<std::function<void()>> sides) {
+  const auto* v = sides.begin();
+  const size_t n = sides.size();
+  for (size_t k = 0; k < n; ++k) v[(static_cast<size_t>(run) + k) % n]();
 }
 
 // The per-size ratio table (nft / ours); returns the size the targets are
@@ -434,7 +432,7 @@ void mode_nft_add(Out& o, const std::vector<size_t>& sizes) {
         r.peer.push_back(t.sample);
         delete_layout(sock);
       };
-      in_turn(run, ours, peer);
+      in_rotation(run, {ours, peer});
     }
     unlink(script.c_str());
     add_side_row(o, n, "ours (NftTxn)", r.ours);
@@ -528,7 +526,7 @@ void mode_provider_add(Out& o, const std::vector<size_t>& sizes) {
         delete_layout(sock);
       };
       // The first run goes ours first: the peer's script holds what we wrote.
-      in_turn(run, ours, peer);
+      in_rotation(run, {ours, peer});
     }
     unlink(script.c_str());
     add_side_row(o, n, "ours (provider batch_submit)", r.ours);
@@ -682,20 +680,7 @@ void mode_ct_refresh(Out& o, const std::vector<size_t>& sizes) {
         }));
       };
       auto t = [&] { tool.push_back(tool_gets(n)); };
-      switch (run % 4) {
-        case 0:
-          d(), l(), t(), g();
-          break;
-        case 1:
-          l(), t(), g(), d();
-          break;
-        case 2:
-          t(), g(), d(), l();
-          break;
-        default:
-          g(), d(), l(), t();
-          break;
-      }
+      in_rotation(run, {d, l, t, g});
     }
     const Medians md = medians(dump), ml = medians(list), mt = medians(tool), mg = medians(gets);
     const R2 r{n, ratios(dump, list), ratios(dump, tool), ratios(dump, gets)};
@@ -873,22 +858,7 @@ void mode_ct_delete(Out& o, const std::vector<size_t>& sizes) {
       flush.push_back(must_run({"conntrack", "-F"}, "/dev/null", true).sample);
       emptied("conntrack -F");
     };
-    for (int run = 0; run < runs_for(o, n); ++run) {
-      switch (run % 4) {
-        case 0:
-          m(), one(), d(), f();
-          break;
-        case 1:
-          one(), d(), f(), m();
-          break;
-        case 2:
-          d(), f(), m(), one();
-          break;
-        default:
-          f(), m(), one(), d();
-          break;
-      }
-    }
+    for (int run = 0; run < runs_for(o, n); ++run) in_rotation(run, {m, one, d, f});
     const Medians mm = medians(many), ms = medians(single), mt = medians(tool), mf = medians(flush);
     const RatioSummary vs_tool = ratios(many, tool), vs_single = ratios(many, single);
     o.md << format("| %s | %s (%s / %s) | %s (%s / %s) | %s (%s / %s) | %s | %.2fx, %.2fx | %.2fx, %.2fx |\n",
