@@ -109,7 +109,7 @@ if ((short)); then
   ct_filter=(1000/10000)
   rtt=(100 10)
   mem=20000
-  gb=(--benchmark_min_time=0.05 --benchmark_repetitions=1)
+  gb=(--benchmark_min_time=0.05 --benchmark_repetitions=1 --benchmark_enable_random_interleaving=true)
   sw_filter=(--benchmark_filter=/65536\$)
   mode="short (small sizes, few repetitions: checks that everything runs; the numbers are not results)"
   vm_args=(--n 2000 --rounds 1 --seconds 2)
@@ -120,7 +120,8 @@ else
   ct_filter=("$((ct_big / 10))/$ct_big" "100000/$ct_big")
   rtt=(2000 200)
   mem=1000000
-  gb=(--benchmark_min_time=0.5 --benchmark_repetitions=5 --benchmark_report_aggregates_only=true)
+  gb=(--benchmark_min_time=0.5 --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+    --benchmark_enable_random_interleaving=true)
   sw_filter=()
   mode="full"
   vm_args=(--n 100000 --rounds 5 --seconds 5)
@@ -202,7 +203,9 @@ the same kernel in the same run.  Rerun everything with
 also names the command that reproduces it alone (after the build).
 
 How to read it: each size was measured ${runs} times (Google Benchmark rows:
-its repetitions) and the medians are shown; a ratio is computed within each
+its repetitions, interleaved at random with those of the other benchmarks
+of the same program, so that ours and the peer share this machine's slow
+and fast minutes) and the medians are shown; a ratio is computed within each
 run (ours and the peer back to back, alternating who goes first) and the
 median of those ratios is shown.  "Wall" is elapsed time; on a loaded
 machine it includes waiting for a CPU, which CPU time (user + sys) does not,
