@@ -4,10 +4,11 @@
 // add()/remove() build a new one, publish it with one atomic exchange, and
 // then wait until no thread still reads the old one.  "Still reads" is
 // tracked with hazard slots: each thread owns a cache-line-sized ThreadSlot
-// holding the snapshot it is dispatching on (one entry per nesting depth,
+// holding the snapshot it is dispatching on (one entry per nesting level,
 // so a provider may dispatch into a registry from inside a callback).  A
-// dispatch costs two stores and one load on its own cache line; threads
-// never write to shared memory, so dispatch scales with threads.
+// dispatch costs one load and two stores on its own cache line, and reads
+// the shared snapshot pointer; threads never write to shared memory, so
+// dispatch scales with threads.
 //
 // The order of a reader's steps is what makes this safe (see ReadGuard):
 // publish the hazard, then re-read the current snapshot; if it changed in
@@ -34,7 +35,12 @@ struct Registry::Snapshot {
     const void* identity = nullptr;  // The Provider* or the ct_offload_class*.
     std::string name;
     bool fallback = false;
+    // A C class, called directly (not through its CClassProvider): the
+    // common C datapath's dispatch is then one indirect call per callback,
+    // as in the RFC.  Null for a C++ provider.
+    const ct_offload_class* cls = nullptr;
     bool has_add = false;
+    bool has_can = false;  // Calls can_offload; without it the answer is yes.
     bool has_est = false;
     bool has_batch = false;
   };
@@ -51,10 +57,12 @@ namespace {
 constexpr int kMaxDepth = 8;
 
 struct alignas(64) ThreadSlot {
+  // hazard[0] is the outermost dispatch's; a dispatch nested inside a
+  // callback takes the first free entry after it.  Written only by the
+  // owning thread; read by writers.
   std::atomic<const void*> hazard[kMaxDepth] = {};
   std::atomic<bool> in_use{true};
   ThreadSlot* next = nullptr;  // Immutable once the slot is published.
-  int depth = 0;               // Touched only by the owning thread.
 };
 
 // Every slot ever made, newest first.  Slots are never freed: a thread that
@@ -99,28 +107,41 @@ __attribute__((always_inline)) inline ThreadSlot* my_slot() {
   return s;
 }
 
+// A nested dispatch's hazard: the first free entry after the outermost
+// one, or null when all are taken.  Kept out of line: nesting is rare, and
+// the common path should be one load and one compare.
+__attribute__((noinline)) std::atomic<const void*>* nested_hazard(ThreadSlot* slot) {
+  for (int d = 1; d < kMaxDepth; ++d) {
+    if (slot->hazard[d].load(std::memory_order_relaxed) == nullptr) return &slot->hazard[d];
+  }
+  return nullptr;
+}
+
 // Holds a snapshot for the duration of one dispatch.
 class ReadGuard {
  public:
-  __attribute__((always_inline)) explicit ReadGuard(const std::atomic<Registry::Snapshot*>& current)
-      : slot_(my_slot()) {
-    depth_ = slot_->depth++;
-    if (depth_ >= kMaxDepth) return;
-    std::atomic<const void*>& hazard = slot_->hazard[depth_];
+  __attribute__((always_inline)) explicit ReadGuard(const std::atomic<Registry::Snapshot*>& current) {
+    ThreadSlot* slot = my_slot();
+    std::atomic<const void*>* hazard = &slot->hazard[0];
+    // Our own entry: only this thread writes it, so a relaxed load is exact.
+    if (__builtin_expect(hazard->load(std::memory_order_relaxed) != nullptr, 0)) {
+      hazard = nested_hazard(slot);
+      if (!hazard) return;
+    }
     Registry::Snapshot* s = current.load(std::memory_order_acquire);
     for (;;) {
-      hazard.store(s, std::memory_order_seq_cst);
+      hazard->store(s, std::memory_order_seq_cst);
       // Re-read after publishing the hazard: a writer that exchanged the
       // snapshot before our store is seen here, and we retry with its new one.
       Registry::Snapshot* again = current.load(std::memory_order_seq_cst);
       if (again == s) break;
       s = again;
     }
+    hazard_ = hazard;
     snapshot_ = s;
   }
   __attribute__((always_inline)) ~ReadGuard() {
-    if (depth_ < kMaxDepth) slot_->hazard[depth_].store(nullptr, std::memory_order_release);
-    --slot_->depth;
+    if (hazard_) hazard_->store(nullptr, std::memory_order_release);
   }
   ReadGuard(const ReadGuard&) = delete;
   ReadGuard& operator=(const ReadGuard&) = delete;
@@ -129,8 +150,7 @@ class ReadGuard {
   const Registry::Snapshot* get() const { return snapshot_; }
 
  private:
-  ThreadSlot* slot_;
-  int depth_ = 0;
+  std::atomic<const void*>* hazard_ = nullptr;
   const Registry::Snapshot* snapshot_ = nullptr;
 };
 
@@ -164,6 +184,7 @@ class CClassProvider final : public Provider {
   void conn_established(const Ctx& ctx) override {
     if (c_->conn_established) c_->conn_established(&ctx);
   }
+  bool has_can_offload() const override { return c_->can_offload != nullptr; }
   bool can_offload(const Ctx& ctx) override { return c_->can_offload ? c_->can_offload(&ctx) : true; }
   void flush() override {
     if (c_->flush) c_->flush();
@@ -254,7 +275,9 @@ Status Registry::add_entry(std::shared_ptr<Provider> provider, const ct_offload_
   entry.identity = cls ? static_cast<const void*>(cls) : static_cast<const void*>(provider.get());
   entry.name = name;
   entry.fallback = provider->is_fallback();
+  entry.cls = cls;
   entry.has_add = provider->has_conn_add();
+  entry.has_can = provider->has_can_offload();
   entry.has_est = provider->has_conn_established();
   entry.has_batch = provider->has_batch();
   entry.provider = std::move(provider);
@@ -343,43 +366,92 @@ Status Registry::module_init() {
 
 // ---- Dispatch ----
 
+namespace {
+
+// The per-connection callbacks, made directly on a C class's function
+// pointers and through the Provider interface otherwise.  (CClassProvider
+// makes the same NULL checks for the callbacks that are not per connection.)
+
+// One provider's answer to conn_add: its error, or kSkipped when it has no
+// conn_add or its can_offload said no.
+constexpr int kSkipped = -1;
+
+__attribute__((always_inline)) inline int call_add(const Registry::Snapshot::Entry& e, const Ctx& ctx) {
+  return e.cls ? e.cls->conn_add(&ctx) : e.provider->conn_add(ctx);
+}
+
+__attribute__((always_inline)) inline int offer(const Registry::Snapshot::Entry& e, const Ctx& ctx) {
+  if (!e.has_add) return kSkipped;
+  if (e.has_can && !(e.cls ? e.cls->can_offload(&ctx) : e.provider->can_offload(ctx))) return kSkipped;
+  return call_add(e, ctx);
+}
+
+__attribute__((always_inline)) inline void call_del(const Registry::Snapshot::Entry& e, const Ctx& ctx) {
+  if (!e.cls) {
+    e.provider->conn_del(ctx);
+  } else if (e.cls->conn_del) {
+    e.cls->conn_del(&ctx);
+  }
+}
+
+__attribute__((always_inline)) inline long long call_update(const Registry::Snapshot::Entry& e, const Ctx& ctx) {
+  if (!e.cls) return e.provider->conn_update(ctx);
+  return e.cls->conn_update ? e.cls->conn_update(&ctx) : 0;
+}
+
+__attribute__((always_inline)) inline void call_established(const Registry::Snapshot::Entry& e, const Ctx& ctx) {
+  if (!e.has_est) return;
+  if (e.cls) {
+    e.cls->conn_established(&ctx);
+  } else {
+    e.provider->conn_established(ctx);
+  }
+}
+
+// conn_add's second half, when no primary accepted the connection: offer it
+// to the fallbacks in order; the first to accept ends it.  Out of line so the
+// common case (a primary took it) stays small.
+__attribute__((noinline)) int conn_add_fallbacks(const Registry::Snapshot& s, const Ctx& ctx, int first_err) {
+  for (size_t i = s.n_primaries; i < s.entries.size(); ++i) {
+    const int err = offer(s.entries[i], ctx);
+    if (err == 0) return 0;  // A fallback took it: the connection is offloaded.
+    if (err != kSkipped && !first_err) first_err = err;
+  }
+  return first_err;
+}
+
+}  // namespace
+
 int Registry::conn_add(const Ctx& ctx) {
   ReadGuard guard(current_);
   const Snapshot* s = guard.get();
-  if (!s) {
+  if (__builtin_expect(!s, 0)) {
     log_too_deep();
     return ELOOP;
   }
   int first_err = 0;
   bool accepted = false;
-  const auto* e = s->entries.data();
-  for (size_t i = 0; i < s->n_primaries; ++i) {
-    if (!e[i].has_add || !e[i].provider->can_offload(ctx)) continue;
-    int err = e[i].provider->conn_add(ctx);
+  for (const auto *e = s->entries.data(), *end = e + s->n_primaries; e != end; ++e) {
+    const int err = offer(*e, ctx);
     if (err == 0) {
       accepted = true;
-    } else {
+    } else if (err != kSkipped) {
       // EEXIST: that primary already holds the connection, so it is
       // offloaded; a fallback taking a second copy would hide the error.
       accepted = accepted || err == EEXIST;
       if (!first_err) first_err = err;
     }
   }
-  if (accepted) return first_err;  // Contract line 4: first error, all notified.
-  for (size_t i = s->n_primaries; i < s->entries.size(); ++i) {
-    if (!e[i].has_add || !e[i].provider->can_offload(ctx)) continue;
-    int err = e[i].provider->conn_add(ctx);
-    if (err == 0) return 0;  // A fallback took it: the connection is offloaded.
-    if (!first_err) first_err = err;
-  }
-  return first_err;
+  // Contract line 4: first error, all notified.
+  if (accepted || s->n_primaries == s->entries.size()) return first_err;
+  return conn_add_fallbacks(*s, ctx, first_err);
 }
 
 void Registry::conn_del(const Ctx& ctx) {
   ReadGuard guard(current_);
   const Snapshot* s = guard.get();
   if (!s) return log_too_deep();
-  for (const auto& e : s->entries) e.provider->conn_del(ctx);
+  for (const auto& e : s->entries) call_del(e, ctx);
 }
 
 long long Registry::conn_update(const Ctx& ctx) {
@@ -390,7 +462,7 @@ long long Registry::conn_update(const Ctx& ctx) {
     return 0;
   }
   for (const auto& e : s->entries) {
-    if (long long t = e.provider->conn_update(ctx); t != 0) return t;
+    if (long long t = call_update(e, ctx); t != 0) return t;
   }
   return 0;
 }
@@ -400,7 +472,7 @@ void Registry::conn_established(const Ctx& ctx) {
   const Snapshot* s = guard.get();
   if (!s) return log_too_deep();
   for (const auto& e : s->entries) {
-    if (e.has_est) e.provider->conn_established(ctx);
+    call_established(e, ctx);
   }
 }
 
@@ -472,7 +544,7 @@ void Registry::submit(std::span<Op> ops) {
       switch (type_of(op)) {
         case CT_OFFLOAD_OP_ADD:
           if (fallback && accepted[i] != kNone) break;
-          if (e.has_add && e.provider->can_offload(op.ctx)) mine.push_back(i);
+          if (e.has_add && (!e.has_can || e.provider->can_offload(op.ctx))) mine.push_back(i);
           break;
         case CT_OFFLOAD_OP_DEL:
         case CT_OFFLOAD_OP_FLUSH:
@@ -517,19 +589,19 @@ void Registry::submit(std::span<Op> ops) {
       Op& op = ops[i];
       switch (type_of(op)) {
         case CT_OFFLOAD_OP_ADD:
-          record(i, e.provider->conn_add(op.ctx), 0);
+          record(i, call_add(e, op.ctx), 0);
           break;
         case CT_OFFLOAD_OP_DEL:
-          e.provider->conn_del(op.ctx);
+          call_del(e, op.ctx);
           break;
         case CT_OFFLOAD_OP_FLUSH:
           e.provider->flush();
           break;
         case CT_OFFLOAD_OP_EST:
-          e.provider->conn_established(op.ctx);
+          call_established(e, op.ctx);
           break;
         case CT_OFFLOAD_OP_UPD:
-          record(i, 0, e.provider->conn_update(op.ctx));
+          record(i, 0, call_update(e, op.ctx));
           break;
         default:
           break;

@@ -4,11 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "providers/software.h"
 #include "test_support.h"
@@ -240,6 +242,84 @@ TEST_F(RegistryTest, ConnAddSkipsClassWithoutConnAdd) {
   EXPECT_EQ(reg_.conn_add(ctx_), 0);
   EXPECT_EQ(log_.take(), (Calls{"b:can", "b:add"}));
   EXPECT_TRUE(reg_.remove(&cls));
+}
+
+TEST_F(RegistryTest, ConnAddDoesNotAskAProviderThatTakesEverything) {
+  struct TakesAll : Recorder {
+    using Recorder::Recorder;
+    bool has_can_offload() const override { return false; }
+  };
+  ASSERT_TRUE(reg_.add(std::make_shared<TakesAll>("all", &log_)).ok());
+  add("b");
+  log_.take();
+  EXPECT_EQ(reg_.conn_add(ctx_), 0);
+  EXPECT_EQ(log_.take(), (Calls{"all:add", "b:can", "b:add"}));
+  // The same in a batch.
+  Op op{};
+  op.type = CT_OFFLOAD_OP_ADD;
+  op.ctx = ctx_;
+  reg_.submit({&op, 1});
+  EXPECT_EQ(op.error, 0);
+  EXPECT_EQ(log_.take(), (Calls{"all:add", "b:can", "b:add"}));
+  // Registry::can_offload still asks every provider: it is the question
+  // itself, and the default answer is yes.
+  EXPECT_TRUE(reg_.can_offload(ctx_));
+}
+
+// A C class is called on its own function pointers; the ones it leaves NULL
+// must be skipped, not called, on every path.
+TEST_F(RegistryTest, CClassCallbacksLeftNullAreSkippedOnEveryPath) {
+  static CallLog* s_log = nullptr;
+  s_log = &log_;
+  ct_offload_class only_add{};
+  only_add.name = "c-only-add";
+  only_add.conn_add = [](const ct_offload_ctx*) {
+    s_log->add("c:add");
+    return 0;
+  };
+  ASSERT_TRUE(reg_.add(&only_add).ok());
+  EXPECT_EQ(reg_.conn_add(ctx_), 0);
+  reg_.conn_del(ctx_);
+  EXPECT_EQ(reg_.conn_update(ctx_), 0);
+  reg_.conn_established(ctx_);
+  std::array<Op, 4> ops{};
+  for (size_t i = 0; i < ops.size(); ++i) ops[i].ctx = ctx_;
+  ops[0].type = CT_OFFLOAD_OP_ADD;
+  ops[1].type = CT_OFFLOAD_OP_DEL;
+  ops[2].type = CT_OFFLOAD_OP_UPD;
+  ops[3].type = CT_OFFLOAD_OP_EST;
+  reg_.submit(ops);
+  EXPECT_EQ(ops[0].error, 0);
+  EXPECT_EQ(ops[1].error, 0);
+  EXPECT_EQ(ops[2].error, ENODATA);  // Nobody knows when it was last used.
+  EXPECT_EQ(ops[2].last_used, 0);
+  EXPECT_EQ(ops[3].error, 0);
+  EXPECT_EQ(log_.take(), (Calls{"c:add", "c:add"}));
+  EXPECT_TRUE(reg_.remove(&only_add));
+}
+
+TEST_F(RegistryTest, CClassWhoseCanOffloadSaysNoIsSkipped) {
+  static CallLog* s_log = nullptr;
+  s_log = &log_;
+  ct_offload_class picky{};
+  picky.name = "c-picky";
+  picky.can_offload = [](const ct_offload_ctx* ctx) {
+    s_log->add("c:can");
+    return ctx->conn->orig.dst_port != 80;
+  };
+  picky.conn_add = [](const ct_offload_ctx*) {
+    s_log->add("c:add");
+    return 0;
+  };
+  picky.conn_update = [](const ct_offload_ctx*) { return 1234LL; };
+  ASSERT_TRUE(reg_.add(&picky).ok());
+  EXPECT_EQ(reg_.conn_add(ctx_), 0);  // Port 80: refused, and nobody else.
+  EXPECT_EQ(log_.take(), (Calls{"c:can"}));
+  Conn other = tcp4("10.0.0.1", 1234, "10.0.0.2", 443);
+  EXPECT_EQ(reg_.conn_add(ctx_of(other)), 0);
+  EXPECT_EQ(log_.take(), (Calls{"c:can", "c:add"}));
+  EXPECT_EQ(reg_.conn_update(ctx_of(other)), 1234);
+  EXPECT_TRUE(reg_.remove(&picky));
 }
 
 // ---- Contract line 5: conn_del ----
@@ -650,6 +730,44 @@ TEST(RegistryConcurrency, NestedDispatchFromACallbackWorks) {
   Conn c = tcp4("10.0.0.1", 1, "10.0.0.2", 2);
   EXPECT_EQ(outer_reg.conn_add(ctx_of(c)), 0);
   EXPECT_EQ(log.take(), (Calls{"inner:can", "inner:add"}));
+}
+
+// Each nesting level holds a hazard of its own; past the last one dispatch
+// is refused with ELOOP instead of overwriting an outer level's.  Unwinding
+// must give every level back: a writer then finds no hazard to wait for.
+TEST(RegistryConcurrency, DispatchNestedTooDeepIsRefusedAndEveryLevelIsGivenBack) {
+  struct Recursive : Provider {
+    Registry* reg = nullptr;
+    int depth = 0;
+    std::vector<int> results;  // What each nested conn_add returned, innermost first.
+    std::string name() const override { return "recursive"; }
+    int conn_add(const Ctx& ctx) override {
+      if (++depth > 20) return 0;  // Never reached: the registry stops it first.
+      const int err = reg->conn_add(ctx);
+      results.push_back(err);
+      return err == ELOOP ? 0 : err;
+    }
+    void conn_del(const Ctx&) override {}
+  };
+  Registry reg;
+  auto p = std::make_shared<Recursive>();
+  p->reg = &reg;
+  ASSERT_TRUE(reg.add(p).ok());
+  Conn c = tcp4("10.0.0.1", 1, "10.0.0.2", 2);
+  EXPECT_EQ(reg.conn_add(ctx_of(c)), 0);
+  // The outermost dispatch and seven nested ones ran; the eighth nested one
+  // found no free hazard.
+  EXPECT_EQ(p->depth, 8);
+  ASSERT_FALSE(p->results.empty());
+  EXPECT_EQ(p->results.front(), ELOOP);
+  // Every level was released: the next dispatch nests as deep again, and an
+  // unregister from another thread does not wait for a hazard left behind.
+  p->depth = 0;
+  p->results.clear();
+  EXPECT_EQ(reg.conn_add(ctx_of(c)), 0);
+  EXPECT_EQ(p->depth, 8);
+  std::thread([&] { EXPECT_TRUE(reg.remove(p.get())); }).join();
+  EXPECT_TRUE(reg.providers().empty());
 }
 
 TEST(RegistryConcurrency, UnregisterFromInsideACallbackDoesNotDeadlock) {

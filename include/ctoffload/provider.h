@@ -40,12 +40,16 @@ class Provider {
   // false means there is no conn_add at all: it is never called and the
   // provider never counts as having accepted a connection;
   // has_conn_established() says whether conn_established is implemented.
+  // has_can_offload() false says the provider takes every connection it is
+  // offered, so conn_add need not ask can_offload first (a NULL
+  // can_offload in a C class); the default is to ask.
   virtual bool has_conn_add() const { return true; }
   virtual int conn_add(const Ctx& ctx) = 0;
   virtual void conn_del(const Ctx& ctx) = 0;
   virtual long long conn_update(const Ctx& /*ctx*/) { return 0; }
   virtual bool has_conn_established() const { return false; }
   virtual void conn_established(const Ctx& /*ctx*/) {}
+  virtual bool has_can_offload() const { return true; }
   virtual bool can_offload(const Ctx& /*ctx*/) { return true; }
   virtual void flush() {}
 
