@@ -8,6 +8,10 @@
 //   Ours_CClasses      Registry::conn_add, two C ct_offload_class structs
 //   Ours_CApi          ct_offload_conn_add() on the global registry, as a C
 //                      datapath calls it (it also validates the connection)
+// These providers have no can_offload (NULL in the C classes,
+// has_can_offload() false in the C++ ones): conn_add alone decides.  The
+// *_Asking variants add a can_offload that says yes to TCP and UDP, so every
+// provider is asked first: two callbacks per provider instead of one.
 //
 // The peer: Rfc_GlobalMutex, a faithful reimplementation (here, in this
 // file, not ctoffload code) of the dispatch of the Open vSwitch RFC
@@ -40,27 +44,36 @@ namespace {
 
 int trivial_conn_add(const ct_offload_ctx* ctx) { return ctx->conn->proto == IPPROTO_TCP ? 0 : EPROTONOSUPPORT; }
 void trivial_conn_del(const ct_offload_ctx*) {}
+bool trivial_can_offload(const ct_offload_ctx* ctx) {
+  return ctx->conn->proto == IPPROTO_TCP || ctx->conn->proto == IPPROTO_UDP;
+}
 
-ct_offload_class trivial_class(const char* name) {
+ct_offload_class trivial_class(const char* name, bool asks) {
   ct_offload_class c{};
   c.name = name;
   c.conn_add = trivial_conn_add;
   c.conn_del = trivial_conn_del;
+  if (asks) c.can_offload = trivial_can_offload;
   return c;
 }
 
-const ct_offload_class kClassA = trivial_class("bench_a");
-const ct_offload_class kClassB = trivial_class("bench_b");
-// Separate class objects for the global registry (identity is the pointer).
-const ct_offload_class kGlobalA = trivial_class("bench_ga");
-const ct_offload_class kGlobalB = trivial_class("bench_gb");
+// One pair of class objects per registry (a class's identity is its address).
+const ct_offload_class kClassA = trivial_class("bench_a", false);
+const ct_offload_class kClassB = trivial_class("bench_b", false);
+const ct_offload_class kAskingA = trivial_class("bench_a", true);
+const ct_offload_class kAskingB = trivial_class("bench_b", true);
+const ct_offload_class kGlobalA = trivial_class("bench_ga", false);
+const ct_offload_class kGlobalB = trivial_class("bench_gb", false);
 
+template <bool kAsks>
 class TrivialProvider final : public Provider {
  public:
   explicit TrivialProvider(std::string name) : name_(std::move(name)) {}
   std::string name() const override { return name_; }
-  int conn_add(const Ctx& ctx) override { return ctx.conn->proto == IPPROTO_TCP ? 0 : EPROTONOSUPPORT; }
+  int conn_add(const Ctx& ctx) override { return trivial_conn_add(&ctx); }
   void conn_del(const Ctx&) override {}
+  bool has_can_offload() const override { return kAsks; }
+  bool can_offload(const Ctx& ctx) override { return trivial_can_offload(&ctx); }
 
  private:
   std::string name_;
@@ -99,21 +112,23 @@ class RfcRegistry {
 // ---- Shared registries (one per benchmark, built once, used by every
 // ---- thread). ----
 
+template <bool kAsks>
 Registry& cpp_registry() {
   static Registry* r = [] {
     auto* reg = new Registry;
-    (void)reg->add(std::make_shared<TrivialProvider>("bench_a"));
-    (void)reg->add(std::make_shared<TrivialProvider>("bench_b"));
+    (void)reg->add(std::make_shared<TrivialProvider<kAsks>>("bench_a"));
+    (void)reg->add(std::make_shared<TrivialProvider<kAsks>>("bench_b"));
     return reg;
   }();
   return *r;
 }
 
+template <bool kAsks>
 Registry& c_registry() {
   static Registry* r = [] {
     auto* reg = new Registry;
-    (void)reg->add(&kClassA);
-    (void)reg->add(&kClassB);
+    (void)reg->add(kAsks ? &kAskingA : &kClassA);
+    (void)reg->add(kAsks ? &kAskingB : &kClassB);
     return reg;
   }();
   return *r;
@@ -128,11 +143,12 @@ void global_registry() {
   (void)done;
 }
 
+template <bool kAsks>
 RfcRegistry& rfc_registry() {
   static RfcRegistry* r = [] {
     auto* reg = new RfcRegistry;
-    reg->register_class(&kClassA);
-    reg->register_class(&kClassB);
+    reg->register_class(kAsks ? &kAskingA : &kClassA);
+    reg->register_class(kAsks ? &kAskingB : &kClassB);
     return reg;
   }();
   return *r;
@@ -156,27 +172,33 @@ void run_dispatch(benchmark::State& state, Dispatch dispatch) {
   state.SetItemsProcessed(state.iterations());
 }
 
+template <bool kAsks>
 void Ours_CppProviders(benchmark::State& state) {
-  Registry& r = cpp_registry();
+  Registry& r = cpp_registry<kAsks>();
   run_dispatch(state, [&r](const ct_offload_ctx* ctx) { return r.conn_add(*ctx); });
 }
+template <bool kAsks>
 void Ours_CClasses(benchmark::State& state) {
-  Registry& r = c_registry();
+  Registry& r = c_registry<kAsks>();
   run_dispatch(state, [&r](const ct_offload_ctx* ctx) { return r.conn_add(*ctx); });
 }
 void Ours_CApi(benchmark::State& state) {
   global_registry();
   run_dispatch(state, [](const ct_offload_ctx* ctx) { return ct_offload_conn_add(ctx); });
 }
+template <bool kAsks>
 void Rfc_GlobalMutex(benchmark::State& state) {
-  RfcRegistry& r = rfc_registry();
+  RfcRegistry& r = rfc_registry<kAsks>();
   run_dispatch(state, [&r](const ct_offload_ctx* ctx) { return r.conn_add(ctx); });
 }
 
-BENCHMARK(Ours_CppProviders)->Threads(1)->Threads(2)->UseRealTime();
-BENCHMARK(Ours_CClasses)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(Ours_CppProviders<false>)->Name("Ours_CppProviders")->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(Ours_CClasses<false>)->Name("Ours_CClasses")->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(Ours_CApi)->Threads(1)->Threads(2)->UseRealTime();
-BENCHMARK(Rfc_GlobalMutex)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(Rfc_GlobalMutex<false>)->Name("Rfc_GlobalMutex")->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(Ours_CppProviders<true>)->Name("Ours_CppProviders_Asking")->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(Ours_CClasses<true>)->Name("Ours_CClasses_Asking")->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(Rfc_GlobalMutex<true>)->Name("Rfc_GlobalMutex_Asking")->Threads(1)->Threads(2)->UseRealTime();
 
 std::string summarize(const std::vector<benchmark::BenchmarkReporter::Run>& runs, const std::string& command) {
   std::string md;
@@ -185,29 +207,42 @@ std::string summarize(const std::vector<benchmark::BenchmarkReporter::Run>& runs
       "What: one `conn_add` dispatched to two registered providers that only look at the connection's protocol "
       "and accept it; each thread dispatches its own connection.  Ours: `Registry::conn_add` with two C++ "
       "providers (`Ours_CppProviders`), with two C classes (`Ours_CClasses`), and `ct_offload_conn_add()` on the "
-      "global registry as a C datapath calls it, which also validates the connection (`Ours_CApi`).  Peer: "
+      "global registry as a C datapath calls it, which also validates the connection (`Ours_CApi`).  These "
+      "providers have no `can_offload` (NULL in the C classes, `has_can_offload()` false in the C++ ones); the "
+      "`_Asking` variants add one that says yes, so each provider gets two callbacks instead of one.  Peer: "
       "`Rfc_GlobalMutex`, a faithful reimplementation *inside the benchmark* (not ctoffload code) of the RFC "
-      "`ct-offload.c` dispatch: the classes in a linked list, one global mutex held across every callback.  "
-      "Google Benchmark, real time; medians of the repetitions.\n\n";
+      "`ct-offload.c` dispatch: the classes in a linked list, one global mutex held across every callback, with "
+      "the same classes.  Google Benchmark, real time; medians of the repetitions.\n\n";
   md += "Command: `" + command + "`\n\n";
   md +=
       "| dispatch | ns/dispatch, 1 thread | dispatches/s, 1 thread | dispatches/s, 2 threads | 2 threads / 1 "
       "thread |\n|---|---|---|---|---|\n";
-  double ours1 = 0, ours2 = 0, rfc1 = 0, rfc2 = 0;
-  for (const char* name : {"Ours_CppProviders", "Ours_CClasses", "Ours_CApi", "Rfc_GlobalMutex"}) {
-    const double r1 = items_per_second(median_of(runs, std::string(name) + "/real_time/threads:1"));
-    const double r2 = items_per_second(median_of(runs, std::string(name) + "/real_time/threads:2"));
+  auto rate = [&](const std::string& name, int threads) {
+    return items_per_second(median_of(runs, name + "/real_time/threads:" + std::to_string(threads)));
+  };
+  for (const char* name : {"Ours_CppProviders", "Ours_CClasses", "Ours_CApi", "Rfc_GlobalMutex",
+                           "Ours_CppProviders_Asking", "Ours_CClasses_Asking", "Rfc_GlobalMutex_Asking"}) {
+    const double r1 = rate(name, 1);
+    const double r2 = rate(name, 2);
     if (r1 <= 0) continue;
-    md += format("| %s%s | %.1f | %s | %s | %.2fx |\n", name,
-                 std::string(name) == "Rfc_GlobalMutex" ? " (peer: the RFC's design, reimplemented here)" : "",
-                 1e9 / r1, thousands(r1).c_str(), r2 > 0 ? thousands(r2).c_str() : "-", r2 > 0 ? r2 / r1 : 0.0);
-    if (std::string(name) == "Ours_CppProviders") ours1 = r1, ours2 = r2;
-    if (std::string(name) == "Rfc_GlobalMutex") rfc1 = r1, rfc2 = r2;
+    const bool peer = std::string(name).starts_with("Rfc_");
+    md +=
+        format("| %s%s | %.1f | %s | %s | %.2fx |\n", name, peer ? " (peer: the RFC's design, reimplemented here)" : "",
+               1e9 / r1, thousands(r1).c_str(), r2 > 0 ? thousands(r2).c_str() : "-", r2 > 0 ? r2 / r1 : 0.0);
   }
   md += "\n";
-  if (ours1 > 0 && rfc1 > 0) {
-    md += format("Ratio ours / RFC design (C++ providers, dispatches per second): 1 thread %.2fx, 2 threads %.2fx.\n\n",
-                 ours1 / rfc1, rfc2 > 0 ? ours2 / rfc2 : 0.0);
+  auto ratio_line = [&](const std::string& ours, const std::string& rfc, const char* what) {
+    const double o1 = rate(ours, 1), o2 = rate(ours, 2), p1 = rate(rfc, 1), p2 = rate(rfc, 2);
+    if (o1 <= 0 || p1 <= 0) return;
+    md += format("Ratio ours / RFC design (%s, dispatches per second): 1 thread %.2fx, 2 threads %.2fx.\n\n", what,
+                 o1 / p1, p2 > 0 ? o2 / p2 : 0.0);
+  };
+  ratio_line("Ours_CppProviders", "Rfc_GlobalMutex", "C++ providers");
+  ratio_line("Ours_CClasses", "Rfc_GlobalMutex", "C classes");
+  ratio_line("Ours_CppProviders_Asking", "Rfc_GlobalMutex_Asking", "C++ providers, with can_offload");
+  const double ours1 = rate("Ours_CppProviders", 1);
+  const double ours2 = rate("Ours_CppProviders", 2);
+  if (ours1 > 0) {
     const double ns = 1e9 / ours1;
     const double scale = ours2 > 0 ? ours2 / ours1 : 0;
     md += format("Targets: <= 25 ns per dispatch on one thread: %.1f ns, %s. 2 threads >= 1.8x one thread: %.2fx, %s",
