@@ -380,10 +380,14 @@ __attribute__((always_inline)) inline int call_add(const Registry::Snapshot::Ent
   return e.cls ? e.cls->conn_add(&ctx) : e.provider->conn_add(ctx);
 }
 
+// Whether conn_add may offer 'ctx' to this provider: its can_offload's
+// answer, or yes without asking when it has none.
+__attribute__((always_inline)) inline bool may_offer(const Registry::Snapshot::Entry& e, const Ctx& ctx) {
+  return e.has_add && (!e.has_can || (e.cls ? e.cls->can_offload(&ctx) : e.provider->can_offload(ctx)));
+}
+
 __attribute__((always_inline)) inline int offer(const Registry::Snapshot::Entry& e, const Ctx& ctx) {
-  if (!e.has_add) return kSkipped;
-  if (e.has_can && !(e.cls ? e.cls->can_offload(&ctx) : e.provider->can_offload(ctx))) return kSkipped;
-  return call_add(e, ctx);
+  return may_offer(e, ctx) ? call_add(e, ctx) : kSkipped;
 }
 
 __attribute__((always_inline)) inline void call_del(const Registry::Snapshot::Entry& e, const Ctx& ctx) {
@@ -544,7 +548,7 @@ void Registry::submit(std::span<Op> ops) {
       switch (type_of(op)) {
         case CT_OFFLOAD_OP_ADD:
           if (fallback && accepted[i] != kNone) break;
-          if (e.has_add && (!e.has_can || e.provider->can_offload(op.ctx))) mine.push_back(i);
+          if (may_offer(e, op.ctx)) mine.push_back(i);
           break;
         case CT_OFFLOAD_OP_DEL:
         case CT_OFFLOAD_OP_FLUSH:
