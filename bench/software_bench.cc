@@ -17,7 +17,9 @@
 // Also a floor, MemoryFloor_BatchHit: not a lookup, but the memory accesses
 // a batch hit makes and nothing else, on arrays of the provider's sizes.
 // How close ours comes to it tells how much of a hit is our own work and how
-// much is this machine's memory.
+// much is this machine's memory.  Two variants: MemoryFloor_BatchRead without
+// the hit's atomic adds, MemoryFloor_BatchHitKeyed with each slot chosen by
+// hashing a packet's key, as a hash table must before its first access.
 //
 // Targets (issue 6): >= 20M lookups/s per core; <= 128 bytes per connection.
 #include <benchmark/benchmark.h>
@@ -312,6 +314,70 @@ void memory_floor(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(kChunk));
 }
 
+// MemoryFloor_BatchHitKeyed: the hit floor, but each packet's slot is where
+// the hash of that packet's key puts it, the packets read from the same
+// array the lookups read.  Still no table: the slots name random records and
+// nothing is compared.  What it adds to MemoryFloor_BatchHit is what every
+// hash table pays before its first access: the packet read, its key hashed
+// (multiply-and-fold, the provider's number of multiplies), the slot address
+// waiting on both.  The least a lookup of this layout can cost here.
+inline uint64_t fold(uint64_t a, uint64_t b) {
+  __extension__ using U128 = unsigned __int128;
+  const U128 m = static_cast<U128>(a) * b;
+  return static_cast<uint64_t>(m) ^ static_cast<uint64_t>(m >> 64);
+}
+
+void MemoryFloor_BatchHitKeyed(benchmark::State& state) {
+  const auto n = static_cast<size_t>(state.range(0));
+  Floor& f = floor_arrays(n);
+  World& w = world(n);
+  if (f.slots == nullptr || f.records == nullptr) return state.SkipWithError("cannot map the arrays");
+  if (!w.error.empty()) return state.SkipWithError(w.error.c_str());
+  constexpr size_t kChunk = 32;
+  constexpr size_t kAhead = 8;
+  constexpr uint64_t kSeed[6] = {0x9e3779b97f4a7c15, 0xbf58476d1ce4e5b9, 0x94d049bb133111eb,
+                                 0x2545f4914f6cdd1d, 0x84222325cbf29ce4, 0xd6e8feb86659fd93};
+  uint64_t* window[kChunk];
+  size_t at[kChunk];
+  size_t off = 0;
+  uint64_t sum = 0;
+  for (auto _ : state) {
+    for (size_t i = 0; i < kChunk; ++i) {
+      const SoftwarePacket& p = w.hits[off + i];
+      uint64_t a[4];
+      std::memcpy(a, p.tuple.src.bytes, 16);
+      std::memcpy(a + 2, p.tuple.dst.bytes, 16);
+      const uint64_t rest = (uint64_t{p.tuple.src_port} << 16 | p.tuple.dst_port) << 32 |
+                            (uint32_t{p.family} << 24 | uint32_t{p.proto} << 16 | p.zone);
+      const uint64_t h = fold(
+          fold(a[0] ^ kSeed[0], a[1] ^ kSeed[1]) ^ fold(a[2] ^ kSeed[2], a[3] ^ kSeed[3]) ^ kSeed[4], rest ^ kSeed[5]);
+      at[i] = static_cast<size_t>(((h >> 32) * f.n_slots) >> 32);
+      __builtin_prefetch(&f.slots[at[i]]);
+      __builtin_prefetch(&f.slots[std::min<size_t>(at[i] + 3, f.n_slots - 1)]);
+    }
+    for (size_t i = 0; i < kChunk + kAhead; ++i) {
+      if (i < kChunk) {
+        const uint32_t sv = std::atomic_ref<uint32_t>(f.slots[at[i]]).load(std::memory_order_acquire);
+        unsigned char* win = f.records + size_t{sv >> 1} * kFloorRecord + ((sv & 1) ? kFloorRecord - kFloorWindow : 0);
+        __builtin_prefetch(win, 1);
+        __builtin_prefetch(win + kFloorWindow - 1, 1);
+        window[i] = reinterpret_cast<uint64_t*>(win);
+      }
+      if (i >= kAhead) {
+        uint64_t* win = window[i - kAhead];
+        sum += std::atomic_ref<uint64_t>(win[0]).load(std::memory_order_acquire) +
+               std::atomic_ref<uint64_t>(win[4]).load(std::memory_order_acquire);
+        std::atomic_ref<uint64_t>(win[6]).fetch_add(1, std::memory_order_acq_rel);
+        std::atomic_ref<uint64_t>(win[7]).fetch_add(1400, std::memory_order_relaxed);
+        std::atomic_ref<uint64_t>(win[6]).fetch_sub(1, std::memory_order_release);
+      }
+    }
+    off = (off + kChunk) & (kPackets - 1);
+  }
+  benchmark::DoNotOptimize(sum);
+  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(kChunk));
+}
+
 void MemoryFloor_BatchHit(benchmark::State& s) { memory_floor<true>(s); }
 void MemoryFloor_BatchRead(benchmark::State& s) { memory_floor<false>(s); }
 void Ours_Lookup_Hit(benchmark::State& s) { ours_single(s, true); }
@@ -331,6 +397,7 @@ BENCHMARK(UnorderedMapMutex_Hit)->Arg(kSmall)->Arg(kLarge);
 BENCHMARK(UnorderedMapMutex_Miss)->Arg(kSmall)->Arg(kLarge);
 BENCHMARK(MemoryFloor_BatchHit)->Arg(kSmall)->Arg(kLarge);
 BENCHMARK(MemoryFloor_BatchRead)->Arg(kSmall)->Arg(kLarge);
+BENCHMARK(MemoryFloor_BatchHitKeyed)->Arg(kSmall)->Arg(kLarge);
 
 std::string summarize(const std::vector<benchmark::BenchmarkReporter::Run>& runs, const std::string& command) {
   std::string md;
@@ -381,17 +448,24 @@ std::string summarize(const std::vector<benchmark::BenchmarkReporter::Run>& runs
       "and the hit's three atomic adds), in the same chunks and with the same prefetches as `lookup_batch()`; "
       "no key, hash, compare or clock.  A lookup cannot beat it on this machine.  `MemoryFloor_BatchRead` is "
       "the same with plain loads in place of the atomic adds: the slot and the record that it names, the two "
-      "dependent random accesses alone, which any table whose index and records are apart pays per hit.\n\n"
-      "| connections | memory floor, accesses/s | reads only, accesses/s | ours: batch hits/s | ours / floor |\n"
-      "|---|---|---|---|---|\n";
+      "dependent random accesses alone, which any table whose index and records are apart pays per hit.  "
+      "`MemoryFloor_BatchHitKeyed` is the hit floor with each slot chosen by the hash of a packet's key, the "
+      "packets read from the array the lookups read: what every hash table pays before its first access "
+      "(the packet read and hashed, the slot address waiting on both), still with no compare.\n\n"
+      "| connections | memory floor, accesses/s | reads only, accesses/s | keyed floor, accesses/s | "
+      "ours: batch hits/s | ours / floor | ours / keyed floor |\n"
+      "|---|---|---|---|---|---|---|\n";
   for (int64_t n : {kSmall, kLarge}) {
     const std::string arg = "/" + std::to_string(n);
     const double fl = items_per_second(median_of(runs, "MemoryFloor_BatchHit" + arg));
     const double reads = items_per_second(median_of(runs, "MemoryFloor_BatchRead" + arg));
+    const double keyed = items_per_second(median_of(runs, "MemoryFloor_BatchHitKeyed" + arg));
     const double hit = items_per_second(median_of(runs, "Ours_LookupBatch32_Hit" + arg));
     if (fl <= 0 || hit <= 0) continue;
-    md += format("| %s | %s | %s | %s | %.0f%% |\n", thousands(static_cast<double>(n)).c_str(), thousands(fl).c_str(),
-                 reads > 0 ? thousands(reads).c_str() : "-", thousands(hit).c_str(), 100.0 * hit / fl);
+    md += format("| %s | %s | %s | %s | %s | %.0f%% | %s |\n", thousands(static_cast<double>(n)).c_str(),
+                 thousands(fl).c_str(), reads > 0 ? thousands(reads).c_str() : "-",
+                 keyed > 0 ? thousands(keyed).c_str() : "-", thousands(hit).c_str(), 100.0 * hit / fl,
+                 keyed > 0 ? format("%.0f%%", 100.0 * hit / keyed).c_str() : "-");
   }
   md += "\n";
   md +=
