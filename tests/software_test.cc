@@ -789,6 +789,81 @@ TEST(SoftwareConcurrency, HeldConnectionIsNeverMissedWhileNeighboursAreDeleted) 
   EXPECT_EQ(misses.load(), 0u) << "of " << lookups.load() << " lookups";
 }
 
+// One thread, deterministic interleaving: the reader's slot hook deletes a
+// neighbour of the connection being looked up right after the reader's
+// k-th slot read.  When that delete shifts the looked-up connection's slot
+// back over a position the reader has already passed, the reader's probe
+// ends at an empty slot although the connection is held; it must see that
+// slots moved and probe again.  Tiny tables (capacity 3: twelve slots, six
+// in use) make long clusters common, and every table has its own random
+// hash seeds, so many tables are tried: every connection in both
+// directions, every neighbour deleted, after each of the first four reads.
+// 'batch' looks up through lookup_batch_with_slot_hook().  Returns how many
+// lookups hit only after reading an empty slot (a retried probe); the test
+// expects some, or it did not make the case it is about.
+struct ShiftUnderReader {
+  size_t lookups = 0;
+  size_t misses = 0;
+  size_t retried = 0;
+};
+
+ShiftUnderReader delete_neighbours_under_readers(bool batch) {
+  ShiftUnderReader r;
+  for (int table = 0; table < 300; ++table) {
+    auto p = make(3);
+    const Conn conns[3] = {nth_conn(3 * table), nth_conn(3 * table + 1), nth_conn(3 * table + 2)};
+    for (const Conn& c : conns) {
+      EXPECT_EQ(add(*p, c), 0);
+    }
+    for (int target = 0; target < 3; ++target) {
+      for (int victim = 0; victim < 3; ++victim) {
+        if (victim == target) continue;
+        for (int reply = 0; reply < 2; ++reply) {
+          for (int k = 1; k <= 4; ++k) {
+            const Conn& t = conns[target];
+            int reads = 0;
+            bool saw_empty = false;
+            auto hook = [&](bool empty) {
+              saw_empty = saw_empty || empty;
+              if (++reads == k) del(*p, conns[victim]);
+            };
+            Direction d;
+            const Tuple& tuple = reply != 0 ? t.reply : t.orig;
+            if (batch) {
+              const SoftwarePacket pkt{
+                  .family = t.family, .proto = t.proto, .zone = t.zone, .bytes = 1, .tuple = tuple};
+              Direction out[1];
+              p->lookup_batch_with_slot_hook(std::span(&pkt, 1), out, hook);
+              d = out[0];
+            } else {
+              d = p->lookup_with_slot_hook(t.family, t.proto, t.zone, tuple, 1, hook);
+            }
+            ++r.lookups;
+            if (d == Direction::kMiss) ++r.misses;
+            if (d != Direction::kMiss && saw_empty) ++r.retried;
+            if (reads >= k) {
+              EXPECT_EQ(add(*p, conns[victim]), 0);
+            }
+          }
+        }
+      }
+    }
+  }
+  return r;
+}
+
+TEST(SoftwareConcurrency, LookupProbesAgainWhenADeleteShiftsItsConnectionBackUnderIt) {
+  const ShiftUnderReader r = delete_neighbours_under_readers(false);
+  EXPECT_EQ(r.misses, 0u) << "of " << r.lookups << " lookups";
+  EXPECT_GT(r.retried, 0u) << "no lookup of " << r.lookups << " had its connection shifted back under it";
+}
+
+TEST(SoftwareConcurrency, LookupBatchProbesAgainWhenADeleteShiftsItsConnectionBackUnderIt) {
+  const ShiftUnderReader r = delete_neighbours_under_readers(true);
+  EXPECT_EQ(r.misses, 0u) << "of " << r.lookups << " lookups";
+  EXPECT_GT(r.retried, 0u) << "no lookup of " << r.lookups << " had its connection shifted back under it";
+}
+
 TEST(SoftwareConcurrency, CountsMatchTheHitsReadersSaw) {
   // Readers hit stable connections in both directions, one at a time and
   // in bursts, while a writer adds and deletes others around them.  At the end each stable connection's

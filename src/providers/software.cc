@@ -217,6 +217,11 @@ constexpr int64_t kFullWarnIntervalMs = 10000;
 // Retries of a lookup that missed while the table layout changed under it.
 constexpr int kMaxMissRetries = 64;
 
+// The readers' hook for the datapath: nothing.
+struct NoHook {
+  void operator()(bool /*empty*/) const {}
+};
+
 }  // namespace
 
 struct SoftwareProvider::Impl {
@@ -254,8 +259,13 @@ struct SoftwareProvider::Impl {
 
   // Looks 'k' (hash 'h') up and counts a hit of 'nbytes'.  '*now' is the
   // clock, read on the first hit when still 0 (a batch reads it once).
-  Direction lookup(const Key& k, uint64_t h, uint32_t nbytes, int64_t* now);
-  void lookup_batch(const SoftwarePacket* packets, size_t n, Direction* out);
+  // 'after_slot(empty)' runs after every slot read: NoHook (nothing,
+  // compiled away) for the datapath, a test's callback for the
+  // *_with_slot_hook calls.
+  template <typename Hook>
+  Direction lookup(const Key& k, uint64_t h, uint32_t nbytes, int64_t* now, const Hook& after_slot);
+  template <typename Hook>
+  void lookup_batch(const SoftwarePacket* packets, size_t n, Direction* out, const Hook& after_slot);
   // Counts a hit on record 'index' if its direction 'reply' matches 'k';
   // false when it does not match or changed under the reader.
   inline bool try_hit(uint32_t index, bool reply, const Key& k, uint32_t nbytes, int64_t* now);
@@ -338,7 +348,9 @@ __attribute__((always_inline)) inline bool SoftwareProvider::Impl::try_hit(uint3
   return true;
 }
 
-Direction SoftwareProvider::Impl::lookup(const Key& k, uint64_t h, uint32_t nbytes, int64_t* now) {
+template <typename Hook>
+Direction SoftwareProvider::Impl::lookup(const Key& k, uint64_t h, uint32_t nbytes, int64_t* now,
+                                         const Hook& after_slot) {
   const uint32_t tag = tag_of(h);
   const size_t home = home_of(h);
   for (int attempt = 0;; ++attempt) {
@@ -346,6 +358,7 @@ Direction SoftwareProvider::Impl::lookup(const Key& k, uint64_t h, uint32_t nbyt
     size_t i = home;
     for (size_t probes = 0; probes < n_slots; ++probes, i = next(i)) {
       const uint32_t s = load(slots[i], std::memory_order_acquire);
+      after_slot(s == kEmpty);
       if (s == kEmpty) break;
       if ((s >> kTagShift) != tag) continue;
       const bool reply = (s & kDirReply) != 0;
@@ -361,7 +374,9 @@ Direction SoftwareProvider::Impl::lookup(const Key& k, uint64_t h, uint32_t nbyt
   }
 }
 
-void SoftwareProvider::Impl::lookup_batch(const SoftwarePacket* packets, size_t n, Direction* out) {
+template <typename Hook>
+void SoftwareProvider::Impl::lookup_batch(const SoftwarePacket* packets, size_t n, Direction* out,
+                                          const Hook& after_slot) {
   // Packets go in chunks of kChunk, each in three stages:
   //   1. every packet of the chunk is hashed and its home slot prefetched,
   //      with the line of the slot 3 further on when that is the next line
@@ -425,6 +440,7 @@ void SoftwareProvider::Impl::lookup_batch(const SoftwarePacket* packets, size_t 
     size_t j = home_of(hashes[r]);
     for (int probe = 0; probe < kProbes; ++probe, j = next(j)) {
       const uint32_t sv = load(slots[j], std::memory_order_acquire);
+      after_slot(sv == kEmpty);
       if (sv == kEmpty) {
         found[r] = kNoMatch;
         break;
@@ -444,7 +460,7 @@ void SoftwareProvider::Impl::lookup_batch(const SoftwarePacket* packets, size_t 
     if (at % kClockEvery == 0) now = 0;
     Direction d = Direction::kMiss;
     if (found[r] == kUndecided) {
-      d = lookup(keys[r], hashes[r], packets[at].bytes, &now);
+      d = lookup(keys[r], hashes[r], packets[at].bytes, &now, after_slot);
     } else if (found[r] != kNoMatch) {
       // The candidate, if its record is this packet's connection: try_hit()
       // checks that against the record itself, as lookup() does, so the
@@ -456,7 +472,7 @@ void SoftwareProvider::Impl::lookup_batch(const SoftwarePacket* packets, size_t 
       if (try_hit(sv & kIndexMask, reply, keys[r], packets[at].bytes, &now)) {
         d = reply ? Direction::kReply : Direction::kOriginal;
       } else {
-        d = lookup(keys[r], hashes[r], packets[at].bytes, &now);
+        d = lookup(keys[r], hashes[r], packets[at].bytes, &now, after_slot);
       }
     }
     out[at] = d;
@@ -477,7 +493,7 @@ void SoftwareProvider::Impl::lookup_batch(const SoftwarePacket* packets, size_t 
     Key k;
     fill_key(k, packets[i].family, packets[i].proto, packets[i].zone, packets[i].tuple);
     now = 0;
-    out[i] = lookup(k, hash(k), packets[i].bytes, &now);
+    out[i] = lookup(k, hash(k), packets[i].bytes, &now, after_slot);
   }
 }
 
@@ -801,11 +817,24 @@ Direction SoftwareProvider::lookup(uint8_t family, uint8_t proto, uint16_t zone,
   if (family != AF_INET && family != AF_INET6) return Direction::kMiss;
   const Key k = make_key(family, proto, zone, pkt);
   int64_t now = 0;
-  return impl_->lookup(k, impl_->hash(k), bytes, &now);
+  return impl_->lookup(k, impl_->hash(k), bytes, &now, NoHook{});
 }
 
 void SoftwareProvider::lookup_batch(std::span<const SoftwarePacket> packets, std::span<Direction> out) {
-  impl_->lookup_batch(packets.data(), std::min(packets.size(), out.size()), out.data());
+  impl_->lookup_batch(packets.data(), std::min(packets.size(), out.size()), out.data(), NoHook{});
+}
+
+Direction SoftwareProvider::lookup_with_slot_hook(uint8_t family, uint8_t proto, uint16_t zone, const Tuple& pkt,
+                                                  uint32_t bytes, const SlotHook& after_slot) {
+  if (family != AF_INET && family != AF_INET6) return Direction::kMiss;
+  const Key k = make_key(family, proto, zone, pkt);
+  int64_t now = 0;
+  return impl_->lookup(k, impl_->hash(k), bytes, &now, after_slot);
+}
+
+void SoftwareProvider::lookup_batch_with_slot_hook(std::span<const SoftwarePacket> packets, std::span<Direction> out,
+                                                   const SlotHook& after_slot) {
+  impl_->lookup_batch(packets.data(), std::min(packets.size(), out.size()), out.data(), after_slot);
 }
 
 size_t SoftwareProvider::size() const { return impl_->count.load(std::memory_order_acquire); }

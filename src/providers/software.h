@@ -40,6 +40,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -97,6 +98,19 @@ class SoftwareProvider final : public Provider {
   // fast; bursts of 32 get the most from it.  Only
   // min(packets.size(), out.size()) packets are looked up.
   void lookup_batch(std::span<const SoftwarePacket> packets, std::span<Direction> out);
+
+  // For tests: lookup() and lookup_batch(), the same code, calling
+  // 'after_slot' after every hash slot they read (with true when the slot
+  // was empty), so that a test can change the table at the worst moment for
+  // a lock-free reader (a delete shifting slots back between two of its
+  // reads) and see that the reader probed again: a hit can only follow an
+  // empty slot when a probe that ended in a miss was retried.  A datapath
+  // has no use for these.
+  using SlotHook = std::function<void(bool empty)>;
+  Direction lookup_with_slot_hook(uint8_t family, uint8_t proto, uint16_t zone, const Tuple& pkt, uint32_t bytes,
+                                  const SlotHook& after_slot);
+  void lookup_batch_with_slot_hook(std::span<const SoftwarePacket> packets, std::span<Direction> out,
+                                   const SlotHook& after_slot);
 
   // Connections held now.
   size_t size() const;
