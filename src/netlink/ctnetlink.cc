@@ -671,11 +671,12 @@ Status Ctnetlink::remove_window(std::span<const Conn> keys, const std::vector<un
                                 std::vector<Status>& out) {
   const auto context = [&](size_t i) { return "delete conntrack entry " + describe_key(keys[index[i]]); };
   std::vector<uint8_t> answered(index.size(), 0);
-  // Request i's result, unless it has one already.
-  const auto settle = [&](size_t i, Status result) {
+  // Request i's result, made by 'result()' unless it has one already (an
+  // error's text names the key: not formatted for requests already settled).
+  const auto settle = [&](size_t i, const auto& result) {
     if (answered[i] != 0) return;
     answered[i] = 1;
-    out[index[i]] = std::move(result);
+    out[index[i]] = result();
   };
   std::vector<size_t> open;  // Requests of this window not answered yet.
   std::vector<unsigned char> dgram;
@@ -727,13 +728,13 @@ Status Ctnetlink::remove_window(std::span<const Conn> keys, const std::vector<un
           }
           return kernel_status(*ack, "ctnetlink").with_context(context(i));
         };
-        settle(open[j], answer(open[j]));
+        settle(open[j], [&] { return answer(open[j]); });
         if (j + 1 == open.size()) {
           done = true;
         } else if (j == 0 && ack->err == EPERM) {
           // A sender without CAP_NET_ADMIN has its whole datagram refused:
           // the first request is answered EPERM and the rest are dropped.
-          for (size_t i : open) settle(i, answer(i));
+          for (size_t i : open) settle(i, [&] { return answer(i); });
           done = true;
         }
       }
@@ -741,7 +742,7 @@ Status Ctnetlink::remove_window(std::span<const Conn> keys, const std::vector<un
     if (s) {
       // The last request's answer came after every error: the rest were
       // carried out.
-      for (size_t i : open) settle(i, Status());
+      for (size_t i : open) settle(i, [] { return Status(); });
       return Status();
     }
     if (attempt == 0 && (socket_gone(s.err()) || s.err() == ENOBUFS)) {
@@ -753,7 +754,7 @@ Status Ctnetlink::remove_window(std::span<const Conn> keys, const std::vector<un
     } else if (may_leave_replies(s.err())) {
       (void)transport_->reset();  // It may still hold answers of this window.
     }
-    for (size_t i : open) settle(i, s.with_context(context(i)));
+    for (size_t i : open) settle(i, [&] { return s.with_context(context(i)); });
     return s;
   }
 }
