@@ -267,22 +267,23 @@ Floor& floor_arrays(size_t n) {
   return f;
 }
 
-// kCount: also the hit's three atomic adds; without them, what is left is
-// the two dependent random accesses alone, the least any table that keeps
-// its records apart from its index can do per hit on this machine.  A
-// template argument, so neither floor carries a branch the lookup has not.
-template <bool kCount>
-void memory_floor(benchmark::State& state) {
-  Floor& f = floor_arrays(static_cast<size_t>(state.range(0)));
-  if (f.slots == nullptr || f.records == nullptr) return state.SkipWithError("cannot map the arrays");
+// The floor's loop.  slot_of(k) is the slot the k-th packet of the packet
+// array reads.  kCount: also the hit's three atomic adds; without them, what
+// is left is the two dependent random accesses alone, the least any table
+// that keeps its records apart from its index can do per hit on this
+// machine.  Template arguments, so no floor carries a branch or a call the
+// lookup has not.
+template <bool kCount, typename SlotOf>
+void floor_loop(benchmark::State& state, Floor& f, const SlotOf& slot_of) {
   constexpr size_t kChunk = 32;
   constexpr size_t kAhead = 8;
   uint64_t* window[kChunk];
+  size_t at[kChunk];
   size_t off = 0;
   uint64_t sum = 0;
   for (auto _ : state) {
-    const uint32_t* at = f.at.data() + off;
     for (size_t i = 0; i < kChunk; ++i) {
+      at[i] = slot_of(off + i);
       __builtin_prefetch(&f.slots[at[i]]);
       __builtin_prefetch(&f.slots[std::min<size_t>(at[i] + 3, f.n_slots - 1)]);
     }
@@ -314,6 +315,15 @@ void memory_floor(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(kChunk));
 }
 
+// MemoryFloor_BatchHit and MemoryFloor_BatchRead: each packet's slot drawn
+// at random beforehand.
+template <bool kCount>
+void memory_floor(benchmark::State& state) {
+  Floor& f = floor_arrays(static_cast<size_t>(state.range(0)));
+  if (f.slots == nullptr || f.records == nullptr) return state.SkipWithError("cannot map the arrays");
+  floor_loop<kCount>(state, f, [&f](size_t k) -> size_t { return f.at[k]; });
+}
+
 // MemoryFloor_BatchHitKeyed: the hit floor, but each packet's slot is where
 // the hash of that packet's key puts it, the packets read from the same
 // array the lookups read.  Still no table: the slots name random records and
@@ -333,49 +343,19 @@ void MemoryFloor_BatchHitKeyed(benchmark::State& state) {
   World& w = world(n);
   if (f.slots == nullptr || f.records == nullptr) return state.SkipWithError("cannot map the arrays");
   if (!w.error.empty()) return state.SkipWithError(w.error.c_str());
-  constexpr size_t kChunk = 32;
-  constexpr size_t kAhead = 8;
   constexpr uint64_t kSeed[6] = {0x9e3779b97f4a7c15, 0xbf58476d1ce4e5b9, 0x94d049bb133111eb,
                                  0x2545f4914f6cdd1d, 0x84222325cbf29ce4, 0xd6e8feb86659fd93};
-  uint64_t* window[kChunk];
-  size_t at[kChunk];
-  size_t off = 0;
-  uint64_t sum = 0;
-  for (auto _ : state) {
-    for (size_t i = 0; i < kChunk; ++i) {
-      const SoftwarePacket& p = w.hits[off + i];
-      uint64_t a[4];
-      std::memcpy(a, p.tuple.src.bytes, 16);
-      std::memcpy(a + 2, p.tuple.dst.bytes, 16);
-      const uint64_t rest = (uint64_t{p.tuple.src_port} << 16 | p.tuple.dst_port) << 32 |
-                            (uint32_t{p.family} << 24 | uint32_t{p.proto} << 16 | p.zone);
-      const uint64_t h = fold(
-          fold(a[0] ^ kSeed[0], a[1] ^ kSeed[1]) ^ fold(a[2] ^ kSeed[2], a[3] ^ kSeed[3]) ^ kSeed[4], rest ^ kSeed[5]);
-      at[i] = static_cast<size_t>(((h >> 32) * f.n_slots) >> 32);
-      __builtin_prefetch(&f.slots[at[i]]);
-      __builtin_prefetch(&f.slots[std::min<size_t>(at[i] + 3, f.n_slots - 1)]);
-    }
-    for (size_t i = 0; i < kChunk + kAhead; ++i) {
-      if (i < kChunk) {
-        const uint32_t sv = std::atomic_ref<uint32_t>(f.slots[at[i]]).load(std::memory_order_acquire);
-        unsigned char* win = f.records + size_t{sv >> 1} * kFloorRecord + ((sv & 1) ? kFloorRecord - kFloorWindow : 0);
-        __builtin_prefetch(win, 1);
-        __builtin_prefetch(win + kFloorWindow - 1, 1);
-        window[i] = reinterpret_cast<uint64_t*>(win);
-      }
-      if (i >= kAhead) {
-        uint64_t* win = window[i - kAhead];
-        sum += std::atomic_ref<uint64_t>(win[0]).load(std::memory_order_acquire) +
-               std::atomic_ref<uint64_t>(win[4]).load(std::memory_order_acquire);
-        std::atomic_ref<uint64_t>(win[6]).fetch_add(1, std::memory_order_acq_rel);
-        std::atomic_ref<uint64_t>(win[7]).fetch_add(1400, std::memory_order_relaxed);
-        std::atomic_ref<uint64_t>(win[6]).fetch_sub(1, std::memory_order_release);
-      }
-    }
-    off = (off + kChunk) & (kPackets - 1);
-  }
-  benchmark::DoNotOptimize(sum);
-  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(kChunk));
+  floor_loop<true>(state, f, [&](size_t k) -> size_t {
+    const SoftwarePacket& p = w.hits[k];
+    uint64_t a[4];
+    std::memcpy(a, p.tuple.src.bytes, 16);
+    std::memcpy(a + 2, p.tuple.dst.bytes, 16);
+    const uint64_t rest = (uint64_t{p.tuple.src_port} << 16 | p.tuple.dst_port) << 32 |
+                          (uint32_t{p.family} << 24 | uint32_t{p.proto} << 16 | p.zone);
+    const uint64_t h = fold(fold(a[0] ^ kSeed[0], a[1] ^ kSeed[1]) ^ fold(a[2] ^ kSeed[2], a[3] ^ kSeed[3]) ^ kSeed[4],
+                            rest ^ kSeed[5]);
+    return static_cast<size_t>(((h >> 32) * f.n_slots) >> 32);
+  });
 }
 
 void MemoryFloor_BatchHit(benchmark::State& s) { memory_floor<true>(s); }
