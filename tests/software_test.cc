@@ -798,9 +798,10 @@ TEST(SoftwareConcurrency, HeldConnectionIsNeverMissedWhileNeighboursAreDeleted) 
 // in use) make long clusters common, and every table has its own random
 // hash seeds, so many tables are tried: every connection in both
 // directions, every neighbour deleted, after each of the first four reads.
-// 'batch' looks up through lookup_batch_with_slot_hook().  Returns how many
-// lookups hit only after reading an empty slot (a retried probe); the test
-// expects some, or it did not make the case it is about.
+// 'batch' looks up through lookup_batch_with_slot_hook().  Counts the
+// lookups, the misses, and the hits that came only after reading an empty
+// slot (a retried probe); the tests expect some of those, or they did not
+// make the case they are about.
 struct ShiftUnderReader {
   size_t lookups = 0;
   size_t misses = 0;

@@ -266,6 +266,15 @@ struct SoftwareProvider::Impl {
   Direction lookup(const Key& k, uint64_t h, uint32_t nbytes, int64_t* now, const Hook& after_slot);
   template <typename Hook>
   void lookup_batch(const SoftwarePacket* packets, size_t n, Direction* out, const Hook& after_slot);
+  // lookup() of one packet as SoftwareProvider::lookup() takes it.
+  template <typename Hook>
+  Direction lookup_packet(uint8_t family, uint8_t proto, uint16_t zone, const Tuple& pkt, uint32_t bytes,
+                          const Hook& after_slot) {
+    if (family != AF_INET && family != AF_INET6) return Direction::kMiss;
+    const Key k = make_key(family, proto, zone, pkt);
+    int64_t now = 0;
+    return lookup(k, hash(k), bytes, &now, after_slot);
+  }
   // Counts a hit on record 'index' if its direction 'reply' matches 'k';
   // false when it does not match or changed under the reader.
   inline bool try_hit(uint32_t index, bool reply, const Key& k, uint32_t nbytes, int64_t* now);
@@ -814,10 +823,7 @@ SoftwareProvider::SoftwareProvider(std::unique_ptr<Impl> impl) : impl_(std::move
 SoftwareProvider::~SoftwareProvider() = default;
 
 Direction SoftwareProvider::lookup(uint8_t family, uint8_t proto, uint16_t zone, const Tuple& pkt, uint32_t bytes) {
-  if (family != AF_INET && family != AF_INET6) return Direction::kMiss;
-  const Key k = make_key(family, proto, zone, pkt);
-  int64_t now = 0;
-  return impl_->lookup(k, impl_->hash(k), bytes, &now, NoHook{});
+  return impl_->lookup_packet(family, proto, zone, pkt, bytes, NoHook{});
 }
 
 void SoftwareProvider::lookup_batch(std::span<const SoftwarePacket> packets, std::span<Direction> out) {
@@ -826,10 +832,7 @@ void SoftwareProvider::lookup_batch(std::span<const SoftwarePacket> packets, std
 
 Direction SoftwareProvider::lookup_with_slot_hook(uint8_t family, uint8_t proto, uint16_t zone, const Tuple& pkt,
                                                   uint32_t bytes, const SlotHook& after_slot) {
-  if (family != AF_INET && family != AF_INET6) return Direction::kMiss;
-  const Key k = make_key(family, proto, zone, pkt);
-  int64_t now = 0;
-  return impl_->lookup(k, impl_->hash(k), bytes, &now, after_slot);
+  return impl_->lookup_packet(family, proto, zone, pkt, bytes, after_slot);
 }
 
 void SoftwareProvider::lookup_batch_with_slot_hook(std::span<const SoftwarePacket> packets, std::span<Direction> out,
