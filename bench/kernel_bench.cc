@@ -263,7 +263,9 @@ void create_layout(netlink::NftSocket& sock) {
   for (uint8_t family : {uint8_t{AF_INET}, uint8_t{AF_INET6}}) {
     const nft::SelKey key{family, 0, nft::FtKind::kSw};
     txn.add_set(NFT_MSG_NEWSET, NLM_F_CREATE, nft::build_set(lo, key));
-    txn.add_rule(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, nft::build_rule(lo, key));
+    for (nft::RuleDir dir : {nft::RuleDir::kOriginal, nft::RuleDir::kReply}) {
+      txn.add_rule(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, nft::build_rule(lo, key, dir));
+    }
   }
   check(txn.commit(), "create the layout");
 }

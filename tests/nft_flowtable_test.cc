@@ -880,9 +880,11 @@ TEST_F(NftFlowtableTest, InitBuildsTheBaselineTableAndTurnsAccountingOn) {
   EXPECT_EQ(t->sets.size(), 2u);
   EXPECT_EQ(t->sets["sel4"].key_len, 20u);
   EXPECT_EQ(t->sets["sel6"].key_len, 44u);
-  ASSERT_EQ(t->rules.size(), 2u);
+  // Two rules per set: original and reply direction.
+  ASSERT_EQ(t->rules.size(), 4u);
   EXPECT_EQ(t->rules[0].set, "sel4");
   EXPECT_EQ(t->rules[0].flowtable, "ft_sw");
+  EXPECT_EQ(t->rules[1].set, "sel4");
   EXPECT_EQ(nft_.rs.size(), 1u) << "the probe table must be gone";
   std::ifstream acct(acct_path_);
   int v = -1;
@@ -1363,7 +1365,7 @@ TEST_F(NftFlowtableTest, ADeletedTableIsRestoredWithEveryConnection) {
   EXPECT_EQ(nft_.set("sel4")->elems.size(), 1u);
   ASSERT_NE(nft_.set("sel6_z4"), nullptr);
   EXPECT_EQ(nft_.set("sel6_z4")->elems.size(), 1u);
-  EXPECT_EQ(t->rules.size(), 3u);
+  EXPECT_EQ(t->rules.size(), 6u);  // Two per set.
 }
 
 TEST_F(NftFlowtableTest, AReaderAloneRestoresADeletedTable) {

@@ -275,8 +275,28 @@ TEST(NftLayout, SetNamesRoundTripAndForeignNamesAreRejected) {
   }
 }
 
-TEST(NftLayout, Ipv4RuleLoadsTheOriginalTupleFromConntrack) {
-  RulePtr r = round_trip(build_rule(opts(), SelKey{AF_INET, 0, FtKind::kSw}).get());
+void expect_payload(const Expr& x, uint32_t base, uint32_t offset, uint32_t len, uint32_t dreg) {
+  ASSERT_EQ(x.name, "payload");
+  EXPECT_EQ(nftnl_expr_get_u32(x.e, NFTNL_EXPR_PAYLOAD_BASE), base);
+  EXPECT_EQ(nftnl_expr_get_u32(x.e, NFTNL_EXPR_PAYLOAD_OFFSET), offset);
+  EXPECT_EQ(nftnl_expr_get_u32(x.e, NFTNL_EXPR_PAYLOAD_LEN), len);
+  EXPECT_EQ(nftnl_expr_get_u32(x.e, NFTNL_EXPR_PAYLOAD_DREG), dreg);
+}
+
+void expect_l4proto(const Expr& x, uint32_t dreg) {
+  ASSERT_EQ(x.name, "meta");
+  EXPECT_EQ(nftnl_expr_get_u32(x.e, NFTNL_EXPR_META_KEY), static_cast<uint32_t>(NFT_META_L4PROTO));
+  EXPECT_EQ(nftnl_expr_get_u32(x.e, NFTNL_EXPR_META_DREG), dreg);
+}
+
+std::string rule_comment_of(nftnl_rule* r) {
+  uint32_t len = 0;
+  const void* ud = nftnl_rule_get_data(r, NFTNL_RULE_USERDATA, &len);
+  return ud == nullptr ? std::string() : udata_str(ud, len, NFTNL_UDATA_RULE_COMMENT);
+}
+
+TEST(NftLayout, Ipv4OriginalRuleLooksUpThePacketHeaderFields) {
+  RulePtr r = round_trip(build_rule(opts(), SelKey{AF_INET, 0, FtKind::kSw}, RuleDir::kOriginal).get());
   EXPECT_STREQ(nftnl_rule_get_str(r.get(), NFTNL_RULE_TABLE), "ctoffload");
   EXPECT_STREQ(nftnl_rule_get_str(r.get(), NFTNL_RULE_CHAIN), "forward");
   const auto x = exprs_of(r.get());
@@ -292,13 +312,13 @@ TEST(NftLayout, Ipv4RuleLoadsTheOriginalTupleFromConntrack) {
   expect_ct(x[2], NFT_CT_ZONE, -1, NFT_REG_1);
   ASSERT_EQ(x[3].name, "cmp");
   EXPECT_EQ(cmp_data(x[3].e), std::string(2, '\0'));
-  // ct original ip saddr . ip daddr . protocol . proto-src . proto-dst,
-  // one 32-bit register each from NFT_REG32_00.
-  expect_ct(x[4], NFT_CT_SRC_IP, 0, NFT_REG32_00);
-  expect_ct(x[5], NFT_CT_DST_IP, 0, NFT_REG32_01);
-  expect_ct(x[6], NFT_CT_PROTOCOL, 0, NFT_REG32_02);
-  expect_ct(x[7], NFT_CT_PROTO_SRC, 0, NFT_REG32_03);
-  expect_ct(x[8], NFT_CT_PROTO_DST, 0, NFT_REG32_04);
+  // ip saddr . ip daddr . meta l4proto . th sport . th dport, one 32-bit
+  // register each from NFT_REG32_00.
+  expect_payload(x[4], NFT_PAYLOAD_NETWORK_HEADER, 12, 4, NFT_REG32_00);
+  expect_payload(x[5], NFT_PAYLOAD_NETWORK_HEADER, 16, 4, NFT_REG32_01);
+  expect_l4proto(x[6], NFT_REG32_02);
+  expect_payload(x[7], NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG32_03);
+  expect_payload(x[8], NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG32_04);
   ASSERT_EQ(x[9].name, "lookup");
   EXPECT_EQ(nftnl_expr_get_u32(x[9].e, NFTNL_EXPR_LOOKUP_SREG), static_cast<uint32_t>(NFT_REG32_00));
   EXPECT_STREQ(nftnl_expr_get_str(x[9].e, NFTNL_EXPR_LOOKUP_SET), "sel4");
@@ -307,35 +327,88 @@ TEST(NftLayout, Ipv4RuleLoadsTheOriginalTupleFromConntrack) {
   EXPECT_EQ(x[10].name, "counter");
   ASSERT_EQ(x[11].name, "flow_offload");
   EXPECT_STREQ(nftnl_expr_get_str(x[11].e, NFTNL_EXPR_FLOW_TABLE_NAME), "ft_sw");
-  uint32_t len = 0;
-  const void* ud = nftnl_rule_get_data(r.get(), NFTNL_RULE_USERDATA, &len);
-  ASSERT_NE(ud, nullptr);
-  EXPECT_EQ(udata_str(ud, len, NFTNL_UDATA_RULE_COMMENT), "sel4");
+  EXPECT_EQ(rule_comment_of(r.get()), "sel4 original");
+}
+
+TEST(NftLayout, ReplyRuleReadsTheSameFieldsSwapped) {
+  RulePtr r = round_trip(build_rule(opts(), SelKey{AF_INET, 0, FtKind::kSw}, RuleDir::kReply).get());
+  const auto x = exprs_of(r.get());
+  ASSERT_EQ(x.size(), 12u);
+  // ip daddr . ip saddr . meta l4proto . th dport . th sport: a reply
+  // packet's fields in the order of the original direction's key.
+  expect_payload(x[4], NFT_PAYLOAD_NETWORK_HEADER, 16, 4, NFT_REG32_00);
+  expect_payload(x[5], NFT_PAYLOAD_NETWORK_HEADER, 12, 4, NFT_REG32_01);
+  expect_l4proto(x[6], NFT_REG32_02);
+  expect_payload(x[7], NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG32_03);
+  expect_payload(x[8], NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG32_04);
+  EXPECT_STREQ(nftnl_expr_get_str(x[9].e, NFTNL_EXPR_LOOKUP_SET), "sel4");
+  EXPECT_EQ(rule_comment_of(r.get()), "sel4 reply");
 }
 
 TEST(NftLayout, Ipv6ZoneRuleUsesWideRegistersAndItsZone) {
-  RulePtr r = round_trip(build_rule(opts(), SelKey{AF_INET6, 513, FtKind::kHw}).get());
+  RulePtr r = round_trip(build_rule(opts(), SelKey{AF_INET6, 513, FtKind::kHw}, RuleDir::kOriginal).get());
   const auto x = exprs_of(r.get());
   ASSERT_EQ(x.size(), 12u);
   EXPECT_EQ(cmp_data(x[1].e), std::string(1, static_cast<char>(NFPROTO_IPV6)));
   const uint16_t zone = 513;
   EXPECT_EQ(cmp_data(x[3].e), std::string(reinterpret_cast<const char*>(&zone), 2));
+  expect_payload(x[4], NFT_PAYLOAD_NETWORK_HEADER, 8, 16, NFT_REG32_00);
+  expect_payload(x[5], NFT_PAYLOAD_NETWORK_HEADER, 24, 16, NFT_REG32_04);
+  expect_l4proto(x[6], NFT_REG32_08);
+  expect_payload(x[7], NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG32_09);
+  expect_payload(x[8], NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG32_10);
+  EXPECT_STREQ(nftnl_expr_get_str(x[9].e, NFTNL_EXPR_LOOKUP_SET), "sel6_z513_hw");
+  EXPECT_STREQ(nftnl_expr_get_str(x[11].e, NFTNL_EXPR_FLOW_TABLE_NAME), "ft_hw");
+  EXPECT_EQ(rule_comment_of(r.get()), "sel6_z513_hw original");
+}
+
+TEST(NftLayout, LegacyRuleLoadsTheOriginalTupleFromConntrack) {
+  RulePtr r = round_trip(build_legacy_rule(opts(), SelKey{AF_INET6, 7, FtKind::kSw}).get());
+  const auto x = exprs_of(r.get());
+  ASSERT_EQ(x.size(), 12u);
   expect_ct(x[4], NFT_CT_SRC_IP6, 0, NFT_REG32_00);
   expect_ct(x[5], NFT_CT_DST_IP6, 0, NFT_REG32_04);
   expect_ct(x[6], NFT_CT_PROTOCOL, 0, NFT_REG32_08);
   expect_ct(x[7], NFT_CT_PROTO_SRC, 0, NFT_REG32_09);
   expect_ct(x[8], NFT_CT_PROTO_DST, 0, NFT_REG32_10);
-  EXPECT_STREQ(nftnl_expr_get_str(x[9].e, NFTNL_EXPR_LOOKUP_SET), "sel6_z513_hw");
-  EXPECT_STREQ(nftnl_expr_get_str(x[11].e, NFTNL_EXPR_FLOW_TABLE_NAME), "ft_hw");
+  EXPECT_EQ(rule_comment_of(r.get()), "sel6_z7");
+}
+
+TEST(NftLayout, RuleCommentsNameSetDirectionAndLayout) {
+  for (uint8_t family : {uint8_t{AF_INET}, uint8_t{AF_INET6}}) {
+    for (FtKind kind : {FtKind::kSw, FtKind::kHw}) {
+      for (RuleDir dir : {RuleDir::kOriginal, RuleDir::kReply}) {
+        const SelKey k{family, 42, kind};
+        auto id = parse_rule_comment(rule_comment(k, dir));
+        ASSERT_TRUE(id.has_value()) << rule_comment(k, dir);
+        EXPECT_EQ(id->key, k);
+        EXPECT_EQ(id->dir, dir);
+        EXPECT_EQ(id->selector, Selector::kPacket);
+      }
+    }
+  }
+  auto legacy = parse_rule_comment("sel4_z3");
+  ASSERT_TRUE(legacy.has_value());
+  EXPECT_EQ(legacy->selector, Selector::kLegacyCtOriginal);
+  EXPECT_EQ(legacy->key, (SelKey{AF_INET, 3, FtKind::kSw}));
+  for (const char* bad : {"", "sel4 sideways", "sel4  original", "rule", "sel9 original", "sel4 original x"}) {
+    EXPECT_FALSE(parse_rule_comment(bad).has_value()) << bad;
+  }
 }
 
 TEST(NftLayout, TestLayoutRuleEndsInACounterWithoutFlowAdd) {
   LayoutOptions o = opts();
   o.flowtables = false;
-  RulePtr r = round_trip(build_rule(o, SelKey{AF_INET, 0, FtKind::kSw}).get());
+  RulePtr r = round_trip(build_rule(o, SelKey{AF_INET, 0, FtKind::kSw}, RuleDir::kReply).get());
   const auto x = exprs_of(r.get());
   ASSERT_EQ(x.size(), 11u);
   EXPECT_EQ(x.back().name, "counter");
+}
+
+TEST(NftLayout, RuleReferenceNamesItsHandle) {
+  RulePtr r = build_rule_ref(opts(), 77);
+  EXPECT_EQ(nftnl_rule_get_u64(r.get(), NFTNL_RULE_HANDLE), 77u);
+  EXPECT_STREQ(nftnl_rule_get_str(r.get(), NFTNL_RULE_CHAIN), "forward");
 }
 
 TEST(NftLayout, Ipv4ElementKeyIsPaddedToRegisters) {
@@ -346,6 +419,11 @@ TEST(NftLayout, Ipv4ElementKeyIsPaddedToRegisters) {
   EXPECT_EQ(std::memcmp(key, want, 20), 0);
   EXPECT_EQ(key_len(AF_INET), 20u);
   EXPECT_EQ(key_len(AF_INET6), 44u);
+  // Without NAT, layout 1's key is the same bytes (no element moves when a
+  // table of it is migrated).
+  uint8_t legacy[44];
+  ASSERT_EQ(build_legacy_key(c, legacy), 20u);
+  EXPECT_EQ(std::memcmp(key, legacy, 20), 0);
 }
 
 TEST(NftLayout, Ipv6ElementKeyCarriesFullAddresses) {
@@ -361,6 +439,25 @@ TEST(NftLayout, Ipv6ElementKeyCarriesFullAddresses) {
   EXPECT_EQ(key[40], 0);
   EXPECT_EQ(key[41], 53);
   EXPECT_EQ(key[38] | key[39] | key[42] | key[43], 0);
+}
+
+TEST(NftLayout, NatKeyIsWhatTheForwardHookSees) {
+  // DNAT of 10.1.0.1:8080 to 10.2.0.2:80, and SNAT of the client to
+  // 10.2.0.1:61000: at the forward hook an original-direction packet reads
+  // 10.1.0.2:40002 -> 10.2.0.2:80 (DNAT done, SNAT not yet).
+  auto c = make_conn(IPPROTO_TCP, *parse_endpoint("10.1.0.2:40002"), *parse_endpoint("10.1.0.1:8080"),
+                     *parse_endpoint("10.2.0.2:80"), *parse_endpoint("10.2.0.1:61000"), 3);
+  ASSERT_TRUE(c.ok());
+  uint8_t key[44];
+  ASSERT_EQ(build_key(*c, key), 20u);
+  const uint8_t want[20] = {10, 1, 0, 2, 10, 2, 0, 2, IPPROTO_TCP, 0, 0, 0, 0x9c, 0x42, 0, 0, 0, 80, 0, 0};
+  EXPECT_EQ(std::memcmp(key, want, 20), 0);
+  // Layout 1 keyed the original tuple, untouched by NAT.
+  uint8_t legacy[44];
+  ASSERT_EQ(build_legacy_key(*c, legacy), 20u);
+  const uint8_t want_legacy_dst[4] = {10, 1, 0, 1};
+  EXPECT_EQ(std::memcmp(legacy + 4, want_legacy_dst, 4), 0);
+  EXPECT_EQ(legacy[16] << 8 | legacy[17], 8080);
 }
 
 TEST(NftLayout, ElementsRoundTripWithTheirNotes) {
@@ -385,42 +482,83 @@ TEST(NftLayout, ElementsRoundTripWithTheirNotes) {
   EXPECT_TRUE(same_conn(d->conn, plain)) << format_conn(d->conn);
   EXPECT_EQ(d->note.iif, "r-c");
   EXPECT_EQ(d->note.reply_iif, "r-s");
-  EXPECT_FALSE(d->note.reply.has_value());
+  EXPECT_FALSE(d->note.dnat_from.has_value());
+  EXPECT_FALSE(d->note.snat_to.has_value());
 }
 
-TEST(NftLayout, NatElementKeepsItsReplyTupleInTheComment) {
-  // DNAT to 10.2.0.2:80 of a connection to 10.1.0.1:8080, SNATed too.
+TEST(NftLayout, NatElementSaysWhatNatChangedAndDecodesToBothTuples) {
   auto c = make_conn(IPPROTO_TCP, *parse_endpoint("10.1.0.2:40002"), *parse_endpoint("10.1.0.1:8080"),
                      *parse_endpoint("10.2.0.2:80"), *parse_endpoint("10.2.0.1:61000"), 3);
   ASSERT_TRUE(c.ok());
   const SelKey key{AF_INET, 3, FtKind::kSw};
   ElemNote n;
   n.iif = "r-c";
-  n.reply = c->reply;
-  EXPECT_EQ(format_note(*c, n), "iif r-c reply 10.2.0.2:80 -> 10.2.0.1:61000");
+  EXPECT_EQ(format_note(*c, n), "iif r-c dnat-from 10.1.0.1:8080 snat-to 10.2.0.1:61000");
   SetPtr s = build_set_ref(opts(), key);
   nftnl_set_elem_add(s.get(), build_element(*c, n).release());
   SetPtr back = round_trip_elems(s.get());
   auto es = elems_of(back.get());
   ASSERT_EQ(es.size(), 1u);
-  // The key is the original tuple, untouched by NAT.
-  uint32_t klen = 0;
-  const auto* k = static_cast<const uint8_t*>(nftnl_set_elem_get(es[0], NFTNL_SET_ELEM_KEY, &klen));
-  ASSERT_EQ(klen, 20u);
-  const uint8_t want_dst[4] = {10, 1, 0, 1};
-  EXPECT_EQ(std::memcmp(k + 4, want_dst, 4), 0);
-  EXPECT_EQ(k[16] << 8 | k[17], 8080);
   auto d = decode_element(key, es[0]);
   ASSERT_TRUE(d.ok()) << d.message();
   EXPECT_TRUE(same_conn(d->conn, *c)) << format_conn(d->conn);
   EXPECT_EQ(d->conn.zone, 3);
 }
 
+TEST(NftLayout, DnatOnlyAndSnatOnlyWriteOneWordEach) {
+  // A port forward (DNAT only): the reply goes back to the client itself.
+  auto dnat = make_conn(IPPROTO_UDP, *parse_endpoint("198.51.100.7:5000"), *parse_endpoint("192.0.2.1:53"),
+                        *parse_endpoint("10.0.0.53:5353"), *parse_endpoint("198.51.100.7:5000"));
+  ASSERT_TRUE(dnat.ok());
+  EXPECT_EQ(format_note(*dnat, ElemNote{}), "dnat-from 192.0.2.1:53");
+  // Masquerade (SNAT only).
+  auto snat = make_conn(IPPROTO_TCP, *parse_endpoint("10.0.0.2:40000"), *parse_endpoint("192.0.2.1:443"),
+                        *parse_endpoint("192.0.2.1:443"), *parse_endpoint("203.0.113.1:61000"));
+  ASSERT_TRUE(snat.ok());
+  EXPECT_EQ(format_note(*snat, ElemNote{}), "snat-to 203.0.113.1:61000");
+  for (const Conn* c : {&*dnat, &*snat}) {
+    const SelKey key{AF_INET, 0, FtKind::kSw};
+    SetPtr s = build_set_ref(opts(), key);
+    nftnl_set_elem_add(s.get(), build_element(*c, ElemNote{}).release());
+    SetPtr back = round_trip_elems(s.get());
+    auto d = decode_element(key, elems_of(back.get())[0]);
+    ASSERT_TRUE(d.ok()) << d.message();
+    EXPECT_TRUE(same_conn(d->conn, *c)) << format_conn(d->conn);
+  }
+}
+
+TEST(NftLayout, LegacyElementDecodesFromTheOriginalTupleAndItsReplyNote) {
+  // What layout 1 wrote for a NATed connection: the original tuple as key,
+  // "reply A -> B" in the comment.
+  auto c = make_conn(IPPROTO_TCP, *parse_endpoint("10.1.0.2:40002"), *parse_endpoint("10.1.0.1:8080"),
+                     *parse_endpoint("10.2.0.2:80"), *parse_endpoint("10.2.0.1:61000"));
+  ASSERT_TRUE(c.ok());
+  const SelKey key{AF_INET, 0, FtKind::kSw};
+  SetPtr s = build_set_ref(opts(), key);
+  auto e = build_element(*c, ElemNote{}, false, Selector::kLegacyCtOriginal);
+  const std::string note = "iif r-c reply 10.2.0.2:80 -> 10.2.0.1:61000";
+  std::vector<uint8_t> ud = {NFTNL_UDATA_SET_ELEM_COMMENT, static_cast<uint8_t>(note.size() + 1)};
+  ud.insert(ud.end(), note.begin(), note.end());
+  ud.push_back(0);
+  nftnl_set_elem_set(e.get(), NFTNL_SET_ELEM_USERDATA, ud.data(), static_cast<uint32_t>(ud.size()));
+  nftnl_set_elem_add(s.get(), e.release());
+  SetPtr back = round_trip_elems(s.get());
+  auto es = elems_of(back.get());
+  ASSERT_EQ(es.size(), 1u);
+  auto d = decode_element(key, es[0], Selector::kLegacyCtOriginal);
+  ASSERT_TRUE(d.ok()) << d.message();
+  EXPECT_TRUE(same_conn(d->conn, *c)) << format_conn(d->conn);
+  EXPECT_EQ(d->note.iif, "r-c");
+}
+
 TEST(NftLayout, Ipv6ZoneElementDecodesWithItsZoneAndFamily) {
   const Conn c = testing::udp6("fd00:1::2", 5000, "fd00:2::2", 53, 9);
   const SelKey key{AF_INET6, 9, FtKind::kHw};
   SetPtr s = build_set_ref(opts(), key);
-  nftnl_set_elem_add(s.get(), build_element(c, ElemNote{"eth0", "eth1", std::nullopt}).release());
+  ElemNote n;
+  n.iif = "eth0";
+  n.reply_iif = "eth1";
+  nftnl_set_elem_add(s.get(), build_element(c, n).release());
   SetPtr back = round_trip_elems(s.get());
   auto es = elems_of(back.get());
   ASSERT_EQ(es.size(), 1u);
@@ -435,7 +573,10 @@ TEST(NftLayout, Ipv6ZoneElementDecodesWithItsZoneAndFamily) {
 
 TEST(NftLayout, DeletionElementsCarryTheKeyOnly) {
   const Conn c = testing::tcp4("10.1.0.2", 1, "10.2.0.2", 2);
-  auto e = build_element(c, ElemNote{"eth0", "eth1", std::nullopt}, false);
+  ElemNote n;
+  n.iif = "eth0";
+  n.reply_iif = "eth1";
+  auto e = build_element(c, n, false);
   EXPECT_TRUE(nftnl_set_elem_is_set(e.get(), NFTNL_SET_ELEM_KEY));
   EXPECT_FALSE(nftnl_set_elem_is_set(e.get(), NFTNL_SET_ELEM_USERDATA));
   // Without devices and NAT there is nothing to note either.
@@ -443,23 +584,28 @@ TEST(NftLayout, DeletionElementsCarryTheKeyOnly) {
   EXPECT_FALSE(nftnl_set_elem_is_set(bare.get(), NFTNL_SET_ELEM_USERDATA));
 }
 
-TEST(NftLayout, LongNotesDropDeviceNamesButKeepTheReplyTuple) {
+TEST(NftLayout, LongNotesDropDeviceNamesButKeepWhatNatChanged) {
   auto c = make_conn(IPPROTO_UDP, *parse_endpoint("[2001:db8:1111:2222:3333:4444:5555:6666]:65535"),
                      *parse_endpoint("[2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff]:65534"),
                      *parse_endpoint("[2001:db8:9999:8888:7777:6666:5555:4444]:65533"),
                      *parse_endpoint("[2001:db8:1111:2222:3333:4444:5555:7777]:65532"));
   ASSERT_TRUE(c.ok());
-  ElemNote n{"abcdefghijklmno", "ponmlkjihgfedcb", c->reply};
+  ElemNote n;
+  n.iif = "abcdefghijklmno";
+  n.reply_iif = "ponmlkjihgfedcb";
   const std::string text = format_note(*c, n);
   EXPECT_LE(text.size(), kMaxElemComment);
   EXPECT_EQ(text.find("iif"), std::string::npos) << text;
-  auto back = parse_note(AF_INET6, text);
-  ASSERT_TRUE(back.ok()) << back.message();
-  ASSERT_TRUE(back->reply.has_value());
-  EXPECT_TRUE(same_tuple(*back->reply, c->reply));
+  const SelKey key{AF_INET6, 0, FtKind::kSw};
+  SetPtr s = build_set_ref(opts(), key);
+  nftnl_set_elem_add(s.get(), build_element(*c, n).release());
+  SetPtr back = round_trip_elems(s.get());
+  auto d = decode_element(key, elems_of(back.get())[0]);
+  ASSERT_TRUE(d.ok()) << d.message();
+  EXPECT_TRUE(same_conn(d->conn, *c)) << format_conn(d->conn);
 }
 
-TEST(NftLayout, NotesIgnoreUnknownWordsAndRefuseMalformedTuples) {
+TEST(NftLayout, NotesIgnoreUnknownWordsAndRefuseMalformedAddresses) {
   auto n = parse_note(AF_INET, "iif eth0 future stuff riif eth1");
   ASSERT_TRUE(n.ok());
   EXPECT_EQ(n->iif, "eth0");
@@ -468,6 +614,14 @@ TEST(NftLayout, NotesIgnoreUnknownWordsAndRefuseMalformedTuples) {
   EXPECT_EQ(parse_note(AF_INET, "reply 10.0.0.1:80 ->").err(), EINVAL);
   EXPECT_EQ(parse_note(AF_INET, "reply [fd00::1]:80 -> [fd00::2]:90").err(), EINVAL);
   EXPECT_EQ(parse_note(AF_INET, "iif abcdefghijklmnopq").err(), EINVAL);
+  EXPECT_EQ(parse_note(AF_INET, "dnat-from 10.0.0.1").err(), EINVAL);
+  EXPECT_EQ(parse_note(AF_INET, "snat-to [fd00::1]:80").err(), EINVAL);
+  auto nat = parse_note(AF_INET6, "dnat-from [fd00::1]:80 snat-to [fd00::2]:90");
+  ASSERT_TRUE(nat.ok()) << nat.message();
+  ASSERT_TRUE(nat->dnat_from.has_value());
+  EXPECT_EQ(nat->dnat_from->port, 80);
+  ASSERT_TRUE(nat->snat_to.has_value());
+  EXPECT_EQ(nat->snat_to->port, 90);
 }
 
 TEST(NftLayout, TableNamesFollowNftIdentifiers) {

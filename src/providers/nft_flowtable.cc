@@ -73,6 +73,12 @@ std::string_view hw_offload_name(HwOffload mode) {
   return "?";
 }
 
+Result<AdoptMode> parse_adopt_mode(std::string_view text) {
+  if (text == "full") return AdoptMode::kFull;
+  if (text == "lazy") return AdoptMode::kLazy;
+  return Status::error(EINVAL, "adopt must be full or lazy, not '" + std::string(text) + "'");
+}
+
 std::string_view ft_mode_name(FtMode mode) {
   switch (mode) {
     case FtMode::kNone:
@@ -492,6 +498,9 @@ struct NftFlowtableProvider::Impl {
   std::unordered_map<std::string, uint16_t> dev_by_name;
   std::map<SelKey, SetInfo> sets;
   uint64_t table_handle = 0;
+  // Every connection of the table is in 'conns' (false after a lazy
+  // adoption, until ensure_complete()).
+  bool complete = true;
   long long last_verify = 0;
   long long last_refresh = 0;
   bool verifying = false;
@@ -505,7 +514,24 @@ struct NftFlowtableProvider::Impl {
   Status setup_table();
   Status create_baseline();
   Status adopt(const nft::LayoutState& st);
+  // Reads every element of every set (layout 1 sets with their keys).
+  Status adopt_elements(const nft::LayoutState& st, const std::set<SelKey>& legacy);
+  // A record for connection 'conn' found in set 'key' with comment 'note'.
+  size_t insert_adopted(const SelKey& key, const Conn& conn, const nft::ElemNote& note);
+  // Moves a layout 1 table (adopted whole) to layout 2.
+  Status migrate(const std::set<SelKey>& legacy, const std::vector<uint64_t>& legacy_rules);
+  // The record of 'c' if we hold it: in memory, or (lazy adoption) found in
+  // the kernel now and adopted.  ConnTable::npos when not held.
+  size_t find_held(const Conn& c);
+  // Reads every element (once) when the adoption was lazy.
+  Status ensure_complete();
   void add_baseline_objects(netlink::NftTxn& txn);
+  // Both selection rules of set 'key' (original and reply direction).
+  void add_rules(netlink::NftTxn& txn, const SelKey& key) {
+    for (nft::RuleDir dir : {nft::RuleDir::kOriginal, nft::RuleDir::kReply}) {
+      txn.add_rule(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, nft::build_rule(layout, key, dir));
+    }
+  }
 
   // ---- Operations ----
   void process(std::span<Op> ops);
@@ -642,6 +668,9 @@ Result<std::shared_ptr<NftFlowtableProvider>> NftFlowtableProvider::create(const
   auto refresh = options.get_uint("refresh_ms", 250);
   if (!refresh) return refresh.status();
   o.refresh_ms = static_cast<uint32_t>(*refresh);
+  auto adopt = parse_adopt_mode(options.get("adopt", "full"));
+  if (!adopt) return adopt.status();
+  o.adopt = *adopt;
   return create(o);
 }
 
@@ -777,7 +806,7 @@ void NftFlowtableProvider::Impl::add_baseline_objects(netlink::NftTxn& txn) {
   }
   for (const SelKey& key : kBaselineSets) {
     txn.add_set(NFT_MSG_NEWSET, NLM_F_CREATE, nft::build_set(layout, key));
-    txn.add_rule(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, nft::build_rule(layout, key));
+    add_rules(txn, key);
   }
 }
 
@@ -811,10 +840,16 @@ Status NftFlowtableProvider::Impl::setup_table() {
   auto st = nft::read_layout(*backend.nft, layout);
   if (!st) return st.status().with_context("read table inet " + opts.table);
   if (!st->table.exists) return create_baseline();
-  if (st->table.comment != nft::kTableComment) {
+  if (!nft::is_ours(*st)) {
     return Status::error(EEXIST, "table inet " + opts.table +
                                      " exists and is not managed by ctoffload (its comment is '" + st->table.comment +
                                      "'); choose another nft_flowtable.table");
+  }
+  if (st->table.comment != nft::kTableComment) {
+    logger->warn(
+        "table inet {} has lost its comment (nft 1.0.6's JSON drops it: restored with `nft -j -f`?); adopting it "
+        "because everything in it is ctoffload's",
+        opts.table);
   }
   return adopt(*st);
 }
@@ -839,17 +874,62 @@ Status NftFlowtableProvider::Impl::adopt(const nft::LayoutState& st) {
       devs[i].note = "adopted from the existing flowtable " + ft.name;
     }
   }
-  // Connections, from the selection sets.
+  // Sets, and which layout their rules have.  A set with a layout 1 rule
+  // (`ct original` tuple, comment = the set's name) holds layout 1 keys.
+  std::set<SelKey> legacy;
+  std::vector<uint64_t> legacy_rules;
+  for (const auto& r : st.rules) {
+    if (r.id && r.id->selector == nft::Selector::kLegacyCtOriginal) {
+      legacy.insert(r.id->key);
+      legacy_rules.push_back(r.handle);
+    }
+  }
+  for (const auto& name : st.sets) {
+    auto key = nft::parse_set_name(name);
+    if (!key) continue;
+    SetInfo& si = sets[*key];
+    si.exists = std::any_of(st.rules.begin(), st.rules.end(), [&](const nft::RuleState& r) {
+      return r.id && r.id->key == *key && r.id->selector == nft::Selector::kPacket;
+    });
+  }
+  for (const SelKey& key : kBaselineSets) sets[key];  // Part of the baseline.
+  // Connections: all of them now (full), or each when first asked about
+  // (lazy: a one-shot command must not read a table of a million
+  // connections to add one).  A layout 1 table is read whole, to migrate.
+  complete = opts.adopt == AdoptMode::kFull || !legacy.empty();
+  if (complete) {
+    if (Status s = adopt_elements(st, legacy); !s) return s;
+  }
+  // Devices of adopted connections that are no longer in a flowtable, and
+  // anything else missing, are put back now.
+  for (auto& d : devs) {
+    auto idx = backend.devices->ifindex(d.name);
+    d.present = idx.ok();
+    d.ifindex = idx ? *idx : 0;
+  }
+  if (!legacy.empty()) {
+    if (Status s = migrate(legacy, legacy_rules); !s) return s;
+  }
+  Status s = verify_and_restore(false);
+  if (!s) return s;
+  if (complete) {
+    logger->info("adopted {} connections and {} devices from table inet {}", conns.size(), devs.size(), opts.table);
+  } else {
+    logger->info("adopted table inet {} ({} devices); connections are read as they are asked about", opts.table,
+                 devs.size());
+  }
+  return {};
+}
+
+Status NftFlowtableProvider::Impl::adopt_elements(const nft::LayoutState& st, const std::set<SelKey>& legacy) {
   std::vector<std::pair<SelKey, Conn>> extra;
   size_t bad = 0;
   for (const auto& name : st.sets) {
     auto key = nft::parse_set_name(name);
     if (!key) continue;
-    SetInfo& si = sets[*key];
-    si.exists =
-        std::any_of(st.rules.begin(), st.rules.end(), [&](const nft::RuleState& r) { return r.comment == name; });
+    const nft::Selector sel = legacy.count(*key) ? nft::Selector::kLegacyCtOriginal : nft::Selector::kPacket;
     Status s = nft::read_elements(*backend.nft, layout, *key, [&](nftnl_set_elem* e) {
-      auto d = nft::decode_element(*key, e);
+      auto d = nft::decode_element(*key, e, sel);
       if (!d) {
         ++bad;
         return;
@@ -859,15 +939,7 @@ Status NftFlowtableProvider::Impl::adopt(const nft::LayoutState& st) {
         extra.emplace_back(*key, d->conn);
         return;
       }
-      Record r{};
-      r.conn = d->conn;
-      r.iif = d->note.iif.empty() ? kNoDevice : device_slot(d->note.iif);
-      r.riif = d->note.reply_iif.empty() ? kNoDevice : device_slot(d->note.reply_iif);
-      r.flags = key->kind == FtKind::kHw ? kRecHw : 0;
-      conns.insert(r);
-      ref(r.iif, +1);
-      ref(r.riif, +1);
-      ++si.count;
+      insert_adopted(*key, d->conn, d->note);
     });
     if (!s) return s.with_context("adopt connections of set " + name);
   }
@@ -880,22 +952,107 @@ Status NftFlowtableProvider::Impl::adopt(const nft::LayoutState& st) {
     for (const auto& [key, conn] : extra) {
       auto& s = by_set[key];
       if (!s) s = nft::build_set_ref(layout, key);
-      nftnl_set_elem_add(s.get(), nft::build_element(conn, {}, false).release());
+      const auto sel = legacy.count(key) ? nft::Selector::kLegacyCtOriginal : nft::Selector::kPacket;
+      nftnl_set_elem_add(s.get(), nft::build_element(conn, {}, false, sel).release());
     }
     for (auto& [key, s] : by_set) txn.add_elements(NFT_MSG_DELSETELEM, 0, std::move(s));
     (void)txn.commit();
   }
-  for (const SelKey& key : kBaselineSets) sets[key];  // Part of the baseline.
-  // Devices of adopted connections that are no longer in a flowtable, and
-  // anything else missing, are put back now.
-  for (auto& d : devs) {
-    auto idx = backend.devices->ifindex(d.name);
-    d.present = idx.ok();
-    d.ifindex = idx ? *idx : 0;
+  return {};
+}
+
+size_t NftFlowtableProvider::Impl::insert_adopted(const SelKey& key, const Conn& conn, const nft::ElemNote& note) {
+  Record r{};
+  r.conn = conn;
+  r.iif = note.iif.empty() ? kNoDevice : device_slot(note.iif);
+  r.riif = note.reply_iif.empty() ? kNoDevice : device_slot(note.reply_iif);
+  r.flags = key.kind == FtKind::kHw ? kRecHw : 0;
+  const size_t i = conns.insert(r);
+  ref(r.iif, +1);
+  ref(r.riif, +1);
+  ++sets[key].count;
+  return i;
+}
+
+Status NftFlowtableProvider::Impl::migrate(const std::set<SelKey>& legacy, const std::vector<uint64_t>& legacy_rules) {
+  // One transaction, so that a failure leaves layout 1 as it was: layout 1's
+  // rules out, both layout 2 rules of each of its sets in, and the element
+  // of every connection whose key changes (NAT: layout 1 keyed the original
+  // destination, layout 2 keys the DNAT target) re-keyed.  The flowtables
+  // are not touched, so offloaded flows stay offloaded; the old rule and the
+  // new ones match the same packets, and the swap is atomic.
+  netlink::NftTxn txn(*backend.nft);
+  for (uint64_t h : legacy_rules) txn.add_rule(NFT_MSG_DELRULE, 0, nft::build_rule_ref(layout, h));
+  for (const SelKey& key : legacy) add_rules(txn, key);
+  size_t rekeyed = 0;
+  std::map<SelKey, std::pair<netlink::SetPtr, netlink::SetPtr>> by_set;
+  for (size_t i = 0; i < conns.size(); ++i) {
+    const Record& r = conns.at(i);
+    const SelKey key = key_of(r);
+    if (legacy.count(key) == 0) continue;
+    uint8_t a[44], b[44];
+    const size_t n = nft::build_key(r.conn, a);
+    (void)nft::build_legacy_key(r.conn, b);
+    if (std::memcmp(a, b, n) == 0) continue;  // Without NAT the keys are the same bytes.
+    auto& [del, add] = by_set[key];
+    if (!del) del = nft::build_set_ref(layout, key);
+    if (!add) add = nft::build_set_ref(layout, key);
+    nftnl_set_elem_add(del.get(), nft::build_element(r.conn, {}, false, nft::Selector::kLegacyCtOriginal).release());
+    nftnl_set_elem_add(add.get(), nft::build_element(r.conn, note_of(r)).release());
+    ++rekeyed;
   }
-  Status s = verify_and_restore(false);
-  if (!s) return s;
-  logger->info("adopted {} connections and {} devices from table inet {}", conns.size(), devs.size(), opts.table);
+  for (auto& [key, pair] : by_set) {
+    txn.add_elements(NFT_MSG_DELSETELEM, 0, std::move(pair.first));
+    txn.add_elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE, std::move(pair.second));
+  }
+  if (Status s = txn.commit(); !s) {
+    return s.with_context("migrate table inet " + opts.table + " from layout 1 (ct original tuple) to layout 2");
+  }
+  for (const SelKey& key : legacy) sets[key].exists = true;
+  logger->warn(
+      "migrated table inet {} from layout 1 (ct original tuple, which nft cannot read back) to layout 2 (packet "
+      "header fields): {} sets, {} NAT connections re-keyed, offloads kept",
+      opts.table, legacy.size(), rekeyed);
+  return {};
+}
+
+size_t NftFlowtableProvider::Impl::find_held(const Conn& c) {
+  const size_t i = conns.find(c);
+  if (i != ConnTable::npos || complete || conns.size() >= conns.capacity()) return i;
+  // Not known yet: ask the kernel, in each set the connection could be in
+  // (its family and zone; software or hardware flowtable).
+  for (FtKind kind : {FtKind::kSw, FtKind::kHw}) {
+    const SelKey key = key_of(c, kind);
+    auto it = sets.find(key);
+    if (it == sets.end() || !it->second.exists) continue;
+    std::optional<nft::DecodedElem> found;
+    Status s = nft::read_element(*backend.nft, layout, key, c, [&](nftnl_set_elem* e) {
+      auto d = nft::decode_element(key, e);
+      if (d) found = std::move(*d);
+    });
+    if (!s) {
+      if (s.err() != ENOENT)
+        logger->warn("looking up {} in set {}: {}", format_conn(c), nft::set_name(key), s.to_string());
+      continue;
+    }
+    // The key matches; the connection is ours only if the comment agrees
+    // on what NAT did (another connection can share the key).
+    if (found && same_conn(found->conn, c)) return insert_adopted(key, found->conn, found->note);
+  }
+  return ConnTable::npos;
+}
+
+Status NftFlowtableProvider::Impl::ensure_complete() {
+  if (complete) return {};
+  auto st = nft::read_layout(*backend.nft, layout);
+  if (!st) return st.status().with_context("read table inet " + opts.table);
+  if (!st->table.exists) {
+    complete = true;  // Nothing to read: the table is restored from memory.
+    return {};
+  }
+  if (Status s = adopt_elements(*st, {}); !s) return s;
+  complete = true;
+  logger->info("read the whole table inet {}: {} connections", opts.table, conns.size());
   return {};
 }
 
@@ -1148,7 +1305,7 @@ nft::ElemNote NftFlowtableProvider::Impl::note_of(const Conn& c, uint16_t iif, u
   nft::ElemNote n;
   n.iif = note_dev(iif);
   n.reply_iif = note_dev(riif);
-  if (is_natted(c)) n.reply = c.reply;
+  (void)c;  // What NAT changed is written from the connection itself (format_note).
   return n;
 }
 
@@ -1176,7 +1333,7 @@ Status NftFlowtableProvider::Impl::verify_and_restore(bool deep) {
   if (!st) return st.status();
   bool rebuilt = false;
   if (!st->table.exists || (table_handle != 0 && st->table.handle != table_handle)) {
-    if (st->table.exists && st->table.comment != nft::kTableComment) {
+    if (st->table.exists && !nft::is_ours(*st)) {
       return Status::error(EEXIST, "table inet " + opts.table + " was replaced by one not managed by ctoffload");
     }
     logger->warn("table inet {} {}; restoring it with {} connections", opts.table,
@@ -1240,7 +1397,6 @@ Status NftFlowtableProvider::Impl::verify_and_restore(bool deep) {
   for (auto& [key, si] : sets) {
     const std::string name = nft::set_name(key);
     const bool set_there = have_sets.count(name) != 0;
-    const bool rule_there = have_rules.count(name) != 0;
     if (!set_there) {
       set_ops[key] = txn.add_set(NFT_MSG_NEWSET, NLM_F_CREATE, nft::build_set(layout, key));
       if (si.count > 0) refill.insert(key);
@@ -1249,8 +1405,9 @@ Status NftFlowtableProvider::Impl::verify_and_restore(bool deep) {
       refill.insert(key);  // Re-add every element; present ones are kept.
       deep_refill = true;
     }
-    if (!rule_there) {
-      txn.add_rule(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, nft::build_rule(layout, key));
+    for (nft::RuleDir dir : {nft::RuleDir::kOriginal, nft::RuleDir::kReply}) {
+      if (have_rules.count(nft::rule_comment(key, dir)) != 0) continue;
+      txn.add_rule(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, nft::build_rule(layout, key, dir));
       ++repairs;
     }
     si.exists = true;
@@ -1422,7 +1579,7 @@ void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vecto
     const Conn* c = op.ctx.conn;
     if (op.type == CT_OFFLOAD_OP_DEL) {
       if (c == nullptr) continue;
-      const size_t r = conns.find(*c);
+      const size_t r = find_held(*c);
       if (r == ConnTable::npos || !same_conn(conns.at(r).conn, *c)) continue;  // Not ours: ignored.
       DelPlan d;
       d.op = k;
@@ -1440,7 +1597,7 @@ void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vecto
       op.error = s.err();
       continue;
     }
-    if (conns.find(*c) != ConnTable::npos) {
+    if (find_held(*c) != ConnTable::npos) {
       op.error = EEXIST;
       continue;
     }
@@ -1503,7 +1660,7 @@ void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vecto
   for (const auto& a : adds) {
     if (a.failed || sets[a.key].exists || set_ops.count(a.key)) continue;
     set_ops[a.key] = txn.add_set(NFT_MSG_NEWSET, NLM_F_CREATE, nft::build_set(layout, a.key));
-    txn.add_rule(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, nft::build_rule(layout, a.key));
+    add_rules(txn, a.key);
   }
   struct ElemGroup {
     netlink::OpId op = 0;
@@ -1754,7 +1911,7 @@ Result<std::map<std::string, std::string>> NftFlowtableProvider::Impl::read_back
 }
 
 void NftFlowtableProvider::Impl::established(const Ctx& ctx) {
-  const size_t i = conns.find(*ctx.conn);
+  const size_t i = find_held(*ctx.conn);
   if (i == ConnTable::npos || !same_conn(conns.at(i).conn, *ctx.conn)) return;
   if (ctx.netdev_in == nullptr) return;
   auto dev = resolve_device(ctx.netdev_in, ctx.conn->family, nullptr, true);
@@ -1788,7 +1945,7 @@ void NftFlowtableProvider::Impl::established(const Ctx& ctx) {
     std::optional<netlink::OpId> set_op;
     if (!sets[new_key].exists) {
       set_op = txn.add_set(NFT_MSG_NEWSET, NLM_F_CREATE, nft::build_set(layout, new_key));
-      txn.add_rule(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, nft::build_rule(layout, new_key));
+      add_rules(txn, new_key);
     }
     netlink::SetPtr del = nft::build_set_ref(layout, old_key);
     nftnl_set_elem_add(del.get(), nft::build_element(r.conn, {}, false).release());
@@ -1850,6 +2007,7 @@ void NftFlowtableProvider::Impl::flush_all() {
     logger->warn("flush: {}; the old table is gone, so it was flushed", s.to_string());
   }
   conns.clear();
+  complete = true;  // The table is empty: nothing is left to read.
   devs.clear();
   dev_by_name.clear();
   route_cache.clear();
@@ -1863,7 +2021,7 @@ void NftFlowtableProvider::Impl::flush_all() {
 }
 
 long long NftFlowtableProvider::Impl::update(const Ctx& ctx) {
-  const size_t i = conns.find(*ctx.conn);
+  const size_t i = find_held(*ctx.conn);
   if (i == ConnTable::npos || !same_conn(conns.at(i).conn, *ctx.conn)) return 0;
   refresh(false);
   const size_t j = conns.find(*ctx.conn);  // Still the same index; refresh does not move records.
@@ -1936,7 +2094,7 @@ bool NftFlowtableProvider::conn_query(const Ctx& ctx, ConnStatus* status) {
   if (ctx.conn == nullptr) return false;
   std::lock_guard lock(impl_->mu);
   if (!impl_->ready) return false;
-  const size_t i = impl_->conns.find(*ctx.conn);
+  const size_t i = impl_->find_held(*ctx.conn);
   if (i == ConnTable::npos || !same_conn(impl_->conns.at(i).conn, *ctx.conn)) return false;
   Record& r = impl_->conns.at(i);
   auto e = impl_->backend.ct->get(r.conn);
@@ -1977,6 +2135,7 @@ std::vector<NftConnInfo> NftFlowtableProvider::entries() {
   // A reader is often the only long-lived caller (watch): it is the one that
   // notices an admin's `nft flush ruleset` and puts the table back.
   impl_->maybe_verify(false);
+  if (Status s = impl_->ensure_complete(); !s) impl_->logger->warn("listing connections: {}", s.to_string());
   auto& conns = impl_->conns;
   std::vector<std::optional<netlink::CtEntry>> found(conns.size());
   const long long t = impl_->now();
@@ -1998,7 +2157,7 @@ std::vector<NftConnInfo> NftFlowtableProvider::entries() {
 std::optional<NftConnInfo> NftFlowtableProvider::lookup(const Conn& conn) {
   std::lock_guard lock(impl_->mu);
   if (!impl_->ready) return std::nullopt;
-  const size_t i = impl_->conns.find(conn);
+  const size_t i = impl_->find_held(conn);
   if (i == ConnTable::npos || !same_conn(impl_->conns.at(i).conn, conn)) return std::nullopt;
   Record& r = impl_->conns.at(i);
   auto e = impl_->backend.ct->get(r.conn);
@@ -2010,6 +2169,7 @@ Status NftFlowtableProvider::resync() {
   std::lock_guard lock(impl_->mu);
   if (!impl_->ready) return Status::error(ENOTCONN, "nft_flowtable is not initialised");
   impl_->sync_links();
+  if (Status s = impl_->ensure_complete(); !s) return s;
   impl_->last_verify = impl_->now();
   return impl_->verify_and_restore(true);
 }

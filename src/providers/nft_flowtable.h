@@ -105,6 +105,18 @@ enum class HwOffload : uint8_t {
 Result<HwOffload> parse_hw_offload(std::string_view text);
 std::string_view hw_offload_name(HwOffload mode);
 
+// The adopt option: what a process reads of an existing table at init.
+enum class AdoptMode : uint8_t {
+  kFull,  // Every connection (one dump of each set): size(), capacity and
+          // show are exact from the start.  For long-lived processes.
+  kLazy,  // None; each connection is read from the kernel (one GET) the
+          // first time an operation names it, and everything is read when
+          // an operation needs everything (entries(), resync()).  For
+          // one-shot commands: their cost does not grow with the table.
+};
+// "full", "lazy"; EINVAL for anything else.
+Result<AdoptMode> parse_adopt_mode(std::string_view text);
+
 struct NftFlowtableOptions {
   std::string table = "ctoffload";
   HwOffload hw_offload = HwOffload::kAuto;
@@ -113,6 +125,7 @@ struct NftFlowtableOptions {
   uint32_t refresh_ms = 250;
   // How often (at most) an operation checks that the table is intact.
   uint32_t verify_ms = 1000;
+  AdoptMode adopt = AdoptMode::kFull;
   // False: build everything but the flowtables and `flow add` (the rules end
   // in a counter).  Only for tests on kernels without flowtables.
   bool flowtables = true;

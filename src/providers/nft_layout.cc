@@ -183,6 +183,31 @@ bool valid_table_name(std::string_view name) {
   return true;
 }
 
+std::string rule_comment(const SelKey& key, RuleDir dir) {
+  return set_name(key) + (dir == RuleDir::kReply ? " reply" : " original");
+}
+
+std::optional<RuleId> parse_rule_comment(std::string_view comment) {
+  RuleId id;
+  const size_t sp = comment.find(' ');
+  auto key = parse_set_name(comment.substr(0, sp));
+  if (!key) return std::nullopt;
+  id.key = *key;
+  if (sp == std::string_view::npos) {
+    id.selector = Selector::kLegacyCtOriginal;
+    return id;
+  }
+  const std::string_view word = comment.substr(sp + 1);
+  if (word == "original") {
+    id.dir = RuleDir::kOriginal;
+  } else if (word == "reply") {
+    id.dir = RuleDir::kReply;
+  } else {
+    return std::nullopt;
+  }
+  return id;
+}
+
 // ---- Builders ----
 
 netlink::TablePtr build_table_ref(const LayoutOptions& opts) {
@@ -279,29 +304,107 @@ netlink::SetPtr build_set(const LayoutOptions& opts, const SelKey& key) {
   return s;
 }
 
-netlink::RulePtr build_rule(const LayoutOptions& opts, const SelKey& key) {
+namespace {
+
+// A rule of our chain in 'opts.table', without expressions.
+netlink::RulePtr rule_base(const LayoutOptions& opts) {
   netlink::RulePtr r = netlink::make_rule();
   if (!r) return r;
-  nftnl_rule* rp = r.get();
-  nftnl_rule_set_u32(rp, NFTNL_RULE_FAMILY, NFPROTO_INET);
-  nftnl_rule_set_str(rp, NFTNL_RULE_TABLE, opts.table.c_str());
-  nftnl_rule_set_str(rp, NFTNL_RULE_CHAIN, std::string(kChainName).c_str());
+  nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, NFPROTO_INET);
+  nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, opts.table.c_str());
+  nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, std::string(kChainName).c_str());
+  return r;
+}
 
-  // meta nfproto ipv4|ipv6: keeps the rule of one family from loading the
-  // other family's tuple fields.
+// meta nfproto ipv4|ipv6 ct zone N: keeps a rule of one family from reading
+// the other family's header fields, and one zone's rule from another
+// zone's connections.
+void add_family_and_zone(nftnl_rule* rp, const SelKey& key) {
   nftnl_expr* meta = nftnl_expr_alloc("meta");
-  if (meta == nullptr) return nullptr;
-  nftnl_expr_set_u32(meta, NFTNL_EXPR_META_KEY, NFT_META_NFPROTO);
-  nftnl_expr_set_u32(meta, NFTNL_EXPR_META_DREG, NFT_REG_1);
+  if (meta != nullptr) {
+    nftnl_expr_set_u32(meta, NFTNL_EXPR_META_KEY, NFT_META_NFPROTO);
+    nftnl_expr_set_u32(meta, NFTNL_EXPR_META_DREG, NFT_REG_1);
+  }
   add_expr(rp, meta);
   const uint8_t nfproto = key.family == AF_INET6 ? uint8_t{NFPROTO_IPV6} : uint8_t{NFPROTO_IPV4};
   add_expr(rp, cmp_eq(NFT_REG_1, &nfproto, sizeof(nfproto)));
-
   // ct zone N (host byte order, 16 bits).
   add_expr(rp, ct_load(NFT_CT_ZONE, std::nullopt, NFT_REG_1));
   const uint16_t zone = key.zone;
   add_expr(rp, cmp_eq(NFT_REG_1, &zone, sizeof(zone)));
+}
 
+// The lookup in the set of 'key' (registers from NFT_REG32_00), a counter
+// of the slow-path packets of selected connections (a connection's packets
+// stop reaching this chain once it is offloaded), and `flow add`, then the
+// comment.  False when memory ran out.
+bool add_lookup_and_actions(nftnl_rule* rp, const LayoutOptions& opts, const SelKey& key, const std::string& comment) {
+  nftnl_expr* lookup = nftnl_expr_alloc("lookup");
+  if (lookup == nullptr) return false;
+  nftnl_expr_set_u32(lookup, NFTNL_EXPR_LOOKUP_SREG, reg_at(0));
+  nftnl_expr_set_str(lookup, NFTNL_EXPR_LOOKUP_SET, set_name(key).c_str());
+  add_expr(rp, lookup);
+  add_expr(rp, nftnl_expr_alloc("counter"));
+  if (opts.flowtables) {
+    nftnl_expr* flow = nftnl_expr_alloc("flow_offload");
+    if (flow == nullptr) return false;
+    nftnl_expr_set_str(flow, NFTNL_EXPR_FLOW_TABLE_NAME, std::string(flowtable_name(key.kind)).c_str());
+    add_expr(rp, flow);
+  }
+  UdataPtr ud = comment_udata(NFTNL_UDATA_RULE_COMMENT, comment);
+  if (!ud) return false;
+  nftnl_rule_set_data(rp, NFTNL_RULE_USERDATA, nftnl_udata_buf_data(ud.get()), nftnl_udata_buf_len(ud.get()));
+  return true;
+}
+
+nftnl_expr* payload_load(uint32_t base, uint32_t offset, uint32_t len, uint32_t dreg) {
+  nftnl_expr* e = nftnl_expr_alloc("payload");
+  if (e == nullptr) return nullptr;
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, base);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, offset);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, dreg);
+  return e;
+}
+
+}  // namespace
+
+netlink::RulePtr build_rule(const LayoutOptions& opts, const SelKey& key, RuleDir dir) {
+  netlink::RulePtr r = rule_base(opts);
+  if (!r) return r;
+  nftnl_rule* rp = r.get();
+  add_family_and_zone(rp, key);
+
+  // ip saddr . ip daddr . meta l4proto . th sport . th dport @set, or for
+  // reply-direction packets the same fields swapped (ip daddr . ip saddr .
+  // meta l4proto . th dport . th sport), so that both directions of one
+  // connection build the same key.  Nothing here depends on the transport
+  // protocol: `th` reads the first four bytes after the IP header, and the
+  // protocol is part of the key.
+  const KeyLayout l = key_layout(key.family);
+  const bool v4 = key.family == AF_INET;
+  const uint32_t alen = v4 ? 4 : 16;
+  const uint32_t src_off = v4 ? 12 : 8;  // iphdr.saddr / ipv6hdr.saddr
+  const uint32_t dst_off = src_off + alen;
+  const bool swap = dir == RuleDir::kReply;
+  add_expr(rp, payload_load(NFT_PAYLOAD_NETWORK_HEADER, swap ? dst_off : src_off, alen, reg_at(l.saddr_off)));
+  add_expr(rp, payload_load(NFT_PAYLOAD_NETWORK_HEADER, swap ? src_off : dst_off, alen, reg_at(l.daddr_off)));
+  nftnl_expr* l4 = nftnl_expr_alloc("meta");
+  if (l4 == nullptr) return nullptr;
+  nftnl_expr_set_u32(l4, NFTNL_EXPR_META_KEY, NFT_META_L4PROTO);
+  nftnl_expr_set_u32(l4, NFTNL_EXPR_META_DREG, reg_at(l.proto_off));
+  add_expr(rp, l4);
+  add_expr(rp, payload_load(NFT_PAYLOAD_TRANSPORT_HEADER, swap ? 2 : 0, 2, reg_at(l.sport_off)));
+  add_expr(rp, payload_load(NFT_PAYLOAD_TRANSPORT_HEADER, swap ? 0 : 2, 2, reg_at(l.dport_off)));
+  if (!add_lookup_and_actions(rp, opts, key, rule_comment(key, dir))) return nullptr;
+  return r;
+}
+
+netlink::RulePtr build_legacy_rule(const LayoutOptions& opts, const SelKey& key) {
+  netlink::RulePtr r = rule_base(opts);
+  if (!r) return r;
+  nftnl_rule* rp = r.get();
+  add_family_and_zone(rp, key);
   // ct original ip saddr . ct original ip daddr . ct protocol .
   // ct original proto-src . ct original proto-dst @set
   const KeyLayout l = key_layout(key.family);
@@ -311,50 +414,66 @@ netlink::RulePtr build_rule(const LayoutOptions& opts, const SelKey& key) {
   add_expr(rp, ct_load(NFT_CT_PROTOCOL, kDirOriginal, reg_at(l.proto_off)));
   add_expr(rp, ct_load(NFT_CT_PROTO_SRC, kDirOriginal, reg_at(l.sport_off)));
   add_expr(rp, ct_load(NFT_CT_PROTO_DST, kDirOriginal, reg_at(l.dport_off)));
-  nftnl_expr* lookup = nftnl_expr_alloc("lookup");
-  if (lookup == nullptr) return nullptr;
-  nftnl_expr_set_u32(lookup, NFTNL_EXPR_LOOKUP_SREG, reg_at(0));
-  nftnl_expr_set_str(lookup, NFTNL_EXPR_LOOKUP_SET, set_name(key).c_str());
-  add_expr(rp, lookup);
+  if (!add_lookup_and_actions(rp, opts, key, set_name(key))) return nullptr;
+  return r;
+}
 
-  // counter: slow-path packets of selected connections (while a
-  // connection is offloaded, its packets never reach this chain).
-  add_expr(rp, nftnl_expr_alloc("counter"));
-
-  if (opts.flowtables) {
-    nftnl_expr* flow = nftnl_expr_alloc("flow_offload");
-    if (flow == nullptr) return nullptr;
-    nftnl_expr_set_str(flow, NFTNL_EXPR_FLOW_TABLE_NAME, std::string(flowtable_name(key.kind)).c_str());
-    add_expr(rp, flow);
-  }
-
-  UdataPtr ud = comment_udata(NFTNL_UDATA_RULE_COMMENT, set_name(key));
-  if (!ud) return nullptr;
-  nftnl_rule_set_data(rp, NFTNL_RULE_USERDATA, nftnl_udata_buf_data(ud.get()), nftnl_udata_buf_len(ud.get()));
+netlink::RulePtr build_rule_ref(const LayoutOptions& opts, uint64_t handle) {
+  netlink::RulePtr r = rule_base(opts);
+  if (!r) return r;
+  nftnl_rule_set_u64(r.get(), NFTNL_RULE_HANDLE, handle);
   return r;
 }
 
 size_t key_len(uint8_t family) { return key_layout(family).len; }
 
-size_t build_key(const Conn& conn, uint8_t* out) {
-  const KeyLayout l = key_layout(conn.family);
+namespace {
+
+size_t write_key(uint8_t family, uint8_t proto, const Addr& saddr, const Addr& daddr, uint16_t sport, uint16_t dport,
+                 uint8_t* out) {
+  const KeyLayout l = key_layout(family);
   std::memset(out, 0, l.len);
-  const size_t a = addr_len(conn.family);
-  std::memcpy(out + l.saddr_off, conn.orig.src.bytes, a);
-  std::memcpy(out + l.daddr_off, conn.orig.dst.bytes, a);
-  out[l.proto_off] = conn.proto;
-  const uint16_t sport = htons(conn.orig.src_port);
-  const uint16_t dport = htons(conn.orig.dst_port);
-  std::memcpy(out + l.sport_off, &sport, 2);
-  std::memcpy(out + l.dport_off, &dport, 2);
+  const size_t a = addr_len(family);
+  std::memcpy(out + l.saddr_off, saddr.bytes, a);
+  std::memcpy(out + l.daddr_off, daddr.bytes, a);
+  out[l.proto_off] = proto;
+  const uint16_t sp = htons(sport);
+  const uint16_t dp = htons(dport);
+  std::memcpy(out + l.sport_off, &sp, 2);
+  std::memcpy(out + l.dport_off, &dp, 2);
   return l.len;
+}
+
+bool same_endpoint(uint8_t family, const Addr& a, uint16_t ap, const Addr& b, uint16_t bp) {
+  return ap == bp && std::memcmp(a.bytes, b.bytes, addr_len(family)) == 0;
+}
+
+}  // namespace
+
+size_t build_key(const Conn& conn, uint8_t* out) {
+  return write_key(conn.family, conn.proto, conn.orig.src, conn.reply.src, conn.orig.src_port, conn.reply.src_port,
+                   out);
+}
+
+size_t build_legacy_key(const Conn& conn, uint8_t* out) {
+  return write_key(conn.family, conn.proto, conn.orig.src, conn.orig.dst, conn.orig.src_port, conn.orig.dst_port, out);
+}
+
+size_t build_key(const Conn& conn, Selector selector, uint8_t* out) {
+  return selector == Selector::kLegacyCtOriginal ? build_legacy_key(conn, out) : build_key(conn, out);
 }
 
 std::string format_note(const Conn& conn, const ElemNote& note) {
   std::string tail;
-  if (note.reply) {
-    tail = " reply " + format_endpoint(conn.family, note.reply->src, note.reply->src_port) + " -> " +
-           format_endpoint(conn.family, note.reply->dst, note.reply->dst_port);
+  const uint8_t f = conn.family;
+  // The key holds orig.src:sport and reply.src:sport; without NAT the
+  // original destination is the reply source and the reply destination the
+  // original source.  Only what differs from that is written.
+  if (!same_endpoint(f, conn.orig.dst, conn.orig.dst_port, conn.reply.src, conn.reply.src_port)) {
+    tail += " dnat-from " + format_endpoint(f, conn.orig.dst, conn.orig.dst_port);
+  }
+  if (!same_endpoint(f, conn.reply.dst, conn.reply.dst_port, conn.orig.src, conn.orig.src_port)) {
+    tail += " snat-to " + format_endpoint(f, conn.reply.dst, conn.reply.dst_port);
   }
   std::string devs;
   if (!note.iif.empty()) devs += "iif " + note.iif;
@@ -381,6 +500,12 @@ Result<ElemNote> parse_note(uint8_t family, std::string_view text) {
       std::string_view dev = words[++i];
       if (dev.size() >= CT_OFFLOAD_IFNAMSIZ) return Status::error(EINVAL, "device name too long in element comment");
       (w == "iif" ? note.iif : note.reply_iif) = std::string(dev);
+    } else if ((w == "dnat-from" || w == "snat-to") && i + 1 < words.size()) {
+      auto ep = parse_endpoint(words[++i]);
+      if (!ep) return ep.status().with_context(std::string(w) + " in element comment");
+      if (ep->family != family)
+        return Status::error(EINVAL, std::string(w) + " of the wrong family in element comment");
+      (w == "dnat-from" ? note.dnat_from : note.snat_to) = *ep;
     } else if (w == "reply") {
       if (i + 3 >= words.size() || words[i + 2] != "->") {
         return Status::error(EINVAL, "malformed reply tuple in element comment");
@@ -405,11 +530,11 @@ Result<ElemNote> parse_note(uint8_t family, std::string_view text) {
   return note;
 }
 
-netlink::SetElemPtr build_element(const Conn& conn, const ElemNote& note, bool with_note) {
+netlink::SetElemPtr build_element(const Conn& conn, const ElemNote& note, bool with_note, Selector selector) {
   netlink::SetElemPtr e = netlink::make_set_elem();
   if (!e) return e;
   uint8_t key[44];
-  const size_t len = build_key(conn, key);
+  const size_t len = build_key(conn, selector, key);
   nftnl_set_elem_set(e.get(), NFTNL_SET_ELEM_KEY, key, static_cast<uint32_t>(len));
   if (with_note) {
     const std::string text = format_note(conn, note);
@@ -423,7 +548,7 @@ netlink::SetElemPtr build_element(const Conn& conn, const ElemNote& note, bool w
   return e;
 }
 
-Result<DecodedElem> decode_element(const SelKey& key, nftnl_set_elem* e) {
+Result<DecodedElem> decode_element(const SelKey& key, nftnl_set_elem* e, Selector selector) {
   uint32_t len = 0;
   const auto* k = static_cast<const uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len));
   const KeyLayout l = key_layout(key.family);
@@ -432,19 +557,6 @@ Result<DecodedElem> decode_element(const SelKey& key, nftnl_set_elem* e) {
                                      " bytes, expected " + std::to_string(l.len));
   }
   DecodedElem d;
-  Conn& c = d.conn;
-  c.family = key.family;
-  c.zone = key.zone;
-  c.proto = k[l.proto_off];
-  const size_t a = addr_len(key.family);
-  std::memcpy(c.orig.src.bytes, k + l.saddr_off, a);
-  std::memcpy(c.orig.dst.bytes, k + l.daddr_off, a);
-  uint16_t port;
-  std::memcpy(&port, k + l.sport_off, 2);
-  c.orig.src_port = ntohs(port);
-  std::memcpy(&port, k + l.dport_off, 2);
-  c.orig.dst_port = ntohs(port);
-  c.reply = mirror(c.orig);
   if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_USERDATA)) {
     uint32_t ulen = 0;
     const void* ud = nftnl_set_elem_get(e, NFTNL_SET_ELEM_USERDATA, &ulen);
@@ -454,9 +566,41 @@ Result<DecodedElem> decode_element(const SelKey& key, nftnl_set_elem* e) {
       if (!note) return note.status();
       d.note = std::move(*note);
       d.has_note = true;
-      if (d.note.reply) c.reply = *d.note.reply;
     }
   }
+  Conn& c = d.conn;
+  c.family = key.family;
+  c.zone = key.zone;
+  c.proto = k[l.proto_off];
+  const size_t a = addr_len(key.family);
+  Addr saddr{}, daddr{};
+  std::memcpy(saddr.bytes, k + l.saddr_off, a);
+  std::memcpy(daddr.bytes, k + l.daddr_off, a);
+  uint16_t port;
+  std::memcpy(&port, k + l.sport_off, 2);
+  const uint16_t sport = ntohs(port);
+  std::memcpy(&port, k + l.dport_off, 2);
+  const uint16_t dport = ntohs(port);
+  if (selector == Selector::kLegacyCtOriginal) {
+    // Layout 1: the key is the original tuple, the comment the reply tuple
+    // under NAT.
+    c.orig.src = saddr;
+    c.orig.dst = daddr;
+    c.orig.src_port = sport;
+    c.orig.dst_port = dport;
+    c.reply = d.note.reply ? *d.note.reply : mirror(c.orig);
+    return d;
+  }
+  // Layout 2: the key is what an original-direction packet carries at the
+  // forward hook; the comment says what NAT changed.
+  c.orig.src = saddr;
+  c.orig.src_port = sport;
+  c.reply.src = daddr;
+  c.reply.src_port = dport;
+  c.orig.dst = d.note.dnat_from ? d.note.dnat_from->addr : daddr;
+  c.orig.dst_port = d.note.dnat_from ? d.note.dnat_from->port : dport;
+  c.reply.dst = d.note.snat_to ? d.note.snat_to->addr : saddr;
+  c.reply.dst_port = d.note.snat_to ? d.note.snat_to->port : sport;
   return d;
 }
 
@@ -554,6 +698,22 @@ Result<TableState> decode_table(const nlmsghdr* nlh) {
   return st;
 }
 
+bool is_ours(const LayoutState& st) {
+  if (!st.table.exists) return false;
+  if (st.table.comment == kTableComment) return true;
+  if (!st.table.comment.empty() || !st.chain || st.other_chains != 0 || st.rules.empty()) return false;
+  for (const auto& r : st.rules) {
+    if (!r.id) return false;
+  }
+  for (const auto& name : st.sets) {
+    if (!parse_set_name(name)) return false;
+  }
+  for (const auto& f : st.flowtables) {
+    if (f.name != flowtable_name(FtKind::kSw) && f.name != flowtable_name(FtKind::kHw)) return false;
+  }
+  return true;
+}
+
 Result<TableState> read_table(netlink::Transport& transport, const std::string& name) {
   auto req = std::make_unique<Request>();
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req->buf, NFT_MSG_GETTABLE, NFPROTO_INET, NLM_F_ACK, 0);
@@ -593,7 +753,12 @@ Result<LayoutState> read_layout(netlink::Transport& transport, const LayoutOptio
       if (!got || nftnl_chain_nlmsg_parse(m, got.get()) < 0) return Status::error(EBADMSG, "malformed chain message");
       const char* tn = nftnl_chain_get_str(got.get(), NFTNL_CHAIN_TABLE);
       const char* cn = nftnl_chain_get_str(got.get(), NFTNL_CHAIN_NAME);
-      if (tn != nullptr && cn != nullptr && opts.table == tn && kChainName == cn) out.chain = true;
+      if (tn == nullptr || cn == nullptr || opts.table != tn) return {};
+      if (kChainName == cn) {
+        out.chain = true;
+      } else {
+        ++out.other_chains;
+      }
       return {};
     });
     if (s.err() == ENOENT) return LayoutState{};  // The table went away meanwhile.
@@ -676,6 +841,7 @@ Result<LayoutState> read_layout(netlink::Transport& transport, const LayoutOptio
             const void* ud = nftnl_rule_get_data(got.get(), NFTNL_RULE_USERDATA, &len);
             rs.comment = udata_string(ud, len, NFTNL_UDATA_RULE_COMMENT);
           }
+          rs.id = parse_rule_comment(rs.comment);
           out.rules.push_back(std::move(rs));
           return {};
         });
@@ -688,6 +854,26 @@ Result<LayoutState> read_layout(netlink::Transport& transport, const LayoutOptio
   return out;
 }
 
+namespace {
+
+// Hands every element of set element message 'm' to 'visit'.
+Status visit_elements(const nlmsghdr* m, const std::function<void(nftnl_set_elem*)>& visit) {
+  netlink::SetPtr got = netlink::make_set();
+  if (!got || nftnl_set_elems_nlmsg_parse(m, got.get()) < 0) {
+    return Status::error(EBADMSG, "malformed set element message");
+  }
+  (void)nftnl_set_elem_foreach(
+      got.get(),
+      [](nftnl_set_elem* e, void* data) -> int {
+        (*static_cast<const std::function<void(nftnl_set_elem*)>*>(data))(e);
+        return 0;
+      },
+      const_cast<std::function<void(nftnl_set_elem*)>*>(&visit));
+  return {};
+}
+
+}  // namespace
+
 Status read_elements(netlink::Transport& transport, const LayoutOptions& opts, const SelKey& key,
                      const std::function<void(nftnl_set_elem*)>& visit) {
   auto req = std::make_unique<Request>();
@@ -695,20 +881,21 @@ Status read_elements(netlink::Transport& transport, const LayoutOptions& opts, c
   netlink::SetPtr s = build_set_ref(opts, key);
   if (!s) return Status::error(ENOMEM, "out of memory");
   nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
-  return query(transport, nlh, "list elements of set " + set_name(key), [&](const nlmsghdr* m) -> Status {
-    netlink::SetPtr got = netlink::make_set();
-    if (!got || nftnl_set_elems_nlmsg_parse(m, got.get()) < 0) {
-      return Status::error(EBADMSG, "malformed set element message");
-    }
-    (void)nftnl_set_elem_foreach(
-        got.get(),
-        [](nftnl_set_elem* e, void* data) -> int {
-          (*static_cast<const std::function<void(nftnl_set_elem*)>*>(data))(e);
-          return 0;
-        },
-        const_cast<std::function<void(nftnl_set_elem*)>*>(&visit));
-    return {};
-  });
+  return query(transport, nlh, "list elements of set " + set_name(key),
+               [&](const nlmsghdr* m) -> Status { return visit_elements(m, visit); });
+}
+
+Status read_element(netlink::Transport& transport, const LayoutOptions& opts, const SelKey& key, const Conn& conn,
+                    const std::function<void(nftnl_set_elem*)>& visit) {
+  auto req = std::make_unique<Request>();
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req->buf, NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_ACK, 0);
+  netlink::SetPtr s = build_set_ref(opts, key);
+  netlink::SetElemPtr e = build_element(conn, {}, false);
+  if (!s || !e) return Status::error(ENOMEM, "out of memory");
+  nftnl_set_elem_add(s.get(), e.release());
+  nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
+  return query(transport, nlh, "get element of set " + set_name(key),
+               [&](const nlmsghdr* m) -> Status { return visit_elements(m, visit); });
 }
 
 }  // namespace ctoffload::nft

@@ -469,13 +469,18 @@ using Foreign = std::vector<std::pair<std::string, std::string>>;
   }
   for (const auto& [set, elems] : k.sets) {
     if (!want.count(set) && !elems.empty()) bad << "\n  set " << set << ": kernel " << join(elems) << ", provider {}";
-    auto r = k.rules.find(set);
-    if (r == k.rules.end() || r->second != 1) {
-      bad << "\n  set " << set << " has " << (r == k.rules.end() ? 0 : r->second) << " rules, not 1";
+    // Each set has exactly one rule per direction, "SET original" and
+    // "SET reply".
+    for (const char* dir : {" original", " reply"}) {
+      auto r = k.rules.find(set + dir);
+      if (r == k.rules.end() || r->second != 1) {
+        bad << "\n  set " << set << " has " << (r == k.rules.end() ? 0 : r->second) << " '" << set << dir
+            << "' rules, not 1";
+      }
     }
   }
   for (const auto& [comment, n] : k.rules) {
-    if (!k.sets.count(comment)) bad << "\n  rule '" << comment << "' names no set";
+    if (!k.sets.count(comment.substr(0, comment.find(' ')))) bad << "\n  rule '" << comment << "' names no set";
   }
 
   std::map<std::string, std::set<std::string>> devs;

@@ -329,7 +329,8 @@ TEST(Load, CyclesOfAddRefreshDeleteKeepKernelMemoryAndDescriptorsInStep) {
   ::close(fd);
   // The table is still whole after all that.
   EXPECT_TRUE(p->resync().ok());
-  EXPECT_NE(output_of("nft list table inet " + o.table + " 2>/dev/null").find("comment \"sel4\""), std::string::npos);
+  EXPECT_NE(output_of("nft list table inet " + o.table + " 2>/dev/null").find("comment \"sel4 original\""),
+            std::string::npos);
 }
 
 }  // namespace
