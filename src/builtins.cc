@@ -49,7 +49,15 @@ std::vector<Builtin> make_table() {
                                 .default_value = "250",
                                 .help = "how old conntrack counters may be before conn_update reads them again "
                                         "(0-60000 ms)",
-                                .validate = uint_in(0, 60000)}},
+                                .validate = uint_in(0, 60000)},
+                  BuiltinOption{.name = "adopt",
+                                .default_value = "full",
+                                .help = "what a new process reads of an existing table at init: full (every "
+                                        "connection) or lazy (each when first named; for one-shot commands)",
+                                .validate = [](std::string_view v) -> Status {
+                                  auto m = parse_adopt_mode(v);
+                                  return m ? Status() : m.status();
+                                }}},
       .create = [](const ProviderOptions& opts) -> Result<std::shared_ptr<Provider>> {
         auto p = NftFlowtableProvider::create(opts);
         if (!p) return p.status();

@@ -78,6 +78,8 @@ void ct_offload_module_init(void) {
   }
 }
 
+bool ct_offload_error_is_input(int err) { return err == EINVAL || err == ENODEV; }
+
 int ct_offload_conn_add(const struct ct_offload_ctx* ctx) {
   if (!ctx_ok(ctx, "ct_offload_conn_add")) return EINVAL;
   // The C boundary validates what a C caller built by hand.

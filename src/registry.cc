@@ -412,6 +412,14 @@ __attribute__((always_inline)) inline void call_established(const Registry::Snap
   }
 }
 
+// Whether a primary's conn_add error 'err' ends the search for a provider
+// (ct-offload.h, "Errors of conn_add"): EEXIST means that primary holds the
+// connection already, so it is offloaded and a fallback's second copy would
+// hide the error; EINVAL and ENODEV mean the input is wrong, and a fallback
+// taking it would report success for a connection that names no real
+// device.  Every other errno means "this provider cannot": next one.
+inline bool settles_add(int err) { return err == EEXIST || ct_offload_error_is_input(err); }
+
 // conn_add's second half, when no primary accepted the connection: offer it
 // to the fallbacks in order; the first to accept ends it.  Out of line so the
 // common case (a primary took it) stays small.
@@ -434,20 +442,18 @@ int Registry::conn_add(const Ctx& ctx) {
     return ELOOP;
   }
   int first_err = 0;
-  bool accepted = false;
+  bool settled = false;  // Accepted, or refused as bad input: no fallback.
   for (const auto *e = s->entries.data(), *end = e + s->n_primaries; e != end; ++e) {
     const int err = offer(*e, ctx);
     if (err == 0) {
-      accepted = true;
+      settled = true;
     } else if (err != kSkipped) {
-      // EEXIST: that primary already holds the connection, so it is
-      // offloaded; a fallback taking a second copy would hide the error.
-      accepted = accepted || err == EEXIST;
+      settled = settled || settles_add(err);
       if (!first_err) first_err = err;
     }
   }
   // Contract line 4: first error, all notified.
-  if (accepted || s->n_primaries == s->entries.size()) return first_err;
+  if (settled || s->n_primaries == s->entries.size()) return first_err;
   return conn_add_fallbacks(*s, ctx, first_err);
 }
 
@@ -568,8 +574,10 @@ void Registry::submit(std::span<Op> ops) {
 
     auto record = [&](size_t i, int err, long long last_used) {
       if (type_of(ops[i]) == CT_OFFLOAD_OP_ADD) {
-        if ((err == 0 || (err == EEXIST && !fallback)) && accepted[i] == kNone) {
-          accepted[i] = fallback ? kByFallback : kByPrimary;  // A primary's EEXIST: already held.
+        if ((err == 0 || (!fallback && settles_add(err))) && accepted[i] == kNone) {
+          // A primary's EEXIST (already held) or bad-input error settles the
+          // op as conn_add() would: no fallback is offered it.
+          accepted[i] = fallback ? kByFallback : kByPrimary;
         }
         if (err != 0 && !first_err[i]) first_err[i] = err;
       } else if (type_of(ops[i]) == CT_OFFLOAD_OP_UPD && last_used != 0) {

@@ -515,6 +515,40 @@ TEST_F(FallbackTest, APrimaryThatAlreadyHoldsTheConnectionKeepsItFromTheFallback
   EXPECT_EQ(log_.take(), (Calls{"primary:can", "primary:add"}));
 }
 
+// EINVAL and ENODEV say the input is wrong: a fallback taking the
+// connection would report success for what cannot work (a device that does
+// not exist), so none is offered it, single call or batch alike.
+TEST_F(FallbackTest, BadInputFromAPrimaryIsNotOfferedToTheFallback) {
+  for (int err : {ENODEV, EINVAL}) {
+    SCOPED_TRACE(err);
+    EXPECT_TRUE(ct_offload_error_is_input(err));
+    primary_->add_error_ = err;
+    EXPECT_EQ(reg_.conn_add(ctx_), err);
+    EXPECT_EQ(log_.take(), (Calls{"primary:can", "primary:add"}));
+    EXPECT_FALSE(reg_.conn_status(ctx_).has_value()) << "nothing may hold it";
+    log_.take();
+    std::vector<Op> ops = {Op{CT_OFFLOAD_OP_ADD, ctx_, 0, 0}};
+    reg_.submit(ops);
+    EXPECT_EQ(ops[0].error, err);
+    EXPECT_EQ(log_.take(), (Calls{"primary:can", "primary:add"}));
+  }
+}
+
+// Everything else says "this provider cannot": the fallback is asked.
+TEST_F(FallbackTest, EveryOtherPrimaryErrorIsOfferedToTheFallback) {
+  for (int err : {EOPNOTSUPP, EPROTONOSUPPORT, ENOSPC, EPERM, EACCES, ENOTCONN, ENOENT, ENOMEM, ETIMEDOUT, EBUSY}) {
+    SCOPED_TRACE(err);
+    EXPECT_FALSE(ct_offload_error_is_input(err));
+    primary_->add_error_ = err;
+    EXPECT_EQ(reg_.conn_add(ctx_), 0);
+    EXPECT_EQ(log_.take(), (Calls{"primary:can", "primary:add", "fallback:can", "fallback:add"}));
+    std::vector<Op> ops = {Op{CT_OFFLOAD_OP_ADD, ctx_, 0, 0}};
+    reg_.submit(ops);
+    EXPECT_EQ(ops[0].error, 0);
+    EXPECT_EQ(log_.take(), (Calls{"primary:can", "primary:add", "fallback:can", "fallback:add"}));
+  }
+}
+
 TEST_F(FallbackTest, OnlyTheFirstAcceptingFallbackTakesIt) {
   auto second = make("second");
   second->fallback_ = true;

@@ -217,6 +217,31 @@ void ct_offload_unregister(const struct ct_offload_class *);
  * order.  Calling it again is harmless (already registered ones are kept). */
 void ct_offload_module_init(void);
 
+/* Errors of conn_add.  A provider's conn_add error says one of two things,
+ * and the registry acts on which:
+ *
+ *   "the input is wrong"      EINVAL (the connection is malformed: see
+ *                             ct_offload_conn_validate()), ENODEV (ctx's
+ *                             netdev_in names no device).  No other provider
+ *                             is offered the connection: a fallback taking it
+ *                             would report success for what cannot work.
+ *   "held already"            EEXIST: that provider holds it; it is
+ *                             offloaded, and no fallback takes a copy.
+ *   "this provider cannot"    everything else - EOPNOTSUPP, EPROTONOSUPPORT
+ *                             (protocol), ENOSPC (full), EPERM/EACCES
+ *                             (privileges), ENOTCONN (not ready), ENOENT
+ *                             (no flowtables), ENOMEM, or a kernel error:
+ *                             the fallback providers are offered it, in
+ *                             order.
+ *
+ * ct_offload_conn_add() returns 0 when a fallback took the connection,
+ * otherwise the first error (contract line 4).
+ *
+ * ct_offload_error_is_input() returns true for the "input is wrong" errors:
+ * a caller retrying with another provider, or a provider of its own, can
+ * ask it instead of keeping a list. */
+bool ct_offload_error_is_input(int err);
+
 /* Dispatch (DESIGN.md section 3, contract lines 4-9). */
 int ct_offload_conn_add(const struct ct_offload_ctx *);
 void ct_offload_conn_del(const struct ct_offload_ctx *);
