@@ -567,6 +567,11 @@ struct NftFlowtableProvider::Impl {
   // ---- Consistency ----
   void maybe_verify(bool force);
   Status verify_and_restore(bool deep);
+  // Puts flowtable 'k''s flags right in 'txn' when the kernel's copy in
+  // 'st' lost them; returns the repairs made (0 or 1).  Rules it has to
+  // delete are taken out of 'have_rules' so they are added back.
+  size_t repair_flowtable_flags(netlink::NftTxn& txn, const nft::LayoutState& st, FtKind k,
+                                std::set<std::string>& have_rules);
   std::string note_dev(uint16_t i) const { return i == kNoDevice ? std::string() : devs[i].name; }
   nft::ElemNote note_of(const Record& r) const;
   nft::ElemNote note_of(const Conn& c, uint16_t iif, uint16_t riif) const;
@@ -1368,6 +1373,7 @@ Status NftFlowtableProvider::Impl::verify_and_restore(bool deep) {
         txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(layout, k, {}));
         ++repairs;
       }
+      if (exists) repairs += repair_flowtable_flags(txn, *st, k, have_rules);
       for (size_t i = 0; i < devs.size(); ++i) {
         Device& d = devs[i];
         if (d.mode != mode_of(k)) continue;
@@ -1445,6 +1451,41 @@ Status NftFlowtableProvider::Impl::verify_and_restore(bool deep) {
   auto t = nft::read_table(*backend.nft, opts.table);
   if (t && t->exists) table_handle = t->handle;
   return result;
+}
+
+size_t NftFlowtableProvider::Impl::repair_flowtable_flags(netlink::NftTxn& txn, const nft::LayoutState& st, FtKind k,
+                                                          std::set<std::string>& have_rules) {
+  const std::string fname(nft::flowtable_name(k));
+  auto ft = std::find_if(st.flowtables.begin(), st.flowtables.end(),
+                         [&](const nft::FlowtableState& f) { return f.name == fname; });
+  if (ft == st.flowtables.end()) return 0;
+  const uint32_t want = nft::flowtable_flags(k);
+  if (ft->flags == want) return 0;
+  // nft 1.0.6's JSON output has no flowtable flags, so `nft -j list ruleset`
+  // restored with `nft -j -f` (or loaded over the table) leaves ft_sw
+  // without `counter` - last used would stop moving while offloaded - and
+  // ft_hw without `offload`.
+  if ((ft->flags & NFT_FLOWTABLE_HW_OFFLOAD) == (want & NFT_FLOWTABLE_HW_OFFLOAD)) {
+    // The kernel lets every flag but offload change: one update.
+    logger->warn("flowtable {} lost its flags (has {:#x}, wants {:#x}: restored by `nft -j -f`?); setting them again",
+                 fname, ft->flags, want);
+    txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(layout, k, {}));
+    return 1;
+  }
+  // The offload flag cannot change: the flowtable is made again, which
+  // tears down its flows (they come back at their next packet).  Its rules
+  // hold it, so they go first and come back after (the rule check below
+  // re-adds what 'have_rules' lacks).
+  logger->warn("flowtable {} lost its offload flag (restored by `nft -j -f`?); making it again with its devices",
+               fname);
+  for (const auto& r : st.rules) {
+    if (!r.id || r.id->key.kind != k) continue;
+    txn.add_rule(NFT_MSG_DELRULE, 0, nft::build_rule_ref(layout, r.handle));
+    have_rules.erase(r.comment);
+  }
+  txn.add_flowtable(NFT_MSG_DELFLOWTABLE, 0, nft::build_flowtable_ref(layout, k));
+  txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(layout, k, ft->devices));
+  return 1;
 }
 
 // ---- Counters ----

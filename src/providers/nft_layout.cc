@@ -249,6 +249,15 @@ uint32_t flowtable_flags(FtKind kind) {
   return flags;
 }
 
+netlink::FlowtablePtr build_flowtable_ref(const LayoutOptions& opts, FtKind kind) {
+  netlink::FlowtablePtr f = netlink::make_flowtable();
+  if (!f) return f;
+  nftnl_flowtable_set_u32(f.get(), NFTNL_FLOWTABLE_FAMILY, NFPROTO_INET);
+  nftnl_flowtable_set_str(f.get(), NFTNL_FLOWTABLE_TABLE, opts.table.c_str());
+  nftnl_flowtable_set_str(f.get(), NFTNL_FLOWTABLE_NAME, std::string(flowtable_name(kind)).c_str());
+  return f;
+}
+
 netlink::FlowtablePtr build_flowtable(const LayoutOptions& opts, FtKind kind, const std::vector<std::string>& devices) {
   netlink::FlowtablePtr f = netlink::make_flowtable();
   if (!f) return f;

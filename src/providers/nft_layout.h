@@ -163,6 +163,8 @@ netlink::ChainPtr build_chain(const LayoutOptions& opts);
 // kHw) and 'devices' (possibly none).  Sent as NEWFLOWTABLE for an
 // existing flowtable it adds 'devices'; as DELFLOWTABLE it removes them.
 netlink::FlowtablePtr build_flowtable(const LayoutOptions& opts, FtKind kind, const std::vector<std::string>& devices);
+// Only the flowtable's table and name (for DELFLOWTABLE of all of it).
+netlink::FlowtablePtr build_flowtable_ref(const LayoutOptions& opts, FtKind kind);
 // The flowtable flags build_flowtable() uses for 'kind'.
 uint32_t flowtable_flags(FtKind kind);
 // The selection set of 'key' (no elements).
