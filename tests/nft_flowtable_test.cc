@@ -5,6 +5,7 @@
 // netlink::NetlinkTransport, and a device directory.  Runs anywhere, as any
 // user.
 #include "providers/nft_flowtable.h"
+#include "providers/usage_store.h"
 
 #include <arpa/inet.h>
 #include <endian.h>
@@ -29,6 +30,7 @@
 #include <atomic>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -804,14 +806,22 @@ class NftFlowtableTest : public ::testing::Test {
  protected:
   void SetUp() override {
     acct_path_ = ::testing::TempDir() + "nft_flowtable_acct_" + std::to_string(getpid());
+    usage_dir_ = ::testing::TempDir() + "nft_flowtable_usage_" + std::to_string(getpid()) + "_" +
+                 ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::ofstream(acct_path_) << "0\n";
     dev_.routes["10.2.0.2"] = "eth1";
     dev_.routes["10.1.0.2"] = "eth0";
     dev_.routes["fd00:2::2"] = "eth1";
   }
-  void TearDown() override { std::remove(acct_path_.c_str()); }
+  void TearDown() override {
+    std::remove(acct_path_.c_str());
+    std::error_code ec;
+    std::filesystem::remove_all(usage_dir_, ec);
+  }
 
   std::shared_ptr<NftFlowtableProvider> make(NftFlowtableOptions o = {}) {
+    // Each test has a usage store of its own (the default is /run/ctoffload).
+    if (o.usage_dir == NftFlowtableOptions{}.usage_dir) o.usage_dir = usage_dir_;
     NftBackend b;
     b.nft = std::make_unique<NftRef>(&nft_);
     b.ct = std::make_unique<netlink::Ctnetlink>(netlink::Ctnetlink::with_transport(std::make_unique<FakeCt>(&ct_)));
@@ -858,6 +868,7 @@ class NftFlowtableTest : public ::testing::Test {
   long long clock_ = 1'700'000'000'000;
   std::optional<size_t> ct_count_;
   std::string acct_path_;
+  std::string usage_dir_;
   const Netdev eth0_ = *make_netdev("eth0");
   const Netdev eth2_ = *make_netdev("eth2");
   const Netdev swp1_ = *make_netdev("swp1");
@@ -1293,6 +1304,116 @@ TEST_F(NftFlowtableTest, LastUsedFollowsCountersFromOneCachedDump) {
   set_packets(c4(7), 12);
   clock_ += 1000;
   EXPECT_EQ(p->conn_update(ctx_of(c4(7), &eth0_)), clock_);
+}
+
+// A process whose capacity is below what the table holds does not trim the
+// table: a full adoption refuses to start, a lazy one works on what it is
+// asked about and says its listing is incomplete.
+TEST_F(NftFlowtableTest, AdoptionBeyondCapacityRemovesNothing) {
+  {
+    auto big = ready();
+    ASSERT_TRUE(big);
+    for (int i = 0; i < 4; ++i) ASSERT_EQ(big->conn_add(ctx_of(c4(i), &eth0_)), 0);
+  }
+  ASSERT_EQ(nft_.set("sel4")->elems.size(), 4u);
+  NftFlowtableOptions small;
+  small.capacity = 2;
+  auto full = make(small);
+  ASSERT_TRUE(full);
+  EXPECT_EQ(full->init(), ENOSPC);
+  EXPECT_EQ(nft_.set("sel4")->elems.size(), 4u) << "nothing may be removed";
+  small.adopt = AdoptMode::kLazy;
+  auto lazy = ready(small);
+  ASSERT_TRUE(lazy);
+  EXPECT_TRUE(lazy->lookup(c4(3)).has_value());
+  EXPECT_EQ(lazy->entries().size(), 2u);
+  EXPECT_EQ(nft_.set("sel4")->elems.size(), 4u) << "nothing may be removed";
+}
+
+// A one-shot command is a new process: it learns last used from the
+// readings earlier processes of the table left in the usage store.
+TEST_F(NftFlowtableTest, LastUsedCarriesOverToTheNextProcessOfTheTable) {
+  NftFlowtableOptions o;
+  o.refresh_ms = 0;
+  ct_entry(c4(1), 5);
+  ct_entry(c4(2), 5);
+  {
+    auto first = ready(o);
+    ASSERT_TRUE(first);
+    ASSERT_EQ(first->conn_add(ctx_of(c4(1), &eth0_)), 0);
+    ASSERT_EQ(first->conn_add(ctx_of(c4(2), &eth0_)), 0);
+    EXPECT_EQ(first->conn_update(ctx_of(c4(1), &eth0_)), 0) << "the first reading ever is unknown";
+  }
+  // Traffic between the two processes.
+  set_packets(c4(1), 9);
+  clock_ += 5000;
+  auto second = ready(o);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->conn_update(ctx_of(c4(1), &eth0_)), clock_) << "moved since the first process read it";
+  EXPECT_EQ(second->conn_update(ctx_of(c4(2), &eth0_)), 0) << "read once (by the first), never seen moving";
+  const long long used = clock_;
+  clock_ += 5000;
+  auto third = ready(o);
+  ASSERT_TRUE(third);
+  EXPECT_EQ(third->conn_update(ctx_of(c4(1), &eth0_)), used) << "idle since: the time stays";
+  auto all = third->entries();
+  ASSERT_EQ(all.size(), 2u);
+  for (const auto& e : all) EXPECT_EQ(e.last_used_ms, same_conn(e.conn, c4(1)) ? used : 0) << format_conn(e.conn);
+  // Deleted, the connection's history goes with it.
+  third->conn_del(ctx_of(c4(1), &eth0_));
+  ct_entry(c4(1), 9);
+  ASSERT_EQ(third->conn_add(ctx_of(c4(1), &eth0_)), 0);
+  EXPECT_EQ(third->conn_update(ctx_of(c4(1), &eth0_)), 0) << "a new connection's first reading";
+}
+
+// Readings of connections that left the table some other way than our
+// conn_del are dropped by the next process that reads the whole table.
+TEST_F(NftFlowtableTest, FullAdoptionDropsReadingsOfConnectionsNoLongerHeld) {
+  NftFlowtableOptions o;
+  o.refresh_ms = 0;
+  ct_entry(c4(1), 5);
+  {
+    auto first = ready(o);
+    ASSERT_TRUE(first);
+    ASSERT_EQ(first->conn_add(ctx_of(c4(1), &eth0_)), 0);
+    EXPECT_EQ(first->conn_update(ctx_of(c4(1), &eth0_)), 0);
+  }
+  UsageStoreOptions uo;
+  uo.dir = usage_dir_;
+  uo.table = o.table;
+  auto store = UsageStore::open(uo);
+  ASSERT_TRUE(store.ok()) << store.message();
+  {
+    auto session = store->lock();
+    ASSERT_TRUE(session.ok());
+    (void)session->observe(c4(2), 7, 3, clock_);  // A connection this table does not hold.
+    EXPECT_EQ(session->size(), 2u);
+  }
+  auto second = ready(o);  // Full adoption.
+  ASSERT_TRUE(second);
+  auto session = store->lock();
+  ASSERT_TRUE(session.ok());
+  EXPECT_EQ(session->size(), 1u);
+  EXPECT_EQ(session->peek(c4(2)), 0);
+}
+
+TEST_F(NftFlowtableTest, WithoutAUsageStoreLastUsedStaysInTheProcess) {
+  NftFlowtableOptions o;
+  o.refresh_ms = 0;
+  o.usage_dir = "";
+  ct_entry(c4(1), 5);
+  {
+    auto first = ready(o);
+    ASSERT_TRUE(first);
+    ASSERT_EQ(first->conn_add(ctx_of(c4(1), &eth0_)), 0);
+    EXPECT_EQ(first->conn_update(ctx_of(c4(1), &eth0_)), 0);
+  }
+  set_packets(c4(1), 9);
+  clock_ += 5000;
+  auto second = ready(o);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->conn_update(ctx_of(c4(1), &eth0_)), 0) << "no shared readings: this is a first reading";
+  EXPECT_FALSE(std::filesystem::exists(usage_dir_));
 }
 
 TEST_F(NftFlowtableTest, ConnectionsWithoutCountersReportUnknown) {

@@ -46,6 +46,7 @@
 #include "netlink/nft_txn.h"
 #include "netlink/nl_error.h"
 #include "providers/nft_layout.h"
+#include "providers/usage_store.h"
 
 namespace ctoffload {
 
@@ -72,6 +73,8 @@ std::string_view hw_offload_name(HwOffload mode) {
   }
   return "?";
 }
+
+std::string_view adopt_mode_name(AdoptMode mode) { return mode == AdoptMode::kLazy ? "lazy" : "full"; }
 
 Result<AdoptMode> parse_adopt_mode(std::string_view text) {
   if (text == "full") return AdoptMode::kFull;
@@ -497,6 +500,10 @@ struct NftFlowtableProvider::Impl {
   std::vector<Device> devs;
   std::unordered_map<std::string, uint16_t> dev_by_name;
   std::map<SelKey, SetInfo> sets;
+  // Readings shared with the other processes of this table (usage_store.h);
+  // empty when opts.usage_dir is "" or the store could not be opened.
+  std::optional<UsageStore> usage;
+  std::string usage_failure;  // The last store error logged (logged once).
   uint64_t table_handle = 0;
   // Every connection of the table is in 'conns' (false after a lazy
   // adoption, until ensure_complete()).
@@ -510,6 +517,14 @@ struct NftFlowtableProvider::Impl {
 
   // ---- Setup ----
   int init();
+  // Why the last init() failed (init_failure()), "" after a success.
+  std::string failure;
+  // Records and logs an init() failure: 'err' and a sentence saying why.
+  int fail(int err, std::string why) {
+    logger->warn("nft_flowtable unavailable: {}", why);
+    failure = std::move(why);
+    return err;
+  }
   Status open_backend();
   Status setup_table();
   Status create_baseline();
@@ -525,6 +540,9 @@ struct NftFlowtableProvider::Impl {
   size_t find_held(const Conn& c);
   // Reads every element (once) when the adoption was lazy.
   Status ensure_complete();
+  // Drops the usage store's readings of connections not held (with the
+  // whole table known).
+  void prune_usage();
   void add_baseline_objects(netlink::NftTxn& txn);
   // Both selection rules of set 'key' (original and reply direction).
   void add_rules(netlink::NftTxn& txn, const SelKey& key) {
@@ -578,7 +596,29 @@ struct NftFlowtableProvider::Impl {
 
   // ---- Counters ----
   void refresh(bool force);
-  void observe(Record& r, const netlink::CtEntry& e, long long now);
+  // Readings of held connections' counters are taken first (a conntrack
+  // dump, or gets) and applied after, so that the usage store's lock is not
+  // held while the kernel answers.
+  struct Reading {
+    size_t record = 0;      // Index into 'conns'.
+    bool counters = false;  // The entry has accounting.
+    uint32_t ct_id = 0;
+    uint64_t packets = 0;  // Both directions.
+  };
+  static Reading reading_of(size_t record, const netlink::CtEntry& e) {
+    Reading rd{record, e.has_counters(), e.id, 0};
+    if (rd.counters) rd.packets = e.orig_counters->packets + e.reply_counters->packets;
+    return rd;
+  }
+  // Applies 'readings' taken at 'now' (ms): a record's last used becomes
+  // the time of the first reading that saw its counters move - a reading of
+  // this process or, through the usage store, of any process of this table.
+  void observe(std::span<const Reading> readings, long long now);
+  void observe(Record& r, const Reading& rd, long long now, UsageStore::Session* s);
+  // The usage store's lock for a series of readings; nullopt when there is
+  // no store or its lock cannot be had (then readings stay in memory).
+  std::optional<UsageStore::Session> usage_session();
+  void open_usage_store();
   NftConnInfo info_of(const Record& r, const std::optional<netlink::CtEntry>& e) const;
 
   long long now() const { return backend.clock ? backend.clock() : realtime_ms(); }
@@ -662,18 +702,27 @@ NftProbe NftFlowtableProvider::probe() {
 // ---- Creation ----
 
 Result<std::shared_ptr<NftFlowtableProvider>> NftFlowtableProvider::create(const ProviderOptions& options) {
+  // The registry's configuration holds every option (its defaults come from
+  // NftFlowtableOptions, through builtins.cc); the fallbacks here are the
+  // same defaults, for callers that build ProviderOptions by hand.
+  const NftFlowtableOptions d;
   NftFlowtableOptions o;
-  o.table = options.get("table", "ctoffload");
-  auto hw = parse_hw_offload(options.get("hw_offload", "auto"));
+  o.table = options.get("table", d.table);
+  auto hw = parse_hw_offload(options.get("hw_offload", hw_offload_name(d.hw_offload)));
   if (!hw) return hw.status();
   o.hw_offload = *hw;
-  auto cap = options.get_uint("capacity", kDefaultCapacity);
+  auto cap = options.get_uint("capacity", d.capacity);
   if (!cap) return cap.status();
   o.capacity = *cap;
-  auto refresh = options.get_uint("refresh_ms", 250);
+  auto refresh = options.get_uint("refresh_ms", d.refresh_ms);
   if (!refresh) return refresh.status();
+  if (*refresh > NftFlowtableOptions::kMaxRefreshMs) {
+    return Status::error(
+        EINVAL, "nft_flowtable.refresh_ms must be at most " + std::to_string(NftFlowtableOptions::kMaxRefreshMs));
+  }
   o.refresh_ms = static_cast<uint32_t>(*refresh);
-  auto adopt = parse_adopt_mode(options.get("adopt", "full"));
+  o.usage_dir = options.get("usage_dir", d.usage_dir);
+  auto adopt = parse_adopt_mode(options.get("adopt", adopt_mode_name(d.adopt)));
   if (!adopt) return adopt.status();
   o.adopt = *adopt;
   return create(o);
@@ -693,7 +742,10 @@ Result<std::shared_ptr<NftFlowtableProvider>> NftFlowtableProvider::create(const
   if (options.capacity == 0 || options.capacity > kMaxCapacity) {
     return Status::error(EINVAL, "nft_flowtable.capacity must be 1.." + std::to_string(kMaxCapacity));
   }
-  if (options.refresh_ms > 60000) return Status::error(EINVAL, "nft_flowtable.refresh_ms must be at most 60000");
+  if (options.refresh_ms > NftFlowtableOptions::kMaxRefreshMs) {
+    return Status::error(
+        EINVAL, "nft_flowtable.refresh_ms must be at most " + std::to_string(NftFlowtableOptions::kMaxRefreshMs));
+  }
   auto impl = std::make_unique<Impl>(options, std::move(backend));
   if (Status s = impl->conns.init(options.capacity); !s) return s;
   return std::shared_ptr<NftFlowtableProvider>(new NftFlowtableProvider(std::move(impl)));
@@ -716,6 +768,11 @@ size_t NftFlowtableProvider::size() const {
 }
 
 // ---- init ----
+
+std::string NftFlowtableProvider::init_failure() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->failure;
+}
 
 int NftFlowtableProvider::init() {
   const int err = impl_->init();
@@ -758,24 +815,18 @@ int NftFlowtableProvider::Impl::init() {
   } else {
     auto sock = netlink::NftSocket::open();
     if (!sock) {
-      logger->warn("nft_flowtable unavailable: cannot open an nf_tables socket: {}", sock.status().to_string());
-      return sock.err();
+      return fail(sock.err(), "cannot open an nf_tables socket: " + sock.status().to_string());
     }
     p = probe_with(*sock, opts.flowtables);
   }
   if (!p.privileges) {
-    logger->warn("nft_flowtable unavailable: {}; the software provider takes every connection", p.reason);
-    return p.err ? p.err : EPERM;
+    return fail(p.err ? p.err : EPERM, p.reason);
   }
   if (p.err != 0) {
-    logger->warn("nft_flowtable unavailable: {}; the software provider takes every connection", p.reason);
-    return p.err;
+    return fail(p.err, p.reason);
   }
 
-  if (Status s = open_backend(); !s) {
-    logger->warn("nft_flowtable unavailable: {}", s.to_string());
-    return s.err();
-  }
+  if (Status s = open_backend(); !s) return fail(s.err(), s.to_string());
 
   // Counters only exist for connections created while accounting is on.
   if (Status s = netlink::set_conntrack_accounting(true, backend.acct_path); !s) {
@@ -788,10 +839,10 @@ int NftFlowtableProvider::Impl::init() {
     }
   }
 
-  if (Status s = setup_table(); !s) {
-    logger->warn("nft_flowtable unavailable: {}", s.to_string());
-    return s.err();
-  }
+  if (Status s = setup_table(); !s) return fail(s.err(), s.to_string());
+  open_usage_store();
+  if (complete) prune_usage();
+  failure.clear();
   ready = true;
   logger->info("nft_flowtable ready: table inet {} ({} connections adopted), hw_offload {}, capacity {}{}", opts.table,
                conns.size(), hw_offload_name(opts.hw_offload), opts.capacity,
@@ -927,8 +978,7 @@ Status NftFlowtableProvider::Impl::adopt(const nft::LayoutState& st) {
 }
 
 Status NftFlowtableProvider::Impl::adopt_elements(const nft::LayoutState& st, const std::set<SelKey>& legacy) {
-  std::vector<std::pair<SelKey, Conn>> extra;
-  size_t bad = 0;
+  size_t bad = 0, beyond = 0;
   for (const auto& name : st.sets) {
     auto key = nft::parse_set_name(name);
     if (!key) continue;
@@ -941,7 +991,7 @@ Status NftFlowtableProvider::Impl::adopt_elements(const nft::LayoutState& st, co
       }
       if (conns.find(d->conn) != ConnTable::npos) return;
       if (conns.size() >= conns.capacity()) {
-        extra.emplace_back(*key, d->conn);
+        ++beyond;
         return;
       }
       insert_adopted(*key, d->conn, d->note);
@@ -949,19 +999,13 @@ Status NftFlowtableProvider::Impl::adopt_elements(const nft::LayoutState& st, co
     if (!s) return s.with_context("adopt connections of set " + name);
   }
   if (bad) logger->warn("ignored {} elements of table inet {} that do not decode", bad, opts.table);
-  if (!extra.empty()) {
-    logger->warn("table inet {} holds {} more connections than capacity {}; removing them", opts.table, extra.size(),
-                 opts.capacity);
-    netlink::NftTxn txn(*backend.nft);
-    std::map<SelKey, netlink::SetPtr> by_set;
-    for (const auto& [key, conn] : extra) {
-      auto& s = by_set[key];
-      if (!s) s = nft::build_set_ref(layout, key);
-      const auto sel = legacy.count(key) ? nft::Selector::kLegacyCtOriginal : nft::Selector::kPacket;
-      nftnl_set_elem_add(s.get(), nft::build_element(conn, {}, false, sel).release());
-    }
-    for (auto& [key, s] : by_set) txn.add_elements(NFT_MSG_DELSETELEM, 0, std::move(s));
-    (void)txn.commit();
+  if (beyond != 0) {
+    // Never trimmed: the connections are another process's as much as
+    // ours (a daemon with a larger capacity, say), and a listing must not
+    // delete what it lists.
+    return Status::error(ENOSPC, "table inet " + opts.table + " holds " + std::to_string(conns.size() + beyond) +
+                                     " connections, more than nft_flowtable.capacity " + std::to_string(opts.capacity) +
+                                     "; raise it (nothing was removed)");
   }
   return {};
 }
@@ -1058,7 +1102,22 @@ Status NftFlowtableProvider::Impl::ensure_complete() {
   if (Status s = adopt_elements(*st, {}); !s) return s;
   complete = true;
   logger->info("read the whole table inet {}: {} connections", opts.table, conns.size());
+  prune_usage();
   return {};
+}
+
+void NftFlowtableProvider::Impl::prune_usage() {
+  auto session = usage_session();
+  // Readings of connections that left the table without a conn_del of
+  // ours (an admin's nft commands, a flush ruleset) are dropped once the
+  // whole table is known; the store never grows past what is held.
+  if (!session || session->size() <= conns.size()) return;
+  std::vector<Conn> ours;
+  ours.reserve(conns.size());
+  for (size_t i = 0; i < conns.size(); ++i) ours.push_back(conns.at(i).conn);
+  if (const size_t dropped = session->retain(ours); dropped != 0) {
+    logger->debug("usage store: dropped the readings of {} connections no longer held", dropped);
+  }
 }
 
 // ---- Devices ----
@@ -1490,24 +1549,64 @@ size_t NftFlowtableProvider::Impl::repair_flowtable_flags(netlink::NftTxn& txn, 
 
 // ---- Counters ----
 
-void NftFlowtableProvider::Impl::observe(Record& r, const netlink::CtEntry& e, long long t) {
-  if (!e.has_counters()) {
+void NftFlowtableProvider::Impl::observe(std::span<const Reading> readings, long long t) {
+  if (readings.empty()) return;
+  auto session = usage_session();
+  for (const Reading& rd : readings) observe(conns.at(rd.record), rd, t, session ? &*session : nullptr);
+}
+
+void NftFlowtableProvider::Impl::observe(Record& r, const Reading& rd, long long t, UsageStore::Session* s) {
+  if (!rd.counters) {
     r.flags |= kRecNoCounters;
     return;
   }
   r.flags &= static_cast<uint8_t>(~kRecNoCounters);
-  const uint64_t pk = e.orig_counters->packets + e.reply_counters->packets;
+  if (s != nullptr) {
+    // The store holds the previous reading, whoever took it; it answers as
+    // below (0 for a first reading or a new conntrack entry).
+    r.last_used = s->observe(r.conn, rd.ct_id, rd.packets, t);
+    r.flags |= kRecSeen;
+    r.packets = rd.packets;
+    return;
+  }
   if (!(r.flags & kRecSeen)) {
     // The first observation is the baseline: what came before it is not
     // a time we measured.
     r.flags |= kRecSeen;
-    r.packets = pk;
+    r.packets = rd.packets;
     return;
   }
-  if (pk != r.packets) {
-    r.packets = pk;
+  if (rd.packets != r.packets) {
+    r.packets = rd.packets;
     r.last_used = t;
   }
+}
+
+void NftFlowtableProvider::Impl::open_usage_store() {
+  if (opts.usage_dir.empty()) return;
+  UsageStoreOptions uo;
+  uo.dir = opts.usage_dir;
+  uo.table = opts.table;
+  auto st = UsageStore::open(uo);
+  if (!st) {
+    logger->warn("last used is kept in this process only: {}", st.status().to_string());
+    return;
+  }
+  usage.emplace(std::move(*st));
+  logger->debug("last-used readings shared through {}", usage->path());
+}
+
+std::optional<UsageStore::Session> NftFlowtableProvider::Impl::usage_session() {
+  if (!usage) return std::nullopt;
+  auto s = usage->lock();
+  if (!s) {
+    if (s.message() != usage_failure) {
+      usage_failure = s.message();
+      logger->warn("usage store: {}; this reading stays in this process", s.status().to_string());
+    }
+    return std::nullopt;
+  }
+  return std::move(*s);
 }
 
 void NftFlowtableProvider::Impl::refresh(bool force) {
@@ -1519,12 +1618,13 @@ void NftFlowtableProvider::Impl::refresh(bool force) {
   const std::optional<size_t> total = backend.conntrack_count ? backend.conntrack_count() : std::nullopt;
   // A get costs about what a dump spends on a few dozen entries: per-entry
   // gets win only when ours are few among many.
+  std::vector<Reading> readings;
   if (total && n * 32 < *total) {
     for (size_t i = 0; i < conns.size(); ++i) {
-      Record& r = conns.at(i);
-      auto e = backend.ct->get(r.conn);
-      if (e) observe(r, *e, t);
+      auto e = backend.ct->get(conns.at(i).conn);
+      if (e) readings.push_back(reading_of(i, *e));
     }
+    observe(readings, t);
     return;
   }
   netlink::CtFilter filter;
@@ -1537,11 +1637,15 @@ void NftFlowtableProvider::Impl::refresh(bool force) {
   }
   filter.family = family;
   filter.zone = zone;
-  auto r = backend.ct->dump(filter, [&](const netlink::CtEntry& e) {
-    const size_t i = conns.find(e.conn.family, e.conn.proto, e.conn.zone, e.conn.orig);
-    if (i != ConnTable::npos) observe(conns.at(i), e, t);
-  });
+  auto r = backend.ct->dump(
+      filter,
+      [&](const netlink::CtEntry& e) {
+        const size_t i = conns.find(e.conn.family, e.conn.proto, e.conn.zone, e.conn.orig);
+        if (i != ConnTable::npos) readings.push_back(reading_of(i, e));
+      },
+      [&]() { readings.clear(); });  // The dump started over.
   if (!r) logger->warn("conntrack dump for counters: {}", r.status().to_string());
+  observe(readings, t);
 }
 
 NftConnInfo NftFlowtableProvider::Impl::info_of(const Record& r, const std::optional<netlink::CtEntry>& e) const {
@@ -1904,6 +2008,9 @@ void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vecto
   // element does not) by deleting their conntrack entries, a window of
   // them per datagram.  An entry already gone is what we wanted.
   if (!ended.empty()) {
+    if (auto session = usage_session()) {
+      for (const Conn& c : ended) session->forget(c);
+    }
     const std::vector<Status> rs = backend.ct->remove_many(ended);
     size_t failed = 0;
     for (size_t i = 0; i < rs.size(); ++i) {
@@ -2049,6 +2156,7 @@ void NftFlowtableProvider::Impl::flush_all() {
   }
   conns.clear();
   complete = true;  // The table is empty: nothing is left to read.
+  if (auto session = usage_session()) session->clear();
   devs.clear();
   dev_by_name.clear();
   route_cache.clear();
@@ -2139,7 +2247,10 @@ bool NftFlowtableProvider::conn_query(const Ctx& ctx, ConnStatus* status) {
   if (i == ConnTable::npos || !same_conn(impl_->conns.at(i).conn, *ctx.conn)) return false;
   Record& r = impl_->conns.at(i);
   auto e = impl_->backend.ct->get(r.conn);
-  if (e) impl_->observe(r, *e, impl_->now());
+  if (e) {
+    const Impl::Reading rd = Impl::reading_of(i, *e);
+    impl_->observe(std::span<const Impl::Reading>(&rd, 1), impl_->now());
+  }
   const NftConnInfo info = impl_->info_of(r, e ? std::optional<netlink::CtEntry>(*e) : std::nullopt);
   if (status != nullptr) {
     *status = ConnStatus{};
@@ -2176,20 +2287,28 @@ std::vector<NftConnInfo> NftFlowtableProvider::entries() {
   // A reader is often the only long-lived caller (watch): it is the one that
   // notices an admin's `nft flush ruleset` and puts the table back.
   impl_->maybe_verify(false);
-  if (Status s = impl_->ensure_complete(); !s) impl_->logger->warn("listing connections: {}", s.to_string());
+  if (Status s = impl_->ensure_complete(); !s) {
+    // An error, not a warning: the listing that follows is incomplete.
+    impl_->logger->error("listing connections: {}; the list below is incomplete", s.to_string());
+  }
   auto& conns = impl_->conns;
   std::vector<std::optional<netlink::CtEntry>> found(conns.size());
   const long long t = impl_->now();
+  std::vector<Impl::Reading> readings;
   auto r = impl_->backend.ct->dump(
       netlink::CtFilter{},
       [&](const netlink::CtEntry& e) {
         const size_t i = conns.find(e.conn.family, e.conn.proto, e.conn.zone, e.conn.orig);
         if (i == ConnTable::npos) return;
-        impl_->observe(conns.at(i), e, t);
+        readings.push_back(Impl::reading_of(i, e));
         found[i] = e;
       },
-      [&]() { std::fill(found.begin(), found.end(), std::nullopt); });
+      [&]() {
+        std::fill(found.begin(), found.end(), std::nullopt);
+        readings.clear();
+      });
   if (!r) impl_->logger->warn("conntrack dump: {}", r.status().to_string());
+  impl_->observe(readings, t);
   out.reserve(conns.size());
   for (size_t i = 0; i < conns.size(); ++i) out.push_back(impl_->info_of(conns.at(i), found[i]));
   return out;
@@ -2202,7 +2321,10 @@ std::optional<NftConnInfo> NftFlowtableProvider::lookup(const Conn& conn) {
   if (i == ConnTable::npos || !same_conn(impl_->conns.at(i).conn, conn)) return std::nullopt;
   Record& r = impl_->conns.at(i);
   auto e = impl_->backend.ct->get(r.conn);
-  if (e) impl_->observe(r, *e, impl_->now());
+  if (e) {
+    const Impl::Reading rd = Impl::reading_of(i, *e);
+    impl_->observe(std::span<const Impl::Reading>(&rd, 1), impl_->now());
+  }
   return impl_->info_of(r, e ? std::optional<netlink::CtEntry>(*e) : std::nullopt);
 }
 

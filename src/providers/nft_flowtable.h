@@ -116,16 +116,31 @@ enum class AdoptMode : uint8_t {
 };
 // "full", "lazy"; EINVAL for anything else.
 Result<AdoptMode> parse_adopt_mode(std::string_view text);
+std::string_view adopt_mode_name(AdoptMode mode);
 
 struct NftFlowtableOptions {
-  std::string table = "ctoffload";
+  // Defaults and limits, written once: the members below, create()'s
+  // checks and the configuration table (builtins.cc, from which
+  // docs/ARCHITECTURE.md's option table is checked) all read these.
+  static constexpr std::string_view kDefaultTable = "ctoffload";
+  static constexpr size_t kDefaultCapacity = 262144;
+  static constexpr size_t kMaxCapacity = size_t{1} << 24;
+  static constexpr uint32_t kDefaultRefreshMs = 250;
+  static constexpr uint32_t kMaxRefreshMs = 60000;
+  static constexpr std::string_view kDefaultUsageDir = "/run/ctoffload";
+
+  std::string table{kDefaultTable};
   HwOffload hw_offload = HwOffload::kAuto;
-  size_t capacity = 262144;
+  size_t capacity = kDefaultCapacity;
   // How old cached counters may be before conn_update refreshes them.
-  uint32_t refresh_ms = 250;
+  uint32_t refresh_ms = kDefaultRefreshMs;
   // How often (at most) an operation checks that the table is intact.
   uint32_t verify_ms = 1000;
   AdoptMode adopt = AdoptMode::kFull;
+  // Where readings of conntrack counters are shared with the other
+  // processes of this table, so that a new process knows when a connection
+  // was last used (usage_store.h); "" keeps them in this process only.
+  std::string usage_dir{kDefaultUsageDir};
   // False: build everything but the flowtables and `flow add` (the rules end
   // in a counter).  Only for tests on kernels without flowtables.
   bool flowtables = true;
@@ -203,8 +218,8 @@ struct NftBackend {
 class NftFlowtableProvider final : public Provider {
  public:
   static constexpr const char* kName = "nft_flowtable";
-  static constexpr size_t kDefaultCapacity = 262144;
-  static constexpr size_t kMaxCapacity = size_t{1} << 24;
+  static constexpr size_t kDefaultCapacity = NftFlowtableOptions::kDefaultCapacity;
+  static constexpr size_t kMaxCapacity = NftFlowtableOptions::kMaxCapacity;
 
   // Whether this kernel and these privileges allow flowtable offload,
   // without registering anything: creates a temporary table (flags owner)
@@ -227,6 +242,9 @@ class NftFlowtableProvider final : public Provider {
   // ---- Provider ----
   std::string name() const override { return kName; }
   int init() override;
+  // Why init() failed, in one sentence ("this kernel has no nftables
+  // flowtables (...)"); "" when it did not.
+  std::string init_failure() const override;
   int conn_add(const Ctx& ctx) override;
   void conn_del(const Ctx& ctx) override;
   long long conn_update(const Ctx& ctx) override;

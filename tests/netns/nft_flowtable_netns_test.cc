@@ -140,9 +140,13 @@ class NftNetns : public ::testing::Test {
     ASSERT_GE(outer_, 0);
     ASSERT_EQ(unshare(CLONE_NEWNET), 0) << "unshare(CLONE_NEWNET): " << std::strerror(errno);
     ASSERT_EQ(run("ip link set lo up"), 0);
+    char dir[] = "/tmp/ctoffload-usage.XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    usage_dir_ = dir;
   }
   void TearDown() override {
     providers_.clear();
+    if (!usage_dir_.empty()) (void)run("rm -rf " + usage_dir_);
     for (int fd : ns_fds_) ::close(fd);
     if (outer_ >= 0) {
       EXPECT_EQ(setns(outer_, CLONE_NEWNET), 0);
@@ -154,6 +158,8 @@ class NftNetns : public ::testing::Test {
   // kernel it builds the test layout.
   std::shared_ptr<NftFlowtableProvider> provider(NftFlowtableOptions o = {}) {
     o.flowtables = o.flowtables && kernel_has_flowtables();
+    // The test's own usage store, not /run/ctoffload.
+    if (o.usage_dir == NftFlowtableOptions{}.usage_dir) o.usage_dir = usage_dir_;
     o.refresh_ms = 0;
     o.verify_ms = 0;
     auto p = NftFlowtableProvider::create(o);
@@ -232,6 +238,7 @@ class NftNetns : public ::testing::Test {
   int server_ = -1;
   std::vector<int> ns_fds_;
   std::vector<std::shared_ptr<NftFlowtableProvider>> providers_;
+  std::string usage_dir_;
 };
 
 // A TCP echo server in the server namespace: answers every message with
@@ -941,16 +948,34 @@ TEST_F(NftNetns, TrafficMatchesBothDirectionsAndDrivesLastUsed) {
   settle();
   EXPECT_EQ(p->conn_update(ctx_of(c, &rc)), t1) << "idle: last used stays";
   ASSERT_TRUE(client.exchange(2));
+  settle();  // Delayed ACKs included, so that the connection is idle after t2.
   const long long t2 = p->conn_update(ctx_of(c, &rc));
   EXPECT_GT(t2, t1);
+
+  // A new process of the same table (a one-shot `ctoffloadctl update`)
+  // knows the time from the readings the first one left, lazily adopted.
+  {
+    NftFlowtableOptions lazy = o;
+    lazy.adopt = AdoptMode::kLazy;
+    auto q = provider(lazy);
+    ASSERT_TRUE(q);
+    EXPECT_EQ(q->conn_update(ctx_of(c, &rc)), t2) << "idle since the other process's reading";
+    ASSERT_TRUE(client.exchange(2));
+    settle();
+    auto r = provider(lazy);
+    ASSERT_TRUE(r);
+    EXPECT_GT(r->conn_update(ctx_of(c, &rc)), t2) << "moved since any earlier reading";
+    providers_.pop_back();
+    providers_.pop_back();
+  }
   settle();
 
   ConnStatus st{};
   ASSERT_TRUE(p->conn_query(ctx_of(c, &rc), &st));
   EXPECT_STREQ(st.provider, "nft_flowtable");
   EXPECT_EQ(st.mode, CT_OFFLOAD_MODE_SW);
-  EXPECT_GE(st.packets, 56u);
-  EXPECT_GT(st.bytes, 56u * 100u);
+  EXPECT_GE(st.packets, 60u);
+  EXPECT_GT(st.bytes, 60u * 100u);
 
   const auto devs = p->devices();
   ASSERT_EQ(devs.size(), 2u);
