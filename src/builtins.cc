@@ -18,15 +18,29 @@ std::function<Status(std::string_view)> uint_in(uint64_t min, uint64_t max) {
   };
 }
 
+template <typename Parse>
+std::function<Status(std::string_view)> parses(Parse parse) {
+  return [parse](std::string_view v) -> Status {
+    auto r = parse(v);
+    return r ? Status() : r.status();
+  };
+}
+
+std::string range(uint64_t min, uint64_t max) { return std::to_string(min) + "-" + std::to_string(max); }
+
 std::vector<Builtin> make_table() {
+  using N = NftFlowtableOptions;
+  using S = SoftwareOptions;
+  const N nft_defaults;
   std::vector<Builtin> t;
   t.push_back(Builtin{
       .name = NftFlowtableProvider::kName,
       .fallback = false,
       .help = "nftables flowtable offload (hardware where devices can, software elsewhere)",
       .options = {BuiltinOption{.name = "table",
-                                .default_value = "ctoffload",
-                                .help = "name of the inet table the provider owns",
+                                .default_value = std::string(N::kDefaultTable),
+                                .values = "an nft identifier: a letter, then letters, digits, _ or -, at most 31",
+                                .help = "the inet table the provider owns",
                                 .validate = [](std::string_view v) -> Status {
                                   if (nft::valid_table_name(v)) return {};
                                   return Status::error(EINVAL, "'" + std::string(v) +
@@ -34,30 +48,33 @@ std::vector<Builtin> make_table() {
                                                                    "then letters, digits, '_' or '-', at most 31)");
                                 }},
                   BuiltinOption{.name = "hw_offload",
-                                .default_value = "auto",
+                                .default_value = std::string(hw_offload_name(nft_defaults.hw_offload)),
+                                .values = "auto, on, off",
                                 .help = "auto: hardware offload on devices advertising hw-tc-offload; on: ask on "
                                         "every device; off: never",
-                                .validate = [](std::string_view v) -> Status {
-                                  auto m = parse_hw_offload(v);
-                                  return m ? Status() : m.status();
-                                }},
+                                .validate = parses(parse_hw_offload)},
                   BuiltinOption{.name = "capacity",
-                                .default_value = "262144",
-                                .help = "connections the provider offloads at most (1-16777216)",
-                                .validate = uint_in(1, NftFlowtableProvider::kMaxCapacity)},
+                                .default_value = std::to_string(N::kDefaultCapacity),
+                                .values = range(1, N::kMaxCapacity),
+                                .help = "connections held at most; beyond it conn_add says ENOSPC",
+                                .validate = uint_in(1, N::kMaxCapacity)},
                   BuiltinOption{.name = "refresh_ms",
-                                .default_value = "250",
-                                .help = "how old conntrack counters may be before conn_update reads them again "
-                                        "(0-60000 ms)",
-                                .validate = uint_in(0, 60000)},
+                                .default_value = std::to_string(N::kDefaultRefreshMs),
+                                .values = range(0, N::kMaxRefreshMs),
+                                .help = "how old the conntrack counters behind conn_update may be (ms)",
+                                .validate = uint_in(0, N::kMaxRefreshMs)},
                   BuiltinOption{.name = "adopt",
-                                .default_value = "full",
-                                .help = "what a new process reads of an existing table at init: full (every "
-                                        "connection) or lazy (each when first named; for one-shot commands)",
-                                .validate = [](std::string_view v) -> Status {
-                                  auto m = parse_adopt_mode(v);
-                                  return m ? Status() : m.status();
-                                }}},
+                                .default_value = std::string(adopt_mode_name(nft_defaults.adopt)),
+                                .values = "full, lazy",
+                                .help = "what a new process reads of an existing table at init: every connection "
+                                        "(full), or each when an operation first names it (lazy; one-shot commands)",
+                                .validate = parses(parse_adopt_mode)},
+                  BuiltinOption{.name = "usage_dir",
+                                .default_value = std::string(N::kDefaultUsageDir),
+                                .values = "a directory, or empty (off)",
+                                .help = "where counter readings are shared between the processes of a table, so "
+                                        "that a new process knows last used; empty keeps them in the process",
+                                .validate = [](std::string_view) -> Status { return {}; }}},
       .create = [](const ProviderOptions& opts) -> Result<std::shared_ptr<Provider>> {
         auto p = NftFlowtableProvider::create(opts);
         if (!p) return p.status();
@@ -69,9 +86,10 @@ std::vector<Builtin> make_table() {
       .fallback = true,
       .help = "userspace exact-match flow cache; takes what the kernel provider cannot",
       .options = {BuiltinOption{.name = "capacity",
-                                .default_value = "65536",
-                                .help = "connections the cache holds (1-16777216)",
-                                .validate = uint_in(1, 16777216)}},
+                                .default_value = std::to_string(S::kDefaultCapacity),
+                                .values = range(1, S::kMaxCapacity),
+                                .help = "connections the cache holds",
+                                .validate = uint_in(1, S::kMaxCapacity)}},
       .create = [](const ProviderOptions& opts) -> Result<std::shared_ptr<Provider>> {
         auto p = SoftwareProvider::create(opts);
         if (!p) return p.status();
@@ -86,6 +104,23 @@ std::vector<Builtin> make_table() {
 const std::vector<Builtin>& builtins() {
   static const std::vector<Builtin> table = make_table();
   return table;
+}
+
+std::string options_markdown() {
+  std::string md = "| key | default | values | meaning |\n|---|---|---|---|\n";
+  std::string order;
+  for (const auto& b : builtins()) order += (order.empty() ? "" : ",") + b.name;
+  md += "| `priority` | `" + order +
+        "` | built-in provider names, comma-separated | the built-ins module_init() registers, in dispatch order "
+        "(fallbacks after primaries whatever their place) |\n";
+  for (const auto& b : builtins()) {
+    for (const auto& o : b.options) {
+      md += "| `" + b.name + "." + o.name + "` | " +
+            (o.default_value.empty() ? "(empty)" : "`" + o.default_value + "`") + " | " + o.values + " | " + o.help +
+            " |\n";
+    }
+  }
+  return md;
 }
 
 const Builtin* find_builtin(std::string_view name) {

@@ -21,6 +21,8 @@ namespace ctoffload {
 struct BuiltinOption {
   std::string name;
   std::string default_value;
+  // What it accepts, for people: "1-16777216", "auto, on, off", ...
+  std::string values;
   std::string help;
   // Returns ok or EINVAL naming what is wrong with 'value'.
   std::function<Status(std::string_view value)> validate;
@@ -37,5 +39,11 @@ struct Builtin {
 // The built-ins, in default priority order.
 const std::vector<Builtin>& builtins();
 const Builtin* find_builtin(std::string_view name);
+
+// The configuration keys as a Markdown table (key, default, values,
+// meaning): docs/ARCHITECTURE.md shows exactly this between the markers
+// "<!-- options: begin -->" and "<!-- options: end -->", which a unit test
+// checks (tests/builtins_test.cc), so the docs cannot drift from the code.
+std::string options_markdown();
 
 }  // namespace ctoffload

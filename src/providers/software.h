@@ -52,7 +52,10 @@
 namespace ctoffload {
 
 struct SoftwareOptions {
-  size_t capacity = 65536;  // Connections; 1 .. 16M (kMaxCapacity).
+  // Defaults and limits, written once (see NftFlowtableOptions).
+  static constexpr size_t kDefaultCapacity = 65536;
+  static constexpr size_t kMaxCapacity = size_t{1} << 24;
+  size_t capacity = kDefaultCapacity;  // Connections; 1 .. kMaxCapacity.
 };
 
 // What lookup() found.
@@ -70,8 +73,8 @@ struct SoftwarePacket {
 class SoftwareProvider final : public Provider {
  public:
   static constexpr const char* kName = "software";
-  static constexpr size_t kDefaultCapacity = 65536;
-  static constexpr size_t kMaxCapacity = size_t{1} << 24;
+  static constexpr size_t kDefaultCapacity = SoftwareOptions::kDefaultCapacity;
+  static constexpr size_t kMaxCapacity = SoftwareOptions::kMaxCapacity;
 
   // EINVAL for a capacity of 0 or above kMaxCapacity; ENOMEM if the table
   // cannot be allocated.
