@@ -2,7 +2,9 @@
 //
 // Exit status: 0 success, 1 an operation failed (the message names the
 // errno and what was wrong), 2 usage error.  Human output goes to 'out',
-// diagnostics to 'err'; -j makes 'out' JSON.
+// diagnostics to 'err'; -j makes 'out' JSON (JSON Lines for batch).
+// Without --providers only the kernel provider is used: what a command
+// reports done is in the kernel, where the next process finds it.
 #pragma once
 
 #include <iosfwd>
@@ -30,7 +32,8 @@ struct OpSpec {
 // Parses "add --iif veth0 --proto tcp --src 10.0.0.1:1 --dst 10.0.0.2:80
 // [--reply-src A:P --reply-dst A:P] [--zone N]", "del ...", "update ...",
 // "flush".  'words' starts with the command.  EINVAL names the bad or
-// missing option.  add requires --iif; del and update take it optionally.
+// missing option.  --iif is optional: without it, add leaves the kernel
+// provider to find the device from the route towards --src.
 Result<OpSpec> parse_op(const std::vector<std::string>& words);
 
 // Splits a batch line into words; text after '#' is a comment.  Quotes are

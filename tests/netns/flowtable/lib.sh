@@ -636,3 +636,39 @@ roundtrip() {
   expect_offloaded a
   xfer_finish a
 }
+
+# ---- Long-running processes and conntrack events ----
+
+# ct_event_listeners: how many sockets in the router listen to conntrack
+# UPDATE events: /proc/net/netlink (per namespace) lists each
+# NETLINK_NETFILTER socket (12) with its groups; NFNLGRP_CONNTRACK_UPDATE
+# is bit 1 of the mask.  Used to know that a `conntrack -E` is subscribed
+# before the traffic whose events it must see starts.
+ct_event_listeners() {
+  local _sk eth _pid groups _rest n=0
+  while read -r _sk eth _pid groups _rest; do
+    [[ $eth == 12 && $groups =~ ^[0-9a-f]{8}$ ]] || continue
+    (((16#$groups & 2) != 0)) && n=$((n + 1))
+  done < <(rx cat /proc/net/netlink)
+  printf '%s' "$n"
+}
+
+# ct_events_listening: at least one does.
+ct_events_listening() { (($(ct_event_listeners) > 0)); }
+
+# more_listeners N: more than N do.
+more_listeners() { (($(ct_event_listeners) > $1)); }
+
+# child_of PID: the first child of process PID ("" when none).  `bg
+# timeout N cmd` leaves BG_PID on timeout, whose child is cmd: signalling
+# timeout itself signals its whole process group, while a scenario may
+# want to stop cmd alone and let it finish its work.
+child_of() {
+  local c=""
+  read -r c _ <"/proc/$1/task/$1/children" 2>/dev/null || true
+  printf '%s' "$c"
+}
+
+# ruleset_json: the router's whole ruleset as `nft -j -p` lists it
+# (elements and flowtable devices included), to compare before and after.
+ruleset_json() { rx nft -j -p list ruleset; }

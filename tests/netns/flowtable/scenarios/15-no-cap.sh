@@ -1,6 +1,6 @@
 # Without CAP_NET_ADMIN: a clear error, nothing installed.
 # shellcheck disable=SC2034  # read by run.sh --list
-DESC="ctoffloadctl without CAP_NET_ADMIN: probe and add say so clearly (EPERM), nothing reaches the kernel, the connection is not offloaded"
+DESC="ctoffloadctl without CAP_NET_ADMIN: probe and add say so clearly (EPERM), the software fallback takes it only when --providers names it, nothing reaches the kernel, the connection is not offloaded"
 
 # Runs ctoffloadctl in the router with CAP_NET_ADMIN dropped from every
 # capability set (still uid 0).
@@ -34,10 +34,18 @@ scenario() {
     fail "add without CAP_NET_ADMIN does not say why: $out"
   log "add: $out"
 
-  # Default providers: the software fallback takes it, and says so.
+  # Default providers: the kernel provider only, so the same failure; the
+  # software fallback takes it only when named, and says so.
   rc=0
   out=$(ctl_nocap add --iif r-c "${CONN[@]}" 2>&1) || rc=$?
-  [[ $out == *software* ]] || fail "add with the default providers should fall back to software: exit $rc, $out"
+  if ((rc != 1)) || [[ $out != *EPERM* || $out == *"provider took it"* ]]; then
+    fail "add with the default providers should fail with EPERM, not fall back: exit $rc, $out"
+  fi
+  rc=0
+  out=$(ctl_nocap --providers nft_flowtable,software add --iif r-c "${CONN[@]}" 2>&1) || rc=$?
+  if ((rc != 0)) || [[ $out != *"software (sw)"* || $out != *"lives in this process only"* ]]; then
+    fail "add with --providers nft_flowtable,software should fall back to software and say so: exit $rc, $out"
+  fi
 
   # Nothing reached the kernel.
   local tables
