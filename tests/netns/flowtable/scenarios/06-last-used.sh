@@ -1,7 +1,8 @@
 # Last used advances while packets flow through the fast path and stays put
-# while the connection is idle.
+# while the connection is idle - in one long-running process, and across
+# one-shot processes, which share their readings (usage store).
 # shellcheck disable=SC2034  # read by run.sh --list
-DESC="last used (show -j last_used_ms in one long-running ctoffloadctl watch) advances while an offloaded flow carries traffic and stays put while it is idle; update reads the kernel's counters"
+DESC="last used advances while an offloaded flow carries traffic and stays put while it is idle: in one long-running ctoffloadctl watch, and in one-shot show/update processes, each knowing the readings of the earlier ones"
 
 # Samples of the watch output: "LINE LAST_USED PACKETS" for transfer a.
 samples() {
@@ -20,13 +21,39 @@ scenario() {
   xfer_send a 65536
   expect_offloaded a
 
-  # A fresh process knows nothing of earlier counters, but update still
-  # reads them from the kernel.
-  local out
+  # One-shot processes.  The add's own process took the first reading
+  # ever (its answer reads the counters); traffic moved them since, so a
+  # new process's update knows the connection was used, and when: at its
+  # reading.
+  local out t0 t1 lu
   conn_of a
+  t0=$(now_ms)
   out=$(ctl -j update "${CONN[@]}") || fail "update failed: $out"
-  jq -e '.ok == true and .provider == "nft_flowtable" and .packets > 0' <<<"$out" >/dev/null ||
-    fail "update did not report the kernel's counters: $out"
+  t1=$(now_ms)
+  jq -e '.ok == true and .provider == "nft_flowtable" and .packets > 0 and .last_used_known' <<<"$out" >/dev/null ||
+    fail "a one-shot update does not know last used of a connection that moved since the add's reading: $out"
+  lu=$(jq '.last_used_ms' <<<"$out")
+  ((lu >= t0 - 1000 && lu <= t1 + 1000)) || fail "update's last used $lu is not its reading's time ($t0..$t1)"
+  log "one-shot update: last used $lu (read at $t0..$t1)"
+
+  # Two one-shot shows 2 s apart while the flow carries traffic: later
+  # times.  Then idle: two shows 2 s apart give the same time.
+  local s1 s2 s3 s4
+  xfer_send a 65536
+  ctl_show
+  s1=$(show_conn a | jq '.last_used_ms')
+  nap 2
+  xfer_send a 65536
+  ctl_show
+  s2=$(show_conn a | jq '.last_used_ms')
+  ((s1 > 0 && s2 > s1 + 1000)) || fail "one-shot shows 2 s apart over traffic: $s1 then $s2 (want later times)"
+  ctl_show  # The first reading after the traffic stopped.
+  s3=$(show_conn a | jq '.last_used_ms')
+  nap 2
+  ctl_show
+  s4=$(show_conn a | jq '.last_used_ms')
+  ((s4 == s3 && s3 >= s2)) || fail "one-shot shows 2 s apart while idle: $s3 then $s4 (want the same time)"
+  log "one-shot shows: busy $s1 -> $s2, idle $s3 = $s4"
 
   # One long-lived process samples every 200 ms; the scenario moves the
   # flow between busy and idle and notes which samples fall where.
@@ -53,15 +80,19 @@ scenario() {
   log "$(tr '\n' ';' <<<"$all")"
 
   # Busy: last used took at least two new values, each inside the busy
-  # period (ms since the epoch, with 1 s of slack for the sampling).
-  local busy_vals
+  # period (ms since the epoch, with 1 s of slack for the sampling).  The
+  # watch starts from what the one-shot processes read before it (the
+  # first samples' value), which is older.
+  local busy_vals before
+  before=$(awk 'NR == 1 {print $2}' <<<"$all")
+  ((before == s4)) || fail "the watch's first sample says $before, not the time the earlier processes read ($s4)"
   busy_vals=$(awk -v a="$l_busy0" -v b="$l_busy1" '$1 > a && $1 <= b + 1 {print $2}' <<<"$all" | uniq)
   local prev=0 advances=0 v
   for v in $busy_vals; do
     [[ $v =~ ^[0-9]+$ ]] || fail "last_used_ms '$v' is not a number (samples: $all)"
     ((v >= prev)) || fail "last used went backwards: $prev -> $v"
     if ((v > prev && prev != 0)); then advances=$((advances + 1)); fi
-    if ((v != 0 && (v < t_busy0 - 1000 || v > t_busy1 + 1000))); then
+    if ((v != before && (v < t_busy0 - 1000 || v > t_busy1 + 1000))); then
       fail "last used $v is outside the busy period $t_busy0..$t_busy1"
     fi
     prev=$v
