@@ -2,19 +2,25 @@
 // connections it is given.
 //
 // What it does with a connection (docs/LAYOUT.md has the kernel objects):
-//   conn_add      puts the connection's conntrack original tuple into the
-//                 selection set of its family, zone and flowtable, after
-//                 making sure the input devices of both directions are in
-//                 a flowtable; the forward-chain rule then `flow add`s it at
-//                 its next packet.  One nf_tables transaction.
+//   conn_add      puts the connection into the selection set of its
+//                 family, zone and flowtable - keyed on the header fields
+//                 its packets carry at the forward hook, which two rules
+//                 read, one per direction - after making sure the input
+//                 devices of both directions are in a flowtable; a rule
+//                 then `flow add`s it at its next packet.  A device new to
+//                 the flowtables joins in a transaction of its own (two
+//                 when the kernel refuses hardware offload and it falls
+//                 back), the elements of a whole batch go in one more.
 //   conn_del      removes the element and deletes the conntrack entry over
 //                 ctnetlink, which ends the flowtable offload at once; the
 //                 connection goes on on the slow path (conntrack recreates
 //                 its entry from the next packet).
 //   conn_update   last used, from the conntrack counters (which the
 //                 flowtable's `counter` flag keeps advancing while the flow
-//                 is offloaded): the time the counters were last seen to
-//                 change, 0 until then or when the entry has no counters.
+//                 is offloaded): the time of the first reading that saw
+//                 them move - a reading of this process, or of any process
+//                 of this table through the usage store (usage_store.h) -,
+//                 0 until then or when the entry has no counters.
 //                 All connections are refreshed together, at most once per
 //                 'refresh_ms', by one conntrack dump (or one get per
 //                 connection when that is cheaper).
@@ -23,8 +29,9 @@
 //                 guessed another one.
 //   flush         deletes and recreates the table in one transaction: every
 //                 flow of ours is torn down, nothing stale stays.
-//   batch_submit  a batch of adds and deletes is one transaction; each op
-//                 gets its own result from the kernel's per-element acks.
+//   batch_submit  the adds and deletes of a batch are one element
+//                 transaction; each op gets its own result from the
+//                 kernel's per-element acks.
 //
 // Devices: the first connection using a device adds it to a flowtable.
 // With hw_offload "auto" a device that advertises hw-tc-offload goes to the
@@ -38,10 +45,12 @@
 //
 // Ownership and tampering: everything lives in one table, with a comment
 // naming the owner.  A new process adopts the connections in an existing
-// table of ours (the element comments keep what the key does not).  If the
-// table or an object in it goes away (`nft flush ruleset`), the next
-// operation or refresh notices (table handle, object count, rule list, or
-// ENOENT from the kernel) and rebuilds it with every connection.
+// table of ours (the element comments keep what the key does not): all of
+// them at init (adopt=full), or each when an operation first names it
+// (adopt=lazy).  A table of layout 1 is migrated.  If the table or an
+// object in it goes away (`nft flush ruleset`), the next operation or
+// refresh notices (table handle, object count, rule list, or ENOENT from
+// the kernel) and rebuilds it with every connection it knows.
 //
 // Errors (0 or a positive errno, ct-offload.h):
 //   init          EPERM without CAP_NET_ADMIN, ENOENT when the kernel has no
