@@ -5,7 +5,6 @@
 // netlink::NetlinkTransport, and a device directory.  Runs anywhere, as any
 // user.
 #include "providers/nft_flowtable.h"
-#include "providers/usage_store.h"
 
 #include <arpa/inet.h>
 #include <endian.h>
@@ -43,6 +42,7 @@
 #include "netlink/ctnetlink.h"
 #include "netlink/nft_socket.h"
 #include "providers/nft_layout.h"
+#include "providers/usage_store.h"
 #include "test_support.h"
 
 namespace ctoffload {
@@ -862,6 +862,12 @@ class NftFlowtableTest : public ::testing::Test {
     }
   }
 
+  void set_status(const Conn& c, uint32_t status) {
+    for (auto& e : ct_.entries) {
+      if (same_tuple(e.conn.orig, c.orig) && e.conn.zone == c.zone) e.status = status;
+    }
+  }
+
   FakeNft nft_;
   FakeCtState ct_;
   FakeDevState dev_;
@@ -989,7 +995,23 @@ TEST_F(NftFlowtableTest, AutoPutsDevicesAdvertisingHwTcOffloadInTheHardwareFlowt
   bool rule = false;
   for (const auto& r : t->rules) rule = rule || (r.set == "sel4_hw" && r.flowtable == "ft_hw");
   EXPECT_TRUE(rule);
+  // The mode is what the kernel made of the connection: the hardware
+  // flowtable was asked for, but only conntrack's HW_OFFLOAD says hw.
   ConnStatus st{};
+  ASSERT_TRUE(p->conn_query(ctx_of(c4(1), &swp1_), &st));
+  EXPECT_EQ(st.mode, CT_OFFLOAD_MODE_SW) << "no conntrack entry yet: not in hardware";
+  auto info = p->lookup(c4(1));
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->flowtable, FtMode::kHw);
+  EXPECT_EQ(info->mode, FtMode::kNone);
+  ct_entry(c4(1), 5, true, netlink::ct_status::kOffload);
+  info = p->lookup(c4(1));
+  EXPECT_EQ(info->mode, FtMode::kSw) << "the NIC refused the flow: the software flowtable has it";
+  ASSERT_TRUE(p->conn_query(ctx_of(c4(1), &swp1_), &st));
+  EXPECT_EQ(st.mode, CT_OFFLOAD_MODE_SW);
+  set_status(c4(1), netlink::ct_status::kOffload | netlink::ct_status::kHwOffload);
+  info = p->lookup(c4(1));
+  EXPECT_EQ(info->mode, FtMode::kHw);
   ASSERT_TRUE(p->conn_query(ctx_of(c4(1), &swp1_), &st));
   EXPECT_EQ(st.mode, CT_OFFLOAD_MODE_HW);
 }
@@ -1030,7 +1052,7 @@ TEST_F(NftFlowtableTest, AConnectionMixingHardwareAndSoftwareDevicesUsesSoftware
   EXPECT_EQ(nft_.devices_of("ft_hw"), std::set<std::string>{"swp1"});
   EXPECT_EQ(nft_.devices_of("ft_sw"), std::set<std::string>{"eth1"});
   EXPECT_EQ(nft_.set("sel4")->elems.size(), 1u);
-  EXPECT_EQ(p->lookup(c4(1))->mode, FtMode::kSw);
+  EXPECT_EQ(p->lookup(c4(1))->flowtable, FtMode::kSw);
 }
 
 TEST_F(NftFlowtableTest, InvalidConnectionsAreRefusedWithoutTouchingTheKernel) {

@@ -426,7 +426,9 @@ void write_conn_json(JsonWriter& j, const NftConnInfo& c) {
       .field("iif", c.iif)
       .field("reply_iif", c.reply_iif)
       .field("provider", NftFlowtableProvider::kName)
+      // What the kernel made of it (hw, sw, none yet), and what was asked.
       .field("mode", std::string(ft_mode_name(c.mode)))
+      .field("flowtable", c.flowtable == FtMode::kHw ? std::string("ft_hw") : std::string("ft_sw"))
       .field("offloaded", c.offloaded)
       .field("hw_offloaded", c.hw_offloaded)
       .field("in_conntrack", c.in_conntrack)
@@ -444,7 +446,8 @@ std::string conn_line(const NftConnInfo& c) {
   std::ostringstream o;
   o << format_conn(c.conn) << " iif " << (c.iif.empty() ? "?" : c.iif);
   if (!c.reply_iif.empty()) o << " reply-iif " << c.reply_iif;
-  o << " mode " << ft_mode_name(c.mode) << " offloaded " << (c.offloaded ? "yes" : "no");
+  o << " flowtable " << (c.flowtable == FtMode::kHw ? "ft_hw" : "ft_sw") << " mode " << ft_mode_name(c.mode)
+    << " offloaded " << (c.offloaded ? "yes" : "no");
   if (c.has_counters) {
     o << " packets " << c.packets << " bytes " << c.bytes;
   } else {

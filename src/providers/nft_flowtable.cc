@@ -1651,7 +1651,7 @@ void NftFlowtableProvider::Impl::refresh(bool force) {
 NftConnInfo NftFlowtableProvider::Impl::info_of(const Record& r, const std::optional<netlink::CtEntry>& e) const {
   NftConnInfo info;
   info.conn = r.conn;
-  info.mode = (r.flags & kRecHw) ? FtMode::kHw : FtMode::kSw;
+  info.flowtable = (r.flags & kRecHw) ? FtMode::kHw : FtMode::kSw;
   info.iif = note_dev(r.iif);
   info.reply_iif = note_dev(r.riif);
   info.last_used_ms = (r.flags & kRecNoCounters) ? 0 : r.last_used;
@@ -1659,6 +1659,7 @@ NftConnInfo NftFlowtableProvider::Impl::info_of(const Record& r, const std::opti
     info.in_conntrack = true;
     info.offloaded = (e->status & netlink::ct_status::kOffload) != 0;
     info.hw_offloaded = (e->status & netlink::ct_status::kHwOffload) != 0;
+    info.mode = info.hw_offloaded ? FtMode::kHw : info.offloaded ? FtMode::kSw : FtMode::kNone;
     info.has_counters = e->has_counters();
     if (info.has_counters) {
       info.packets = e->orig_counters->packets + e->reply_counters->packets;
@@ -2255,6 +2256,8 @@ bool NftFlowtableProvider::conn_query(const Ctx& ctx, ConnStatus* status) {
   if (status != nullptr) {
     *status = ConnStatus{};
     (void)std::snprintf(status->provider, sizeof(status->provider), "%s", kName);
+    // Hardware only when the kernel says this connection is in hardware;
+    // held otherwise (in the software flowtable, or until its next packet).
     status->mode = info.mode == FtMode::kHw ? CT_OFFLOAD_MODE_HW : CT_OFFLOAD_MODE_SW;
     status->packets = info.packets;
     status->bytes = info.bytes;

@@ -181,14 +181,19 @@ struct NftDeviceInfo {
 // One held connection, for the CLI's `show`.
 struct NftConnInfo {
   Conn conn{};
-  FtMode mode = FtMode::kNone;  // The flowtable its selection points to.
-  std::string iif;              // Input device of the original direction.
-  std::string reply_iif;        // Input device of the reply direction ("" unknown).
-  bool in_conntrack = false;    // The kernel has a conntrack entry for it.
-  bool offloaded = false;       // Conntrack status OFFLOAD.
-  bool hw_offloaded = false;    // Conntrack status HW_OFFLOAD.
-  bool has_counters = false;    // The entry has accounting (else counts unknown).
-  uint64_t packets = 0;         // Both directions.
+  // What the kernel made of it, per connection: kHw when conntrack says
+  // HW_OFFLOAD, kSw when OFFLOAD without it, kNone while it is not (yet)
+  // offloaded.  A connection selected for the hardware flowtable whose
+  // device refused the flow is kSw: the kernel decides, not the device.
+  FtMode mode = FtMode::kNone;
+  FtMode flowtable = FtMode::kNone;  // The flowtable its selection points to.
+  std::string iif;                   // Input device of the original direction.
+  std::string reply_iif;             // Input device of the reply direction ("" unknown).
+  bool in_conntrack = false;         // The kernel has a conntrack entry for it.
+  bool offloaded = false;            // Conntrack status OFFLOAD.
+  bool hw_offloaded = false;         // Conntrack status HW_OFFLOAD.
+  bool has_counters = false;         // The entry has accounting (else counts unknown).
+  uint64_t packets = 0;              // Both directions.
   uint64_t bytes = 0;
   long long last_used_ms = 0;  // 0 = not seen used / unknown.
 };

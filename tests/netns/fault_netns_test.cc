@@ -429,7 +429,7 @@ std::string elem_text(const Conn& c) {
 std::string set_text(const NftConnInfo& e) {
   std::string n = e.conn.family == AF_INET6 ? "sel6" : "sel4";
   if (e.conn.zone != 0) n += "_z" + std::to_string(e.conn.zone);
-  if (e.mode == FtMode::kHw) n += "_hw";
+  if (e.flowtable == FtMode::kHw) n += "_hw";
   return n;
 }
 
