@@ -12,8 +12,10 @@
  * with incremental checksum updates and delivers the packet straight to the
  * far side of the output port: the router's stack never sees it.  STATS
  * answers with the packets, bytes and last use the rule counted, DESTROY
- * drops the rule.  Counters are in `ethtool -S PORT`; fault knobs are
- * module parameters (/sys/module/simnic/parameters/).
+ * drops the rule.  Counters are in `ethtool -S PORT`, and for every port of
+ * every namespace in /proc/simnic (one line each, which a test reads
+ * without starting a process per port); fault knobs are module parameters
+ * (/sys/module/simnic/parameters/).
  *
  * Locking.  The rule tables are written only under simnic_mutex (the
  * flowtable calls from its offload workqueues, which may sleep and run
@@ -32,7 +34,9 @@
 #include <linux/jhash.h>
 #include <linux/module.h>
 #include <linux/netdevice.h>
+#include <linux/proc_fs.h>
 #include <linux/rculist.h>
+#include <linux/seq_file.h>
 #include <linux/skbuff.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
@@ -873,6 +877,26 @@ static void simnic_get_ethtool_stats(struct net_device *dev, struct ethtool_stat
 		data[i] = atomic64_read(&port->stat[i]);
 }
 
+/* /proc/simnic: one line per port, "netns=INUM dev=NAME ifindex=N" and then
+ * every ethtool counter and the stack's rx/tx packets as name=value. */
+static int simnic_proc_show(struct seq_file *m, void *v)
+{
+	struct simnic_port *port;
+	int i;
+
+	mutex_lock(&simnic_mutex);
+	list_for_each_entry(port, &simnic_ports, node) {
+		seq_printf(m, "netns=%u dev=%s ifindex=%d", dev_net(port->dev)->ns.inum, port->dev->name,
+			   port->dev->ifindex);
+		for (i = 0; i < SIMNIC_NSTATS; i++)
+			seq_printf(m, " %s=%lld", simnic_stat_names[i], (long long)atomic64_read(&port->stat[i]));
+		seq_printf(m, " stack_rx_packets=%lld stack_tx_packets=%lld\n",
+			   (long long)atomic64_read(&port->rx_packets), (long long)atomic64_read(&port->tx_packets));
+	}
+	mutex_unlock(&simnic_mutex);
+	return 0;
+}
+
 static const struct ethtool_ops simnic_ethtool_ops = {
 	.get_drvinfo = simnic_get_drvinfo,
 	.get_link = ethtool_op_get_link,
@@ -1038,7 +1062,14 @@ static struct rtnl_link_ops simnic_link_ops = {
 
 static int __init simnic_module_init(void)
 {
-	return rtnl_link_register(&simnic_link_ops);
+	int err;
+
+	if (!proc_create_single("simnic", 0444, NULL, simnic_proc_show))
+		return -ENOMEM;
+	err = rtnl_link_register(&simnic_link_ops);
+	if (err)
+		remove_proc_entry("simnic", NULL);
+	return err;
 }
 
 static void __exit simnic_module_exit(void)
@@ -1047,6 +1078,7 @@ static void __exit simnic_module_exit(void)
 	 * which purges every rule; then waits for the rules' RCU frees,
 	 * which run this module's code. */
 	rtnl_link_unregister(&simnic_link_ops);
+	remove_proc_entry("simnic", NULL);
 	rcu_barrier();
 }
 
