@@ -6,14 +6,18 @@
 #
 #   tests/netns/kernel-suite.sh --build DIR [--reports DIR]
 #
-#   --build DIR     the build directory (its tests/netns/*_test and ctoffloadctl)
+#   --build DIR     the build directory (its tests/netns/*_test and ctoffloadctl,
+#                   and DIR/simnic: the simulated NIC built for this kernel by
+#                   tests/simnic/build.sh, which the hardware scenarios load)
 #   --reports DIR   write GoogleTest XML reports and the scenario suite's
 #                   output there (a directory the caller can read afterwards;
 #                   in the VM, one under the shared working directory)
 #
 # scripts/test.sh runs it directly when the host kernel has flowtables and
 # through scripts/vm/run.sh (one boot per kernel series) otherwise.  Prints
-# `PASS name` / `FAIL name` per binary and per scenario, and last the line
+# `PASS name` / `FAIL name` per binary and per scenario, then `PASS
+# dmesg-clean` when the kernel logged no WARNING/BUG/Oops during the run
+# (`FAIL` with the lines otherwise), and last the line
 # `kernel-suite: N passed, N failed`.  Exit status 0 only when all passed;
 # 3 when this kernel has no flowtables or a binary is missing (it never
 # skips).
@@ -25,7 +29,7 @@ while (($#)); do
   case $1 in
     --build) build=${2:?--build needs a directory}; shift 2 ;;
     --reports) reports=${2:?--reports needs a directory}; shift 2 ;;
-    -h | --help) sed -n '2,19s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,23s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "kernel-suite.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
@@ -44,6 +48,8 @@ if [[ $probe != *'"flowtable":true'* ]]; then
   exit 3
 fi
 echo "kernel-suite: kernel $(uname -r), build $build"
+# What the kernel logged before this run is not this run's doing.
+dmesg_start=$(dmesg 2>/dev/null | wc -l)
 
 passed=0 failed=0
 result() {  # name, status
@@ -76,13 +82,24 @@ fi
 
 echo "--- flowtable scenario suite"
 if [[ -n $reports ]]; then
-  "$here/flowtable/run.sh" --ctl "$ctl" 2>&1 | tee "$reports/flowtable.txt"
+  "$here/flowtable/run.sh" --ctl "$ctl" --simnic "$build/simnic" 2>&1 | tee "$reports/flowtable.txt"
   rc=${PIPESTATUS[0]}
 else
-  "$here/flowtable/run.sh" --ctl "$ctl"
+  "$here/flowtable/run.sh" --ctl "$ctl" --simnic "$build/simnic"
   rc=$?
 fi
 result flowtable-scenarios "$rc"
+
+# A warning, BUG or Oops anywhere in the run (the simulated NIC's module
+# included) fails the suite even when every test passed.
+trouble=$(dmesg 2>/dev/null | tail -n +"$((dmesg_start + 1))" | grep -E 'WARNING:|BUG:|Oops|Call Trace:|general protection|refcount_t:|unregister_netdevice: waiting')
+if [[ -z $trouble ]]; then
+  result dmesg-clean 0
+else
+  echo "$trouble" | head -n 40 | sed 's/^/  dmesg: /'
+  [[ -n $reports ]] && dmesg >"$reports/dmesg.txt" 2>&1
+  result dmesg-clean 1
+fi
 
 echo "kernel-suite: $passed passed, $failed failed"
 ((failed == 0))

@@ -122,9 +122,11 @@ bg() {
 }
 
 # Tears down what the scenario made: its background processes (by pid),
-# then its namespaces.  Runs from run.sh's EXIT trap, failure or not.
+# then its namespaces, and puts the simulated NIC's knobs back.  Runs from
+# run.sh's EXIT trap, failure or not.
 cleanup_scenario() {
   local p n
+  [[ ${SIMNIC_USED:-0} == 1 ]] && simnic_knobs_default
   for p in "${BG_PIDS[@]}"; do
     kill -TERM "$p" 2>/dev/null || true
   done
@@ -151,13 +153,18 @@ R6C=fd00:1::1
 R4S=10.0.2.1
 R6S=fd00:2::1
 
-# link_client CNS RDEV CDEV [VRF]: a veth pair between the router (RDEV,
-# enslaved to VRF if given) and client namespace CNS (CDEV), both addressed
-# and up, client routes via the router.
+# The kind of the pairs link_client and link_server make: veth, or simnic
+# (the simulated NIC, see simnic_load) for a port that takes hardware
+# offload.  `LINK_KIND=simnic link_client ...` for one pair.
+LINK_KIND=veth
+
+# link_client CNS RDEV CDEV [VRF]: a $LINK_KIND pair between the router
+# (RDEV, enslaved to VRF if given) and client namespace CNS (CDEV), both
+# addressed and up, client routes via the router.
 link_client() {
   local cns=$1 rdev=$2 cdev=$3 vrf=${4:-}
   ip -n "${NSP}r" -b - <<EOF || fail "router side of $rdev"
-link add $rdev type veth peer name $cdev netns ${NSP}$cns
+link add $rdev type $LINK_KIND peer name $cdev netns ${NSP}$cns
 ${vrf:+link set $rdev master $vrf}
 addr add $R4C/24 dev $rdev
 addr add $R6C/64 dev $rdev nodad
@@ -176,7 +183,7 @@ EOF
 link_server() {
   local sns=$1 rdev=$2 sdev=$3 vrf=${4:-}
   ip -n "${NSP}r" -b - <<EOF || fail "router side of $rdev"
-link add $rdev type veth peer name $sdev netns ${NSP}$sns
+link add $rdev type $LINK_KIND peer name $sdev netns ${NSP}$sns
 ${vrf:+link set $rdev master $vrf}
 addr add $R4S/24 dev $rdev
 addr add $R6S/64 dev $rdev nodad
@@ -672,3 +679,151 @@ child_of() {
 # ruleset_json: the router's whole ruleset as `nft -j -p` lists it
 # (elements and flowtable devices included), to compare before and after.
 ruleset_json() { rx nft -j -p list ruleset; }
+
+# ---- The simulated NIC (tests/simnic, docs/SIMNIC.md) ----
+#
+# SIMNIC_DIR (from run.sh --simnic) holds simnic.ko per kernel release
+# (SIMNIC_DIR/RELEASE/simnic.ko) and iproute2's link_simnic.so.  Its pairs
+# ("ip link add A type simnic peer name B") advertise hw-tc-offload, take
+# flowtable hardware offload and forward the flows they were given
+# themselves; `ethtool -S PORT` shows what they did.  The knobs are global
+# module parameters: a scenario that changes one gets the defaults back at
+# its end.
+
+SIMNIC_PARAMS=/sys/module/simnic/parameters
+
+# simnic_ko: the module for the running kernel.
+simnic_ko() { printf '%s/%s/simnic.ko' "${SIMNIC_DIR:-}" "$(uname -r)"; }
+
+# simnic_load: loads the module unless it is loaded, points iproute2 at
+# its plugin, and sets the knobs to their defaults.  Fails the scenario
+# when the module was not built for this kernel.
+simnic_load() {
+  local ko
+  ko=$(simnic_ko)
+  [[ -n ${SIMNIC_DIR:-} && -s $ko ]] ||
+    fail "no simulated NIC for kernel $(uname -r): '$ko' is missing (tests/simnic/build.sh --out DIR $(uname -r), then run.sh --simnic DIR)"
+  [[ -s $SIMNIC_DIR/link_simnic.so ]] || fail "no $SIMNIC_DIR/link_simnic.so (tests/simnic/build.sh)"
+  export IP_LIB_DIR=$SIMNIC_DIR
+  if [[ ! -d $SIMNIC_PARAMS ]]; then
+    insmod "$ko" || fail "insmod $ko failed: $(dmesg | tail -n 3 | tr '\n' ' ')"
+    log "simnic loaded ($ko)"
+  fi
+  SIMNIC_USED=1
+  simnic_knobs_default
+}
+
+# simnic_knob NAME VALUE: sets a fault knob (module parameter).
+simnic_knob() {
+  printf '%s\n' "$2" >"$SIMNIC_PARAMS/$1" || fail "cannot set simnic knob $1=$2"
+  log "simnic knob $1=$2"
+}
+
+simnic_knobs_default() {
+  [[ -d $SIMNIC_PARAMS ]] || return 0
+  echo 0 >"$SIMNIC_PARAMS/refuse"
+  echo 4096 >"$SIMNIC_PARAMS/max_rules"
+  echo Y >"$SIMNIC_PARAMS/report_lastused"
+  echo Y >"$SIMNIC_PARAMS/forward"
+}
+
+# topo_hw: topo_basic with simnic pairs for both router ports (r-c, r-s)
+# instead of veth; the provider (hw_offload=auto) puts them in ft_hw.
+topo_hw() {
+  simnic_load
+  LINK_KIND=simnic topo_basic
+}
+
+# nic_read DEV: NIC[counter] = value for every counter of the router's
+# port DEV (what `ethtool -S DEV` shows, plus stack_rx_packets and
+# stack_tx_packets: what the router's stack got and sent on it), from the
+# module's /proc/simnic, read without starting a process.
+declare -A NIC
+ROUTER_NETNS=""
+nic_read() {
+  local dev=$1 line w found=0
+  [[ -n $ROUTER_NETNS ]] || ROUTER_NETNS=$(stat -L -c %i "/run/netns/${NSP}r")
+  NIC=()
+  while IFS= read -r line; do
+    [[ $line == "netns=$ROUTER_NETNS dev=$dev "* ]] || continue
+    for w in $line; do NIC[${w%%=*}]=${w#*=}; done
+    found=1
+  done </proc/simnic
+  ((found)) || fail "/proc/simnic lists no port $dev in the router's namespace"
+}
+
+# nic DEV COUNTER: one counter of the router's port DEV.
+nic() {
+  nic_read "$1"
+  printf '%s' "${NIC[$2]}"
+}
+
+# nic_sum COUNTER DEV...: the counter summed over the router's ports.
+nic_sum() {
+  local c=$1 sum=0 d
+  shift
+  for d in "$@"; do
+    nic_read "$d"
+    sum=$((sum + ${NIC[$c]}))
+  done
+  printf '%s' "$sum"
+}
+
+# nic_rules_are N DEV...: every port named holds N rules.
+nic_rules_are() {
+  local n=$1 d
+  shift
+  for d in "$@"; do
+    nic_read "$d"
+    [[ ${NIC[rules]} == "$n" ]] || return 1
+  done
+}
+
+# stack_rx DEV...: packets the router's stack received on those ports
+# (the NIC's forwarded packets are not among them).
+stack_rx() { nic_sum stack_rx_packets "$@"; }
+
+# fwd_packets: packets the test table's forward counter has seen (one
+# process: nft's text, no jq).
+fwd_packets() {
+  local out re='packets ([0-9]+)'
+  out=$(rx nft list counter inet "$TEST_TABLE" forwarded)
+  [[ $out =~ $re ]] || fail "cannot read the forward counter: $out"
+  printf '%s' "${BASH_REMATCH[1]}"
+}
+
+# hw_off ID: transfer ID's connection has [HW_OFFLOAD].
+hw_off() { [[ $(ct_of "$1") == *"[HW_OFFLOAD]"* ]]; }
+
+# sw_only ID: [OFFLOAD] without [HW_OFFLOAD].
+sw_only() {
+  local l
+  l=$(ct_of "$1")
+  [[ $l == *"[OFFLOAD]"* && $l != *"[HW_OFFLOAD]"* ]]
+}
+
+# expect_hw_offloaded ID [SEC]: waits (default 10 s) for [HW_OFFLOAD].
+expect_hw_offloaded() {
+  poll_until "${2:-10}" hw_off "$1" || fail "$1: no [HW_OFFLOAD] within ${2:-10}s (conntrack: $(ct_of "$1"))"
+  log "$1: [HW_OFFLOAD]"
+}
+
+# hw_path_check ID BYTES: sends BYTES over transfer ID (offloaded to the
+# NIC) and fails unless the NIC forwarded at least 50 packets (hw_rx_packets
+# of r-c and r-s) while the router's forward hook and its stack's receive
+# counters moved by less than 5% of that.
+hw_path_check() {
+  local id=$1 n=$2 c0 c1 h0 h1 s0 s1
+  c0=$(fwd_packets)
+  h0=$(nic_sum hw_rx_packets r-c r-s)
+  s0=$(stack_rx r-c r-s)
+  xfer_send "$id" "$n"
+  c1=$(fwd_packets)
+  h1=$(nic_sum hw_rx_packets r-c r-s)
+  s1=$(stack_rx r-c r-s)
+  local dc=$((c1 - c0)) dh=$((h1 - h0)) ds=$((s1 - s0))
+  log "$id: the NIC forwarded $dh packets; the forward hook saw $dc, the router's stack received $ds"
+  ((dh >= 50)) || fail "$id: the NIC forwarded only $dh packets for $n bytes (forward hook $dc, stack $ds)"
+  ((dc * 20 < dh)) || fail "$id: $dc packets crossed the forward hook while the NIC forwarded $dh"
+  ((ds * 20 < dh)) || fail "$id: the router's stack received $ds packets while the NIC forwarded $dh"
+}

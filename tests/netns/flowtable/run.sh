@@ -17,6 +17,10 @@
 # Options:
 #   --ctl PATH       ctoffloadctl to test (default: $CTOFFLOAD_CTL, then
 #                    build/ctoffloadctl in the checkout, then $PATH)
+#   --simnic DIR     the simulated NIC built by tests/simnic/build.sh
+#                    (DIR/RELEASE/simnic.ko, DIR/link_simnic.so) for the
+#                    hardware scenarios (default: $CTOFFLOAD_SIMNIC_DIR,
+#                    then simnic/ beside the ctoffloadctl tested)
 #   --timeout SEC    limit per scenario (default 240; then it fails)
 #   --keep           keep each scenario's scratch directory and log
 #   -v, --verbose    stream each scenario's log to stderr while it runs
@@ -62,6 +66,7 @@ fi
 usage() { sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"; }
 
 ctl=${CTOFFLOAD_CTL:-}
+simnic_dir=${CTOFFLOAD_SIMNIC_DIR:-}
 scen_timeout=240
 keep=0
 verbose=0
@@ -71,6 +76,8 @@ while (($#)); do
   case $1 in
     --ctl) ctl=${2:?--ctl needs a path}; shift 2 ;;
     --ctl=*) ctl=${1#--ctl=}; shift ;;
+    --simnic) simnic_dir=${2:?--simnic needs a directory}; shift 2 ;;
+    --simnic=*) simnic_dir=${1#--simnic=}; shift ;;
     --timeout) scen_timeout=${2:?--timeout needs seconds}; shift 2 ;;
     --keep) keep=1; shift ;;
     -v | --verbose) verbose=1; shift ;;
@@ -134,7 +141,7 @@ refuse() {
 
 [[ $(id -u) -eq 0 ]] || refuse "needs root (network namespaces, nftables, conntrack)"
 missing=()
-for t in ip nft conntrack socat jq sha256sum setpriv taskset timeout stat ss strace unshare mkfifo; do
+for t in ip nft conntrack socat jq sha256sum setpriv taskset timeout stat ss strace unshare mkfifo ethtool insmod rmmod; do
   command -v "$t" >/dev/null 2>&1 || missing+=("$t")
 done
 ((${#missing[@]} == 0)) || refuse "missing tools: ${missing[*]} (scripts/install-deps.sh installs them)"
@@ -148,6 +155,10 @@ if [[ -z $ctl ]]; then
 fi
 [[ -n $ctl && -x $ctl ]] || refuse "no ctoffloadctl found (build it, or give --ctl PATH / CTOFFLOAD_CTL)"
 ctl=$(cd "$(dirname "$ctl")" && pwd)/$(basename "$ctl")
+# The hardware scenarios load the simulated NIC from here; without it they
+# fail (saying how to build it), the others do not need it.
+[[ -n $simnic_dir ]] || simnic_dir=$(dirname "$ctl")/simnic
+[[ -d $simnic_dir ]] && simnic_dir=$(cd "$simnic_dir" && pwd -P)
 
 # The product's own probe, in a throwaway namespace: it creates and deletes
 # a flowtable there.  No flowtables means this suite cannot prove anything.
@@ -159,6 +170,11 @@ if [[ $(jq -r '.flowtable' <<<"$probe" 2>/dev/null) != true ]]; then
 fi
 
 echo "flowtable suite: kernel $(uname -r), $ctl, ${#run_idx[@]} scenario(s)"
+if [[ -s $simnic_dir/$(uname -r)/simnic.ko ]]; then
+  echo "flowtable suite: simulated NIC $simnic_dir/$(uname -r)/simnic.ko"
+else
+  echo "flowtable suite: no simulated NIC for $(uname -r) in $simnic_dir: the hardware scenarios will fail"
+fi
 
 # ---- Run ----
 
@@ -171,7 +187,7 @@ for i in "${run_idx[@]}"; do
   file=${files[$i]}
   scratch=$(mktemp -d "${TMPDIR:-/tmp}/ctoffload-ft.$name.XXXXXX")
   t0=${EPOCHREALTIME/./}
-  env_args=(CTL="$ctl" S="$scratch" NSP="ft$$-$i-")
+  env_args=(CTL="$ctl" S="$scratch" NSP="ft$$-$i-" SIMNIC_DIR="$simnic_dir")
   if ((verbose)); then
     env "${env_args[@]}" timeout -k 15 "$scen_timeout" bash "$0" --one "$file" \
       > >(tee "$scratch/log") 2>&1
