@@ -13,6 +13,10 @@
 #   fuzz        every libFuzzer target (tests/fuzz) for a bounded time,
 #               scripts/fuzz.sh --seconds ${CTOFFLOAD_FUZZ_SECONDS:-15}
 #   netns       real-kernel tests in fresh network namespaces (root)
+#   simnic      the simulated NIC (tests/simnic) built for each kernel the
+#               kernel-* stages use, against Debian's linux-headers of that
+#               kernel (installed when missing): once per kernel per run,
+#               before those stages (it runs whenever they do)
 #   kernel-*    every real-kernel test on a kernel with flowtables
 #               (tests/netns/kernel-suite.sh: the netns binaries, flowtable
 #               cases required, and the flowtable scenario suite): on this
@@ -36,8 +40,8 @@ build=${CTOFFLOAD_BUILD_DIR:-$root/build}
 build_tsan=${CTOFFLOAD_TSAN_BUILD_DIR:-$root/build-tsan}
 build_asan=${CTOFFLOAD_ASAN_BUILD_DIR:-$root/build-asan}
 
-# socat, jq and strace: the flowtable scenario suite; iperf3: the demo.
-"$root/scripts/install-deps.sh" socat jq strace iperf3 || exit 1
+# socat, jq, strace and ethtool: the flowtable scenario suite; iperf3: the demo.
+"$root/scripts/install-deps.sh" socat jq strace ethtool iperf3 || exit 1
 
 stages=${CTOFFLOAD_STAGES:-unit tsan asan fuzz netns kernel demo package bench}
 want() { [[ " $stages " == *" $1 "* ]]; }
@@ -174,6 +178,34 @@ stage_kernel() {  # series|host
   (cd "$root" && "${vm[@]}" -- tests/netns/kernel-suite.sh --build "$build" --reports "$reports")
 }
 
+# The kernel releases the kernel-* stages run on: this kernel's, or each VM
+# series' (scripts/vm/run.sh --release prepares the VM cache and says).
+kernel_releases() {
+  if [[ $1 == host ]]; then
+    uname -r
+    return
+  fi
+  local k
+  for k in ${CTOFFLOAD_VM_KERNELS:-6.1 6.12}; do
+    "$root/scripts/vm/run.sh" --kernel "$k" --release --quiet || return 1
+  done
+}
+
+# The simulated NIC for every kernel the kernel-* stages boot: Debian's
+# linux-headers-RELEASE (installed when missing, like every other
+# package), then tests/simnic/build.sh into $build/simnic, where
+# tests/netns/kernel-suite.sh finds it.
+stage_simnic() {  # host|vm
+  echo "=== the simulated NIC (tests/simnic) for the kernel-* stages"
+  local releases=() r headers=() out
+  out=$(kernel_releases "$1") || return 1
+  mapfile -t releases <<<"$out"
+  ((${#releases[@]})) || { echo "simnic: no kernel release to build for" >&2; return 1; }
+  for r in "${releases[@]}"; do headers+=("linux-headers-$r"); done
+  "$root/scripts/install-deps.sh" "${headers[@]}" || return 1
+  "$root/tests/simnic/build.sh" --out "$build/simnic" "${releases[@]}"
+}
+
 stage_demo() {
   echo "=== the README's demo, short mode, its output checked"
   CTOFFLOAD_BUILD_DIR="$build" "$root/tests/demo_check.sh"
@@ -231,8 +263,10 @@ want fuzz && run_stage fuzz stage_fuzz
 want netns && run_stage netns stage_netns
 if want kernel; then
   if host_has_flowtables; then
+    run_stage simnic stage_simnic host
     run_stage kernel-host stage_kernel host
   else
+    run_stage simnic stage_simnic vm
     for k in ${CTOFFLOAD_VM_KERNELS:-6.1 6.12}; do run_stage "kernel-$k" stage_kernel "$k"; done
   fi
 fi

@@ -20,6 +20,7 @@ usage() {
   cat <<'EOF'
 usage: scripts/vm/run.sh [options] -- COMMAND [ARGS...]
        scripts/vm/run.sh [options] --prepare
+       scripts/vm/run.sh [options] --release
 
 Runs COMMAND as root in Debian's distribution kernel under qemu, with the
 host's / visible (read-only, under a throwaway tmpfs overlay) and the
@@ -39,6 +40,8 @@ options:
   --keep              keep the run directory (console log, outputs) and print it
   --quiet             print only errors, not the harness's progress lines
   --prepare           only install packages and fill the cache, run nothing
+  --release           like --prepare, then print the guest's kernel release
+                      (what `uname -r` says in it) on stdout
   -h, --help          this text
 
 environment: CTOFFLOAD_VM_CACHE (cache directory, default /var/cache/ctoffload-vm)
@@ -47,7 +50,7 @@ EOF
 
 series=${CTOFFLOAD_VM_KERNEL:-6.1}
 timeout_s=1200 mem=1024 smp=2 accel=auto
-stream_console=0 keep=0 prepare_only=0
+stream_console=0 keep=0 prepare_only=0 print_release=0
 VM_QUIET=0
 shares=() extra_env=()
 
@@ -74,6 +77,7 @@ while (($#)); do
     --keep) keep=1; shift ;;
     --quiet) VM_QUIET=1; shift ;;
     --prepare) prepare_only=1; shift ;;
+    --release) prepare_only=1; print_release=1; shift ;;
     -h | --help) usage; exit 0 ;;
     --) shift; break ;;
     -*) vm_err "unknown option $1"; usage >&2; exit $EXIT_HARNESS ;;
@@ -129,6 +133,7 @@ esac
 exec 9>&-
 if ((prepare_only)); then
   vm_log "ready: kernel $kver, initramfs $initramfs"
+  ((print_release)) && echo "$kver"
   exit 0
 fi
 
