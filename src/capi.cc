@@ -78,6 +78,10 @@ void ct_offload_module_init(void) {
   }
 }
 
+bool ct_offload_enabled(void) { return Registry::global().enabled(); }
+
+void ct_offload_force_enable(bool force) { Registry::global().force_enable(force); }
+
 bool ct_offload_error_is_input(int err) { return err == EINVAL || err == ENODEV; }
 
 int ct_offload_conn_add(const struct ct_offload_ctx* ctx) {
@@ -99,7 +103,9 @@ long long ct_offload_conn_update(const struct ct_offload_ctx* ctx) {
 }
 
 void ct_offload_conn_established(const struct ct_offload_ctx* ctx) {
-  if (ctx_ok(ctx, "ct_offload_conn_established")) Registry::global().conn_established(*ctx);
+  // The RFC's single call returns nothing: a connection not in state added
+  // (EALREADY) is no failure of the caller's.
+  if (ctx_ok(ctx, "ct_offload_conn_established")) (void)Registry::global().conn_established(*ctx);
 }
 
 bool ct_offload_can_offload(const struct ct_offload_ctx* ctx) {
@@ -107,6 +113,14 @@ bool ct_offload_can_offload(const struct ct_offload_ctx* ctx) {
 }
 
 void ct_offload_flush(void) { Registry::global().flush(); }
+
+bool ct_offload_conn_is_offloaded(const struct ct_offload_ctx* ctx) {
+  return ctx_ok(ctx, "ct_offload_conn_is_offloaded") && Registry::global().is_offloaded(*ctx);
+}
+
+bool ct_offload_conn_is_established(const struct ct_offload_ctx* ctx) {
+  return ctx_ok(ctx, "ct_offload_conn_is_established") && Registry::global().is_established(*ctx);
+}
 
 void ct_offload_op_batch_init(struct ct_offload_op_batch* batch) {
   if (!batch) return;
@@ -186,12 +200,16 @@ int ct_offload_conn_query(const struct ct_offload_ctx* ctx, struct ct_offload_co
 
 int ct_offload_config_set(const char* key, const char* value) {
   if (!key || !value) return fail(EINVAL, "ct_offload_config_set: null key or value");
-  return fail(Registry::global().config().set(key, value));
+  try {
+    return fail(Registry::global().set(key, value));
+  } catch (const std::bad_alloc&) {
+    return fail(ENOMEM, "ct_offload_config_set: out of memory");
+  }
 }
 
 int ct_offload_config_get(const char* key, char* buf, size_t size) {
   if (!key) return fail(EINVAL, "ct_offload_config_get: null key");
-  auto v = Registry::global().config().get(key);
+  auto v = Registry::global().get(key);
   if (!v) return fail(v.status());
   return copy_out(*v, buf, size, "ct_offload_config_get");
 }

@@ -15,13 +15,20 @@
 // between, retry.  A writer exchanges the snapshot first and scans the
 // hazards second, so either it sees the reader's hazard, or the reader sees
 // the new snapshot.  Both steps are seq_cst for that reason.
+//
+// The per-connection offload state (none / added / established, the series'
+// patch 07) is kept in a ConnStateTable (conn_state.h): sharded, one small
+// lock per shard, so that it adds one short critical section to conn_add,
+// on a line shared only by connections of the same shard.
 #include "ctoffload/registry.h"
 
 #include <algorithm>
 #include <cstring>
 #include <thread>
+#include <unordered_set>
 
 #include "builtins.h"
+#include "conn_state.h"
 #include "errno_text.h"
 #include "log.h"
 
@@ -217,7 +224,7 @@ int type_of(const Op& op) {
 
 // ---- Registration ----
 
-Registry::Registry() : current_(new Snapshot()) {
+Registry::Registry() : current_(new Snapshot()), states_(std::make_unique<ConnStateTable>()) {
   config_.set_busy_check([this](std::string_view name) { return find(name) != nullptr; });
 }
 
@@ -344,6 +351,10 @@ void Registry::publish(Snapshot* next) {
 }
 
 Status Registry::module_init() {
+  if (!enabled()) {
+    logger()->info("offload is disabled (enabled=false): no built-in provider registered");
+    return {};
+  }
   std::vector<std::string> failures;
   int first_err = 0;
   for (const auto& name : config_.priority()) {
@@ -420,17 +431,34 @@ __attribute__((always_inline)) inline void call_established(const Registry::Snap
 // device.  Every other errno means "this provider cannot": next one.
 inline bool settles_add(int err) { return err == EEXIST || ct_offload_error_is_input(err); }
 
+// Whether a provider's conn_add answer 'err' means it holds the connection
+// now: it accepted it, or held it already.
+inline bool holds(int err) { return err == 0 || err == EEXIST; }
+
 // conn_add's second half, when no primary accepted the connection: offer it
-// to the fallbacks in order; the first to accept ends it.  Out of line so the
-// common case (a primary took it) stays small.
-__attribute__((noinline)) int conn_add_fallbacks(const Registry::Snapshot& s, const Ctx& ctx, int first_err) {
+// to the fallbacks in order; the first to accept ends it.  Sets '*held' when
+// one holds it.  Out of line so the common case (a primary took it) stays
+// small.
+__attribute__((noinline)) int conn_add_fallbacks(const Registry::Snapshot& s, const Ctx& ctx, int first_err,
+                                                 bool* held) {
   for (size_t i = s.n_primaries; i < s.entries.size(); ++i) {
     const int err = offer(s.entries[i], ctx);
-    if (err == 0) return 0;  // A fallback took it: the connection is offloaded.
-    if (err != kSkipped && !first_err) first_err = err;
+    if (err == 0) {
+      *held = true;
+      return 0;  // A fallback took it: the connection is offloaded.
+    }
+    if (err == kSkipped) continue;
+    *held = *held || err == EEXIST;
+    if (!first_err) first_err = err;
   }
   return first_err;
 }
+
+// The identity of a batch op's connection, for the sets submit() keeps.
+struct ConnKeyHash {
+  size_t operator()(const ConnKey& k) const { return hash_tuple(k.family, k.proto, k.zone, k.orig); }
+};
+using ConnKeySet = std::unordered_set<ConnKey, ConnKeyHash>;
 
 }  // namespace
 
@@ -443,18 +471,21 @@ int Registry::conn_add(const Ctx& ctx) {
   }
   int first_err = 0;
   bool settled = false;  // Accepted, or refused as bad input: no fallback.
+  bool held = false;     // Some provider holds it: state added.
   for (const auto *e = s->entries.data(), *end = e + s->n_primaries; e != end; ++e) {
     const int err = offer(*e, ctx);
     if (err == 0) {
-      settled = true;
+      settled = held = true;
     } else if (err != kSkipped) {
       settled = settled || settles_add(err);
+      held = held || err == EEXIST;
       if (!first_err) first_err = err;
     }
   }
   // Contract line 4: first error, all notified.
-  if (settled || s->n_primaries == s->entries.size()) return first_err;
-  return conn_add_fallbacks(*s, ctx, first_err);
+  if (!settled && s->n_primaries != s->entries.size()) first_err = conn_add_fallbacks(*s, ctx, first_err, &held);
+  if (held) states_->mark_added(*ctx.conn);
+  return first_err;
 }
 
 void Registry::conn_del(const Ctx& ctx) {
@@ -462,6 +493,7 @@ void Registry::conn_del(const Ctx& ctx) {
   const Snapshot* s = guard.get();
   if (!s) return log_too_deep();
   for (const auto& e : s->entries) call_del(e, ctx);
+  states_->erase(*ctx.conn);
 }
 
 long long Registry::conn_update(const Ctx& ctx) {
@@ -471,19 +503,28 @@ long long Registry::conn_update(const Ctx& ctx) {
     log_too_deep();
     return 0;
   }
+  long long t = 0;
   for (const auto& e : s->entries) {
-    if (long long t = call_update(e, ctx); t != 0) return t;
+    if (t = call_update(e, ctx); t != 0) break;
   }
-  return 0;
+  if (update_semantics() == UpdateSemantics::kUsedSinceLastQuery) t = states_->report_if_advanced(*ctx.conn, t);
+  return t;
 }
 
-void Registry::conn_established(const Ctx& ctx) {
+int Registry::conn_established(const Ctx& ctx) {
   ReadGuard guard(current_);
   const Snapshot* s = guard.get();
-  if (!s) return log_too_deep();
+  if (!s) {
+    log_too_deep();
+    return ELOOP;
+  }
+  // The transition first, under the shard's lock: of two racing calls for
+  // one connection, exactly one finds it added and delivers.
+  if (states_->establish(*ctx.conn) != OffloadState::kAdded) return EALREADY;
   for (const auto& e : s->entries) {
     call_established(e, ctx);
   }
+  return 0;
 }
 
 bool Registry::can_offload(const Ctx& ctx) {
@@ -504,6 +545,11 @@ void Registry::flush() {
   const Snapshot* s = guard.get();
   if (!s) return log_too_deep();
   for (const auto& e : s->entries) e.provider->flush();
+  states_->clear();
+}
+
+Registry::ConnState Registry::conn_state(const Ctx& ctx) const {
+  return static_cast<ConnState>(states_->get(*ctx.conn));
 }
 
 std::optional<ConnStatus> Registry::conn_status(const Ctx& ctx) {
@@ -524,6 +570,30 @@ std::optional<ConnStatus> Registry::conn_status(const Ctx& ctx) {
   return std::nullopt;
 }
 
+namespace {
+
+bool has_conn(const Op& op) { return op.ctx.conn != nullptr; }
+
+// Where the run of ops starting at 'begin' ends: before the first EST whose
+// connection an earlier ADD of the run names (that EST depends on the ADD's
+// outcome), or at the end.
+size_t run_end(std::span<const Op> ops, size_t begin) {
+  ConnKeySet added;
+  for (size_t i = begin; i < ops.size(); ++i) {
+    const Op& op = ops[i];
+    if (!has_conn(op)) continue;
+    const int t = type_of(op);
+    if (t == CT_OFFLOAD_OP_ADD) {
+      added.insert(ConnKey::of(*op.ctx.conn));
+    } else if (t == CT_OFFLOAD_OP_EST && added.contains(ConnKey::of(*op.ctx.conn))) {
+      return i;
+    }
+  }
+  return ops.size();
+}
+
+}  // namespace
+
 void Registry::submit(std::span<Op> ops) {
   ReadGuard guard(current_);
   const Snapshot* s = guard.get();
@@ -532,14 +602,55 @@ void Registry::submit(std::span<Op> ops) {
     for (auto& op : ops) op.error = ELOOP;
     return;
   }
+  for (auto& op : ops) {
+    op.error = 0;
+    op.last_used = 0;
+  }
+  // An EST after an ADD of the same connection sees that ADD's outcome: the
+  // batch is cut there and run in two.  A batch without EST is one run.
+  const bool any_est =
+      std::any_of(ops.begin(), ops.end(), [](const Op& op) { return type_of(op) == CT_OFFLOAD_OP_EST; });
+  for (size_t begin = 0; begin < ops.size();) {
+    // run_end() > begin: the first op of a run never waits for itself.
+    const size_t end = any_est ? run_end(ops, begin) : ops.size();
+    submit_run(*s, ops.subspan(begin, end - begin));
+    begin = end;
+  }
+}
+
+void Registry::submit_run(const Snapshot& snap, std::span<Op> ops) {
+  const Snapshot* s = &snap;
   const size_t n = ops.size();
   // Per-op progress across providers.
   enum : uint8_t { kNone = 0, kByPrimary = 1, kByFallback = 2 };
   std::vector<uint8_t> accepted(n, kNone);
+  std::vector<uint8_t> held(n, 0);     // ADD: some provider holds it (state added).
+  std::vector<uint8_t> deliver(n, 0);  // EST: the connection was added: deliver it.
   std::vector<int> first_err(n, 0);
-  for (auto& op : ops) {
-    op.error = 0;
-    op.last_used = 0;
+
+  // EST ops are decided before any provider is called, in op order: an EST
+  // whose connection an earlier DEL of the run deleted, or that follows a
+  // FLUSH, or that a previous EST established, finds it not added; the others
+  // take the table's added -> established step (no ADD of the same
+  // connection precedes them in the run: submit() cut it there).
+  if (std::any_of(ops.begin(), ops.end(), [](const Op& op) { return type_of(op) == CT_OFFLOAD_OP_EST; })) {
+    ConnKeySet decided;  // Connections an earlier op of the run left not added.
+    bool flushed = false;
+    for (size_t i = 0; i < n; ++i) {
+      const Op& op = ops[i];
+      const int t = type_of(op);
+      if (t == CT_OFFLOAD_OP_FLUSH) {
+        flushed = true;
+        decided.clear();
+      } else if (t == CT_OFFLOAD_OP_DEL && has_conn(op)) {
+        decided.insert(ConnKey::of(*op.ctx.conn));
+      } else if (t == CT_OFFLOAD_OP_EST && has_conn(op)) {
+        const ConnKey key = ConnKey::of(*op.ctx.conn);
+        if (flushed || decided.contains(key)) continue;
+        deliver[i] = states_->establish(*op.ctx.conn) == OffloadState::kAdded;
+        decided.insert(key);
+      }
+    }
   }
 
   std::vector<size_t> mine;
@@ -561,7 +672,7 @@ void Registry::submit(std::span<Op> ops) {
           mine.push_back(i);
           break;
         case CT_OFFLOAD_OP_EST:
-          if (e.has_est) mine.push_back(i);
+          if (e.has_est && deliver[i]) mine.push_back(i);
           break;
         case CT_OFFLOAD_OP_UPD:
           if (op.last_used == 0) mine.push_back(i);
@@ -579,6 +690,7 @@ void Registry::submit(std::span<Op> ops) {
           // op as conn_add() would: no fallback is offered it.
           accepted[i] = fallback ? kByFallback : kByPrimary;
         }
+        if (holds(err)) held[i] = 1;
         if (err != 0 && !first_err[i]) first_err[i] = err;
       } else if (type_of(ops[i]) == CT_OFFLOAD_OP_UPD && last_used != 0) {
         ops[i].last_used = last_used;
@@ -621,13 +733,17 @@ void Registry::submit(std::span<Op> ops) {
     }
   }
 
+  // Results, and the state each op leaves, in op order.
+  const bool since_last_query = update_semantics() == UpdateSemantics::kUsedSinceLastQuery;
   for (size_t i = 0; i < n; ++i) {
     Op& op = ops[i];
     switch (type_of(op)) {
       case CT_OFFLOAD_OP_ADD:
         op.error = accepted[i] == kByFallback ? 0 : first_err[i];
+        if (held[i]) states_->mark_added(*op.ctx.conn);
         break;
       case CT_OFFLOAD_OP_UPD:
+        if (since_last_query && has_conn(op)) op.last_used = states_->report_if_advanced(*op.ctx.conn, op.last_used);
         op.error = op.last_used ? 0 : ENODATA;
         break;
       case CT_OFFLOAD_OP_POLICY: {
@@ -642,9 +758,15 @@ void Registry::submit(std::span<Op> ops) {
         break;
       }
       case CT_OFFLOAD_OP_DEL:
-      case CT_OFFLOAD_OP_FLUSH:
-      case CT_OFFLOAD_OP_EST:
+        if (has_conn(op)) states_->erase(*op.ctx.conn);
         op.error = 0;
+        break;
+      case CT_OFFLOAD_OP_FLUSH:
+        states_->clear();
+        op.error = 0;
+        break;
+      case CT_OFFLOAD_OP_EST:
+        op.error = deliver[i] ? 0 : EALREADY;
         break;
       default:
         op.error = valid_op_type(type_of(op)) ? 0 : EINVAL;
@@ -652,6 +774,58 @@ void Registry::submit(std::span<Op> ops) {
     }
   }
 }
+
+// ---- Settings ----
+
+namespace {
+
+const char* update_semantics_name(Registry::UpdateSemantics u) {
+  return u == Registry::UpdateSemantics::kUsedSinceLastQuery ? "used_since_last_query" : "last_used";
+}
+
+}  // namespace
+
+Status Registry::set(std::string_view key, std::string_view value) {
+  if (key == "enabled") {
+    auto on = parse_bool(value);
+    if (!on) return Status::error(EINVAL, "enabled: " + on.message());
+    set_enabled(*on);
+    return {};
+  }
+  if (key == "update_semantics") {
+    if (value == "last_used") {
+      set_update_semantics(UpdateSemantics::kLastUsed);
+    } else if (value == "used_since_last_query") {
+      set_update_semantics(UpdateSemantics::kUsedSinceLastQuery);
+    } else {
+      return Status::error(
+          EINVAL, "update_semantics: '" + std::string(value) + "' is neither 'last_used' nor 'used_since_last_query'");
+    }
+    return {};
+  }
+  return config_.set(key, value);
+}
+
+Result<std::string> Registry::get(std::string_view key) const {
+  if (key == "enabled") return std::string(enabled_.load(std::memory_order_relaxed) ? "true" : "false");
+  if (key == "update_semantics") return std::string(update_semantics_name(update_semantics()));
+  return config_.get(key);
+}
+
+bool Registry::enabled() const {
+  return forced_.load(std::memory_order_relaxed) || enabled_.load(std::memory_order_relaxed);
+}
+
+void Registry::set_enabled(bool on) {
+  if (enabled_.exchange(on) && !on) {
+    // A datapath that stops calling once offload is off would never delete
+    // what is offloaded now: nothing may stay behind.
+    logger()->info("offload disabled (enabled=false): flushing every provider");
+    flush();
+  }
+}
+
+void Registry::force_enable(bool force) { forced_.store(force, std::memory_order_relaxed); }
 
 // ---- Introspection ----
 

@@ -50,11 +50,13 @@ static bool c_can_offload(const struct ct_offload_ctx *ctx) {
 
 static void c_flush(void) { counts.flushes++; }
 
-/* Designated initialisers in the RFC's member order; ctoffload's additions
- * stay zero, which must mean "behave as the RFC". */
+/* Designated initialisers in the series' member order (batch_submit after
+ * init, left NULL here); ctoffload's additions stay zero, which must mean
+ * "behave as the RFC". */
 static const struct ct_offload_class c_class = {
     .name = "c-provider",
     .init = c_init,
+    .batch_submit = NULL,
     .conn_add = c_conn_add,
     .conn_del = c_conn_del,
     .conn_update = c_conn_update,
@@ -123,4 +125,37 @@ int c_caller_run(int results[4]) {
     }
     ct_offload_op_batch_destroy(&batch);
     return batch.ops == NULL && batch.n_ops == 0 ? 0 : EFAULT;
+}
+
+int c_series_run(int errors[5], size_t *len, size_t *size, bool *established) {
+    struct ct_offload_conn a;
+    struct ct_offload_netdev dev = {"veth-s", 11};
+    struct ct_offload_ctx ctx = {&a, &dev, 5};
+    struct ct_offload_op_batch batch;
+    struct ct_offload_op *op;
+    int err;
+
+    if ((err = make_conn(&a, "10.2.0.1:1000", "10.2.0.2:80", 7)) != 0) {
+        return err;
+    }
+    /* The series' idiom: batch_add's result ignored, results read with
+     * CT_OFFLOAD_BATCH_OP_FOR_EACH. */
+    ct_offload_op_batch_init(&batch);
+    ct_offload_op_batch_add(&batch, CT_OFFLOAD_OP_EST, &ctx);
+    ct_offload_op_batch_add(&batch, CT_OFFLOAD_OP_ADD, &ctx);
+    ct_offload_op_batch_add(&batch, CT_OFFLOAD_OP_EST, &ctx);
+    ct_offload_op_batch_add(&batch, CT_OFFLOAD_OP_EST, &ctx);
+    ct_offload_op_batch_add(&batch, CT_OFFLOAD_OP_UPD, &ctx);
+    ct_offload_op_batch_submit(&batch);
+    CT_OFFLOAD_BATCH_OP_FOR_EACH (i, op, &batch) {
+        if (i < 5) {
+            errors[i] = op->error;
+        }
+    }
+    *len = ct_offload_op_batch_len(&batch);
+    *size = ct_offload_op_batch_size(&batch);
+    *established = ct_offload_conn_is_established(&ctx);
+    ct_offload_conn_del(&ctx);
+    ct_offload_op_batch_destroy(&batch);
+    return ct_offload_conn_is_offloaded(&ctx) ? EFAULT : 0;
 }

@@ -23,6 +23,14 @@ void c_provider_reset(int refuse_dst_port);
  * UPD b.  Fills 'results' with the four op errors; returns 0 or an errno. */
 int c_caller_run(int results[4]);
 
+/* The series' batch idiom in C (patches 06-07): EST, ADD, EST, EST, UPD of
+ * one connection (zone 7, port 80), results read with
+ * CT_OFFLOAD_BATCH_OP_FOR_EACH into 'errors'; '*len' and '*size' from
+ * ct_offload_op_batch_len()/_size(); '*established' from
+ * ct_offload_conn_is_established().  Deletes the connection after;
+ * returns 0, EFAULT if it still looks offloaded, or an errno. */
+int c_series_run(int errors[5], size_t *len, size_t *size, bool *established);
+
 #ifdef __cplusplus
 }
 #endif

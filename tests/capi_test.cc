@@ -85,6 +85,43 @@ TEST_F(CApiTest, CallerWrittenInCGetsPerOpResults) {
   EXPECT_EQ(results[3], ENODATA);  // UPD b: nobody knows.
 }
 
+// The series' names from C: FOR_EACH, len/size, EST once after the ADD,
+// is_offloaded / is_established.
+TEST_F(CApiTest, CallerWrittenInCAgainstTheSeries) {
+  int errors[5] = {-1, -1, -1, -1, -1};
+  size_t len = 0, size = 0;
+  bool established = false;
+  ASSERT_EQ(c_series_run(errors, &len, &size, &established), 0);
+  EXPECT_EQ(errors[0], EALREADY);  // EST before the ADD.
+  EXPECT_EQ(errors[1], 0);         // ADD.
+  EXPECT_EQ(errors[2], 0);         // EST: delivered.
+  EXPECT_EQ(errors[3], EALREADY);  // EST again.
+  EXPECT_EQ(errors[4], 0);         // UPD: zone 7 has a last-used time.
+  EXPECT_EQ(len, 5u);
+  EXPECT_EQ(size, 8u);
+  EXPECT_TRUE(established);
+  EXPECT_EQ(c_provider_get_counts().established, 1);
+}
+
+TEST_F(CApiTest, OffloadStateFromTheCApi) {
+  auto c = tcp4("10.0.0.1", 1000, "10.0.0.2", 80);
+  ct_offload_ctx ctx = ctx_of(c);
+  EXPECT_FALSE(ct_offload_conn_is_offloaded(&ctx));
+  ct_offload_conn_established(&ctx);  // Not added: nothing reaches the provider.
+  EXPECT_EQ(c_provider_get_counts().established, 0);
+  ASSERT_EQ(ct_offload_conn_add(&ctx), 0);
+  EXPECT_TRUE(ct_offload_conn_is_offloaded(&ctx));
+  EXPECT_FALSE(ct_offload_conn_is_established(&ctx));
+  ct_offload_conn_established(&ctx);
+  ct_offload_conn_established(&ctx);
+  EXPECT_EQ(c_provider_get_counts().established, 1);
+  EXPECT_TRUE(ct_offload_conn_is_established(&ctx));
+  ct_offload_flush();
+  EXPECT_FALSE(ct_offload_conn_is_offloaded(&ctx));
+  EXPECT_FALSE(ct_offload_conn_is_offloaded(nullptr));
+  EXPECT_FALSE(ct_offload_conn_is_established(nullptr));
+}
+
 TEST_F(CApiTest, BatchOpWithoutConnectionFailsAloneWithEinval) {
   auto c = tcp4("10.0.0.1", 1000, "10.0.0.2", 80);
   ct_offload_ctx ctx = ctx_of(c);
@@ -155,6 +192,30 @@ TEST(CApiModuleInit, RegistersBuiltinsOnceAndTheSoftwareProviderTakesConnections
   EXPECT_EQ(ct_offload_conn_update(&ctx), 0);  // Never hit yet.
   ct_offload_flush();
   EXPECT_EQ(ct_offload_conn_query(&ctx, &st), ENOENT);
+}
+
+TEST(CApiConfig, EnabledAndUpdateSemanticsAreRegistryKeys) {
+  char buf[64];
+  EXPECT_TRUE(ct_offload_enabled());
+  ASSERT_EQ(ct_offload_config_get("enabled", buf, sizeof buf), 0);
+  EXPECT_STREQ(buf, "true");
+  ASSERT_EQ(ct_offload_config_set("enabled", "false"), 0);
+  EXPECT_FALSE(ct_offload_enabled());
+  ct_offload_force_enable(true);
+  EXPECT_TRUE(ct_offload_enabled());
+  ct_offload_force_enable(false);
+  EXPECT_FALSE(ct_offload_enabled());
+  ASSERT_EQ(ct_offload_config_set("enabled", "true"), 0);
+  EXPECT_EQ(ct_offload_config_set("enabled", "perhaps"), EINVAL);
+  EXPECT_NE(std::string(ct_offload_last_error()).find("enabled"), std::string::npos);
+
+  ASSERT_EQ(ct_offload_config_get("update_semantics", buf, sizeof buf), 0);
+  EXPECT_STREQ(buf, "last_used");
+  ASSERT_EQ(ct_offload_config_set("update_semantics", "used_since_last_query"), 0);
+  ASSERT_EQ(ct_offload_config_get("update_semantics", buf, sizeof buf), 0);
+  EXPECT_STREQ(buf, "used_since_last_query");
+  EXPECT_EQ(ct_offload_config_set("update_semantics", "never"), EINVAL);
+  ASSERT_EQ(ct_offload_config_set("update_semantics", "last_used"), 0);
 }
 
 TEST(CApiLog, LevelsAreValidated) {

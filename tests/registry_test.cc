@@ -8,6 +8,8 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -293,7 +295,7 @@ TEST_F(RegistryTest, CClassCallbacksLeftNullAreSkippedOnEveryPath) {
   EXPECT_EQ(ops[1].error, 0);
   EXPECT_EQ(ops[2].error, ENODATA);  // Nobody knows when it was last used.
   EXPECT_EQ(ops[2].last_used, 0);
-  EXPECT_EQ(ops[3].error, 0);
+  EXPECT_EQ(ops[3].error, EALREADY);  // After the DEL the connection is not added.
   EXPECT_EQ(log_.take(), (Calls{"c:add", "c:add"}));
   EXPECT_TRUE(reg_.remove(&only_add));
 }
@@ -338,6 +340,9 @@ TEST_F(RegistryTest, ConnDelReachesEveryProviderUnconditionally) {
 }
 
 // ---- Contract line 6: conn_established ----
+//
+// Changed by the series' patch 07: the event reaches the providers that
+// have it once per connection, and only after an accepted add.
 
 TEST_F(RegistryTest, ConnEstablishedReachesEveryProviderThatHasIt) {
   add("a");
@@ -347,8 +352,9 @@ TEST_F(RegistryTest, ConnEstablishedReachesEveryProviderThatHasIt) {
   // has_conn_established() is read at registration: re-register b.
   ASSERT_TRUE(reg_.remove(b.get()));
   ASSERT_TRUE(reg_.add(b).ok());
+  ASSERT_EQ(reg_.conn_add(ctx_), 0);
   log_.take();
-  reg_.conn_established(ctx_);
+  EXPECT_EQ(reg_.conn_established(ctx_), 0);
   EXPECT_EQ(log_.take(), (Calls{"a:est", "c:est"}));
 }
 
@@ -604,6 +610,290 @@ TEST_F(RegistryTest, ConnStatusNamesTheProviderHoldingIt) {
   EXPECT_EQ(st->packets, 7u);
 }
 
+// ---- The series (patches 06-09): offload state, established once ----
+
+TEST_F(RegistryTest, EstablishedReachesProvidersOnceAndOnlyAfterAnAcceptedAdd) {
+  add("a");
+  EXPECT_EQ(reg_.conn_state(ctx_), Registry::ConnState::kNone);
+  EXPECT_EQ(reg_.conn_established(ctx_), EALREADY) << "never added";
+  EXPECT_EQ(log_.take(), Calls{});
+  ASSERT_EQ(reg_.conn_add(ctx_), 0);
+  EXPECT_TRUE(reg_.is_offloaded(ctx_));
+  EXPECT_FALSE(reg_.is_established(ctx_));
+  log_.take();
+  EXPECT_EQ(reg_.conn_established(ctx_), 0);
+  EXPECT_EQ(reg_.conn_established(ctx_), EALREADY);
+  EXPECT_EQ(log_.take(), Calls{"a:est"});
+  EXPECT_TRUE(reg_.is_offloaded(ctx_));
+  EXPECT_TRUE(reg_.is_established(ctx_));
+  ASSERT_EQ(reg_.conn_add(ctx_), 0);
+  EXPECT_TRUE(reg_.is_established(ctx_)) << "a repeated add leaves it established";
+  EXPECT_EQ(reg_.conn_established(ctx_), EALREADY);
+}
+
+TEST_F(RegistryTest, EveryProviderRefusingLeavesTheConnectionNotOffloaded) {
+  auto a = add("a");
+  a->add_error_ = ENOSPC;
+  EXPECT_EQ(reg_.conn_add(ctx_), ENOSPC);
+  EXPECT_FALSE(reg_.is_offloaded(ctx_));
+  log_.take();
+  EXPECT_EQ(reg_.conn_established(ctx_), EALREADY);
+  EXPECT_EQ(log_.take(), Calls{});
+  a->can_ = false;
+  a->add_error_ = 0;
+  EXPECT_EQ(reg_.conn_add(ctx_), 0) << "nobody asked: no error";
+  EXPECT_FALSE(reg_.is_offloaded(ctx_)) << "but nobody holds it either";
+}
+
+TEST_F(RegistryTest, OneProviderAcceptingOrHoldingItAlreadyMakesItAdded) {
+  auto a = add("a");
+  auto b = add("b");
+  b->add_error_ = ENOSPC;
+  EXPECT_EQ(reg_.conn_add(ctx_), ENOSPC) << "the first error, as the contract says";
+  EXPECT_TRUE(reg_.is_offloaded(ctx_)) << "a holds it";
+  reg_.conn_del(ctx_);
+  a->add_error_ = EEXIST;
+  EXPECT_EQ(reg_.conn_add(ctx_), EEXIST);
+  EXPECT_TRUE(reg_.is_offloaded(ctx_)) << "EEXIST: a holds it already (an adopted connection)";
+}
+
+TEST_F(FallbackTest, AConnectionTheFallbackTookIsAdded) {
+  primary_->add_error_ = EOPNOTSUPP;
+  EXPECT_EQ(reg_.conn_add(ctx_), 0);
+  EXPECT_TRUE(reg_.is_offloaded(ctx_));
+  primary_->add_error_ = ENODEV;
+  reg_.conn_del(ctx_);
+  EXPECT_EQ(reg_.conn_add(ctx_), ENODEV);
+  EXPECT_FALSE(reg_.is_offloaded(ctx_)) << "bad input: nobody holds it";
+}
+
+TEST_F(RegistryTest, DelAndFlushReturnConnectionsToNone) {
+  add("a");
+  Conn other = tcp4("10.0.0.3", 1, "10.0.0.4", 2);
+  ASSERT_EQ(reg_.conn_add(ctx_), 0);
+  ASSERT_EQ(reg_.conn_add(ctx_of(other)), 0);
+  ASSERT_EQ(reg_.conn_established(ctx_), 0);
+  reg_.conn_del(ctx_);
+  EXPECT_FALSE(reg_.is_offloaded(ctx_));
+  EXPECT_TRUE(reg_.is_offloaded(ctx_of(other)));
+  // Added again: established again, once.
+  ASSERT_EQ(reg_.conn_add(ctx_), 0);
+  EXPECT_EQ(reg_.conn_established(ctx_), 0);
+  reg_.flush();
+  EXPECT_FALSE(reg_.is_offloaded(ctx_));
+  EXPECT_FALSE(reg_.is_offloaded(ctx_of(other)));
+}
+
+// The state is the registry's: a context built afresh for each call, with
+// the reply direction's netdev, finds it.
+TEST_F(RegistryTest, StateIsFoundFromAContextBuiltAfresh) {
+  add("a");
+  ASSERT_EQ(reg_.conn_add(ctx_), 0);
+  const Conn copy = conn_;
+  Netdev reply_dev{};
+  std::strcpy(reply_dev.name, "eth1");
+  EXPECT_EQ(reg_.conn_established(ctx_of(copy, &reply_dev)), 0);
+  EXPECT_TRUE(reg_.is_established(ctx_));
+  Conn other_zone = conn_;
+  other_zone.zone = 9;
+  EXPECT_FALSE(reg_.is_offloaded(ctx_of(other_zone)));
+}
+
+TEST_F(RegistryTest, BatchEstIsOnceAndOnlyAfterAnAcceptedAdd) {
+  add("a");
+  std::vector<Op> ops = {Op{CT_OFFLOAD_OP_EST, ctx_, -1, -1}, Op{CT_OFFLOAD_OP_ADD, ctx_, -1, -1},
+                         Op{CT_OFFLOAD_OP_EST, ctx_, -1, -1}, Op{CT_OFFLOAD_OP_EST, ctx_, -1, -1}};
+  reg_.submit(ops);
+  EXPECT_EQ(ops[0].error, EALREADY) << "not added yet at that point of the batch";
+  EXPECT_EQ(ops[1].error, 0);
+  EXPECT_EQ(ops[2].error, 0) << "sees the ADD before it";
+  EXPECT_EQ(ops[3].error, EALREADY) << "the repeat";
+  EXPECT_EQ(log_.take(), (Calls{"a:can", "a:add", "a:est"}));
+  EXPECT_TRUE(reg_.is_established(ctx_));
+
+  std::vector<Op> more = {Op{CT_OFFLOAD_OP_DEL, ctx_, -1, -1}, Op{CT_OFFLOAD_OP_EST, ctx_, -1, -1}};
+  reg_.submit(more);
+  EXPECT_EQ(more[1].error, EALREADY) << "deleted before it";
+  EXPECT_FALSE(reg_.is_offloaded(ctx_));
+
+  ASSERT_EQ(reg_.conn_add(ctx_), 0);
+  std::vector<Op> flushed = {Op{CT_OFFLOAD_OP_FLUSH, ctx_, -1, -1}, Op{CT_OFFLOAD_OP_EST, ctx_, -1, -1}};
+  reg_.submit(flushed);
+  EXPECT_EQ(flushed[1].error, EALREADY) << "flushed before it";
+
+  add("b")->add_error_ = ENOSPC;
+  auto refused = Op{CT_OFFLOAD_OP_ADD, ctx_, -1, -1};
+  reg_.submit({&refused, 1});
+  EXPECT_EQ(refused.error, ENOSPC);
+  ASSERT_TRUE(reg_.is_offloaded(ctx_)) << "a accepted it";
+}
+
+TEST_F(RegistryTest, BatchCallbackGetsOnlyTheEstOpsToDeliver) {
+  auto a = add("a");
+  a->batch_ = true;
+  ASSERT_TRUE(reg_.remove(a.get()));
+  ASSERT_TRUE(reg_.add(a).ok());
+  ASSERT_EQ(reg_.conn_add(ctx_), 0);
+  log_.take();
+  Conn stranger = tcp4("10.0.0.7", 7, "10.0.0.8", 8);
+  std::vector<Op> ops = {Op{CT_OFFLOAD_OP_EST, ctx_, -1, -1}, Op{CT_OFFLOAD_OP_EST, ctx_of(stranger), -1, -1},
+                         Op{CT_OFFLOAD_OP_EST, ctx_, -1, -1}};
+  reg_.submit(ops);
+  EXPECT_EQ(log_.take(), Calls{"a:batch1"});
+  EXPECT_EQ(ops[0].error, 0);
+  EXPECT_EQ(ops[1].error, EALREADY);
+  EXPECT_EQ(ops[2].error, EALREADY);
+}
+
+// A provider that answers conn_update with a per-connection last use the
+// test moves, as traffic would (keyed by source port).
+class Clock : public Provider {
+ public:
+  std::string name() const override { return "clock"; }
+  int conn_add(const Ctx& ctx) override {
+    std::lock_guard lock(m_);
+    last_[ctx.conn->orig.src_port] = 1000;
+    return 0;
+  }
+  void conn_del(const Ctx& ctx) override {
+    std::lock_guard lock(m_);
+    last_.erase(ctx.conn->orig.src_port);
+  }
+  long long conn_update(const Ctx& ctx) override {
+    std::lock_guard lock(m_);
+    auto it = last_.find(ctx.conn->orig.src_port);
+    return it == last_.end() ? 0 : it->second;
+  }
+  void use(uint16_t port, long long at) {
+    std::lock_guard lock(m_);
+    last_[port] = at;
+  }
+
+ private:
+  std::mutex m_;
+  std::map<uint16_t, long long> last_;
+};
+
+TEST(RegistryUpdateSemantics, LastUsedAnswersTheSameTimeForAnIdleConnection) {
+  Registry reg;
+  auto clock = std::make_shared<Clock>();
+  ASSERT_TRUE(reg.add(clock).ok());
+  EXPECT_EQ(*reg.get("update_semantics"), "last_used");
+  Conn c = tcp4("10.0.0.1", 1, "10.0.0.2", 80);
+  ASSERT_EQ(reg.conn_add(ctx_of(c)), 0);
+  EXPECT_EQ(reg.conn_update(ctx_of(c)), 1000);
+  EXPECT_EQ(reg.conn_update(ctx_of(c)), 1000);
+}
+
+TEST(RegistryUpdateSemantics, UsedSinceLastQueryAnswersOnlyWhenTheConnectionWasUsed) {
+  Registry reg;
+  auto clock = std::make_shared<Clock>();
+  ASSERT_TRUE(reg.add(clock).ok());
+  ASSERT_TRUE(reg.set("update_semantics", "used_since_last_query").ok());
+  EXPECT_EQ(reg.update_semantics(), Registry::UpdateSemantics::kUsedSinceLastQuery);
+  Conn c = tcp4("10.0.0.1", 1, "10.0.0.2", 80);
+  ASSERT_EQ(reg.conn_add(ctx_of(c)), 0);
+  EXPECT_EQ(reg.conn_update(ctx_of(c)), 1000) << "the first query has nothing to compare with";
+  EXPECT_EQ(reg.conn_update(ctx_of(c)), 0) << "idle since";
+  clock->use(1, 2000);
+  EXPECT_EQ(reg.conn_update(ctx_of(c)), 2000);
+  // Batches: two UPDs of one connection in one batch, the second is idle.
+  clock->use(1, 3000);
+  std::vector<Op> ops = {Op{CT_OFFLOAD_OP_UPD, ctx_of(c), -1, -1}, Op{CT_OFFLOAD_OP_UPD, ctx_of(c), -1, -1}};
+  reg.submit(ops);
+  EXPECT_EQ(ops[0].error, 0);
+  EXPECT_EQ(ops[0].last_used, 3000);
+  EXPECT_EQ(ops[1].error, ENODATA);
+  EXPECT_EQ(ops[1].last_used, 0);
+  // Deleted and added again: a new connection, a new first query.
+  reg.conn_del(ctx_of(c));
+  ASSERT_EQ(reg.conn_add(ctx_of(c)), 0);
+  EXPECT_EQ(reg.conn_update(ctx_of(c)), 1000);
+}
+
+// The sweep of the RFC's conntrack (patch 08), as a datapath writes it:
+// every interval, batch an UPD for each expired offloaded connection; keep
+// (extend by one interval) those whose op->error is 0, delete the rest.
+struct SweepResult {
+  std::vector<bool> kept;
+};
+SweepResult rfc_sweep(Registry& reg, std::vector<Conn>& expired) {
+  std::vector<Op> ops;
+  for (const Conn& c : expired) ops.push_back(Op{CT_OFFLOAD_OP_UPD, ctx_of(c), 0, 0});
+  reg.submit(ops);
+  SweepResult r;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    r.kept.push_back(ops[i].error == 0);
+    if (ops[i].error != 0) reg.conn_del(ctx_of(expired[i]));
+  }
+  return r;
+}
+
+TEST(RegistryUpdateSemantics, UnderTheRfcSweepAnIdleConnectionGoesOnTheSecondSweepAndABusyOneStays) {
+  for (const char* mode : {"last_used", "used_since_last_query"}) {
+    SCOPED_TRACE(mode);
+    Registry reg;
+    auto clock = std::make_shared<Clock>();
+    ASSERT_TRUE(reg.add(clock).ok());
+    ASSERT_TRUE(reg.set("update_semantics", mode).ok());
+    std::vector<Conn> conns = {tcp4("10.0.0.1", 1, "10.0.0.2", 80), tcp4("10.0.0.1", 2, "10.0.0.2", 80)};
+    for (const Conn& c : conns) ASSERT_EQ(reg.conn_add(ctx_of(c)), 0);
+    // Both expire (in conntrack's eyes: the fast path hides their packets).
+    auto first = rfc_sweep(reg, conns);
+    EXPECT_EQ(first.kept, (std::vector<bool>{true, true})) << "both have a last use";
+    clock->use(2, 5000);  // Port 2 is busy; port 1 idle.
+    auto second = rfc_sweep(reg, conns);
+    if (std::string(mode) == "last_used") {
+      EXPECT_EQ(second.kept, (std::vector<bool>{true, true})) << "the idle one is kept forever";
+    } else {
+      EXPECT_EQ(second.kept, (std::vector<bool>{false, true})) << "idle: cleaned; busy: kept";
+      EXPECT_FALSE(reg.is_offloaded(ctx_of(conns[0])));
+      EXPECT_TRUE(reg.is_offloaded(ctx_of(conns[1])));
+    }
+  }
+}
+
+// ---- Registry settings: enabled, update_semantics ----
+
+TEST(RegistrySettings, KeysAreValidatedAndOthersGoToTheConfig) {
+  Registry reg;
+  EXPECT_EQ(*reg.get("enabled"), "true");
+  EXPECT_EQ(reg.set("enabled", "maybe").err(), EINVAL);
+  EXPECT_EQ(reg.set("update_semantics", "sometimes").err(), EINVAL);
+  EXPECT_TRUE(reg.set("update_semantics", "last_used").ok());
+  EXPECT_TRUE(reg.set("priority", "software").ok());
+  EXPECT_EQ(*reg.get("priority"), "software");
+  EXPECT_EQ(reg.set("bogus", "1").err(), EINVAL);
+  EXPECT_EQ(reg.get("bogus").status().err(), ENOENT);
+}
+
+TEST(RegistrySettings, DisabledRegistersNoBuiltinAndTurningItOffFlushes) {
+  Registry reg;
+  CallLog log;
+  ASSERT_TRUE(reg.set("priority", "software").ok());
+  ASSERT_TRUE(reg.set("enabled", "false").ok());
+  EXPECT_FALSE(reg.enabled());
+  EXPECT_TRUE(reg.module_init().ok());
+  EXPECT_TRUE(reg.providers().empty());
+  reg.force_enable(true);
+  EXPECT_TRUE(reg.enabled());
+  EXPECT_EQ(*reg.get("enabled"), "false") << "the setting is unchanged by forcing";
+  reg.force_enable(false);
+  EXPECT_FALSE(reg.enabled());
+
+  ASSERT_TRUE(reg.set("enabled", "true").ok());
+  auto a = std::make_shared<Recorder>("a", &log);
+  ASSERT_TRUE(reg.add(a).ok());
+  Conn c = tcp4("10.0.0.1", 1, "10.0.0.2", 80);
+  ASSERT_EQ(reg.conn_add(ctx_of(c)), 0);
+  log.take();
+  ASSERT_TRUE(reg.set("enabled", "false").ok());
+  EXPECT_EQ(log.take(), Calls{"a:flush"});
+  EXPECT_FALSE(reg.is_offloaded(ctx_of(c)));
+  ASSERT_TRUE(reg.set("enabled", "false").ok());
+  EXPECT_EQ(log.take(), Calls{}) << "only the change from on to off flushes";
+}
+
 // ---- Extension: dispatch that does not serialize ----
 
 // Two dispatches inside provider callbacks at the same moment: impossible if
@@ -745,6 +1035,32 @@ TEST(RegistryConcurrency, NoCallbackAfterUnregisterReturnsUnderLoad) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(late, 0);
   EXPECT_GE(stable->calls.load() - before, 1000);
+}
+
+// Two threads delivering conn_established for the same connections at once:
+// each connection's providers hear it exactly once.
+TEST(RegistryConcurrency, EstablishedIsDeliveredOncePerConnectionAcrossThreads) {
+  struct Counter : Provider {
+    std::atomic<int> est{0};
+    std::string name() const override { return "counter"; }
+    int conn_add(const Ctx&) override { return 0; }
+    void conn_del(const Ctx&) override {}
+    bool has_conn_established() const override { return true; }
+    void conn_established(const Ctx&) override { ++est; }
+  };
+  Registry reg;
+  auto p = std::make_shared<Counter>();
+  ASSERT_TRUE(reg.add(p).ok());
+  std::vector<Conn> conns;
+  for (uint16_t i = 1; i <= 1000; ++i) conns.push_back(tcp4("10.0.0.1", i, "10.0.0.2", 80));
+  for (const Conn& c : conns) ASSERT_EQ(reg.conn_add(ctx_of(c)), 0);
+  auto deliver = [&] {
+    for (const Conn& c : conns) (void)reg.conn_established(ctx_of(c));
+  };
+  std::thread t1(deliver), t2(deliver);
+  t1.join();
+  t2.join();
+  EXPECT_EQ(p->est.load(), 1000);
 }
 
 TEST(RegistryConcurrency, NestedDispatchFromACallbackWorks) {

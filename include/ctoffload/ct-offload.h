@@ -1,11 +1,20 @@
 /* ct-offload.h - the C API of ctoffload.
  *
  * This header keeps the contract of the Open vSwitch RFC "ct-offload"
- * provider interface: a registry of provider classes, each notified of the
- * lifecycle of the connections a connection-tracking datapath wants
- * accelerated.  A C datapath written against the RFC links against this
- * library unchanged: the class members come first, in the RFC's order, and
+ * provider interface (lib/ct-offload.h), patches 05 to 11 of the series: a
+ * registry of provider classes, each notified of the lifecycle of the
+ * connections a connection-tracking datapath wants accelerated; batches of
+ * operations (patch 06); the per-connection offload state, established once
+ * (patch 07); ct_offload_enabled() (patch 09); and a dummy provider for a
+ * datapath's unit tests (patch 11, ct-offload-dummy.h).  A C datapath
+ * written against the series compiles against this header once its context
+ * carries ctoffload's connection (docs/FROM_RFC.md says what differs and
+ * how to fill it): the class members come first, in the series' order, and
  * everything ctoffload adds sits after them.
+ *
+ * ABI: libctoffload.so.1.  Version 1.0 moved 'batch_submit' to the series'
+ * place in struct ct_offload_class (after 'init'); a provider or datapath
+ * built against 0.x must be rebuilt.
  *
  * Return convention, stated once: every function returning 'int' returns 0
  * on success or a positive errno value (EINVAL, EEXIST, ENOSPC, ...) on
@@ -17,7 +26,10 @@
  * dispatch does not take a global lock.  ct_offload_register() and
  * ct_offload_unregister() may run concurrently with dispatch.
  * ct_offload_unregister() returns only once no dispatch still uses the
- * class, so the provider may be torn down right after it returns. */
+ * class, so the provider may be torn down right after it returns.  The
+ * events of one connection (add, established, update, del) must not race
+ * each other: OVS's conntrack delivers them under the connection's lock,
+ * and so should any datapath.  Different connections are independent. */
 #ifndef CTOFFLOAD_CT_OFFLOAD_H
 #define CTOFFLOAD_CT_OFFLOAD_H 1
 
@@ -103,7 +115,7 @@ int ct_offload_conn_validate(const struct ct_offload_conn *conn);
 void ct_offload_conn_mirror_reply(struct ct_offload_conn *conn);
 
 /* ------------------------------------------------------------------------
- * Batches of operations
+ * Batches of operations (the series' patch 06)
  * ------------------------------------------------------------------------ */
 
 enum ct_offload_op_type {
@@ -112,7 +124,8 @@ enum ct_offload_op_type {
     CT_OFFLOAD_OP_UPD,     /* conn_update: 0, or ENODATA if nobody knows. */
     CT_OFFLOAD_OP_POLICY,  /* can_offload: 0, or EPERM if nobody can. */
     CT_OFFLOAD_OP_FLUSH,   /* flush. */
-    CT_OFFLOAD_OP_EST,     /* conn_established (first reply seen). */
+    CT_OFFLOAD_OP_EST,     /* conn_established: 0, or EALREADY when the
+                            * connection is not in state "added". */
 };
 
 /* One operation of a batch.  'error' is the operation's own result, set by
@@ -127,8 +140,8 @@ struct ct_offload_op {
 
 struct ct_offload_op_batch {
     struct ct_offload_op *ops;
-    size_t n_ops;
-    size_t allocated;
+    size_t n_ops;       /* Operations in 'ops'. */
+    size_t allocated;   /* Room in 'ops'. */
 };
 
 /* ------------------------------------------------------------------------
@@ -162,13 +175,26 @@ struct ct_offload_conn_status {
  * must not call ct_offload_unregister() on their own class.  'ctx' and
  * everything it points to is valid only during the call: copy what you keep.
  *
- * The members up to 'flush' are the RFC's, in the RFC's order. */
+ * The members up to 'flush' are the series', in its order (patch 06 put
+ * 'batch_submit' after 'init').  Initialise the class with designated
+ * initialisers: what is left out is NULL or 0, which keeps the RFC's
+ * behaviour. */
 struct ct_offload_class {
     const char *name;
 
     /* Called once by ct_offload_register(); a non-zero return refuses the
      * registration and is returned to the caller. */
     int (*init)(void);
+
+    /* Optional: processes 'batch' in one go (for example one netlink
+     * transaction), setting each op's 'error' (and 'last_used' for UPD)
+     * exactly as the single callbacks would.  Unlike the RFC's registry,
+     * which hands every batch provider the whole batch and then overwrites
+     * its results, ctoffload hands it a batch of only the ops meant for it
+     * (an ADD this provider may not take, an EST for a connection not in
+     * state "added", are left out) and keeps the results it sets.  When
+     * NULL, the batch is split into single calls. */
+    void (*batch_submit)(struct ct_offload_op_batch *batch);
 
     /* Start offloading ctx->conn.  Returns 0 or a positive errno. */
     int (*conn_add)(const struct ct_offload_ctx *);
@@ -178,7 +204,8 @@ struct ct_offload_class {
      * epoch, or 0 if the connection is unknown or the time is unknown. */
     long long (*conn_update)(const struct ct_offload_ctx *);
     /* The first reply-direction packet was seen; 'ctx' is that packet's
-     * context (its netdev_in is the reply direction's input device). */
+     * context (its netdev_in is the reply direction's input device).  Called
+     * once per connection, and only after a conn_add was accepted. */
     void (*conn_established)(const struct ct_offload_ctx *);
     /* Whether this provider can offload ctx->conn. */
     bool (*can_offload)(const struct ct_offload_ctx *);
@@ -189,13 +216,6 @@ struct ct_offload_class {
 
     /* CT_OFFLOAD_CLASS_* bits. */
     unsigned int flags;
-
-    /* Optional: processes 'batch' in one go (for example one netlink
-     * transaction), setting each op's 'error' (and 'last_used' for UPD)
-     * exactly as the single callbacks would.  The registry hands it only the
-     * ops meant for this provider (an ADD this provider may not take is left
-     * out).  When NULL, the batch is split into single calls. */
-    void (*batch_submit)(struct ct_offload_op_batch *batch);
 
     /* Optional: fills 'status' (mode, counters, last used) and returns true
      * if this provider holds ctx->conn; returns false otherwise. */
@@ -210,12 +230,33 @@ struct ct_offload_class {
 int ct_offload_register(const struct ct_offload_class *);
 
 /* Unregisters 'class', found by identity.  An unknown class is a warning and
- * a no-op.  Returns only when no dispatch still uses 'class'. */
+ * a no-op.  Returns only when no dispatch still uses 'class'.  The offload
+ * state of connections (below) is kept: it is the registry's record of what
+ * the datapath asked and some provider accepted. */
 void ct_offload_unregister(const struct ct_offload_class *);
 
 /* Registers the built-in providers enabled by the "priority" setting, in its
- * order.  Calling it again is harmless (already registered ones are kept). */
+ * order.  Calling it again is harmless (already registered ones are kept).
+ * While offload is disabled (ct_offload_enabled() false) it registers
+ * nothing. */
 void ct_offload_module_init(void);
+
+/* Whether conntrack offload is enabled (the series' patch 09): the
+ * "enabled" setting (default true) or, while ct_offload_force_enable(true)
+ * is in force, true.  As in the RFC, it is the datapath's switch: a datapath
+ * asks it before handing connections over, and at shutdown flushes when it
+ * is true (ct_offload_flush(); nothing is flushed behind its back, since the
+ * kernel provider's table is meant to outlive a restart and be adopted).
+ * The dispatch functions below do not consult it.  Turning "enabled" from
+ * true to false with ct_offload_config_set() flushes every provider and
+ * forgets every connection's state, so that nothing stays offloaded which a
+ * datapath that stopped calling would never delete. */
+bool ct_offload_enabled(void);
+
+/* For tests (the RFC's name): while 'force' is true, ct_offload_enabled()
+ * returns true whatever the "enabled" setting says; false returns it to the
+ * setting.  Forcing changes nothing else (no flush, no registration). */
+void ct_offload_force_enable(bool force);
 
 /* Errors of conn_add.  A provider's conn_add error says one of two things,
  * and the registry acts on which:
@@ -242,7 +283,18 @@ void ct_offload_module_init(void);
  * ask it instead of keeping a list. */
 bool ct_offload_error_is_input(int err);
 
-/* Dispatch (DESIGN.md section 3, contract lines 4-9). */
+/* Dispatch (DESIGN.md section 3, contract lines 4-9).
+ *
+ * ct_offload_conn_established() reaches the providers only when the
+ * connection is in state "added" (below), and moves it to "established":
+ * once per connection, never before an accepted add (patch 07).  Otherwise
+ * it does nothing; a batch's EST op says EALREADY.
+ *
+ * ct_offload_conn_update() answers according to the "update_semantics"
+ * setting (see ct_offload_config_set()): the first non-zero last-used time
+ * of the providers (last_used, the default), or that time only when it
+ * advanced since the previous query of the same connection and 0 otherwise
+ * (used_since_last_query). */
 int ct_offload_conn_add(const struct ct_offload_ctx *);
 void ct_offload_conn_del(const struct ct_offload_ctx *);
 long long ct_offload_conn_update(const struct ct_offload_ctx *);
@@ -250,25 +302,75 @@ void ct_offload_conn_established(const struct ct_offload_ctx *);
 bool ct_offload_can_offload(const struct ct_offload_ctx *);
 void ct_offload_flush(void);
 
+/* Per-connection offload state (the series' "offload mark", patch 07).
+ *
+ * The registry keeps, for each connection, one of:
+ *   none          never added, refused by every provider, deleted or
+ *                 flushed;
+ *   added         a conn_add (single or batched) was accepted by at least
+ *                 one provider, or a provider said EEXIST (it holds it);
+ *   established   conn_established was delivered after that.
+ * conn_del and flush return connections to none; a repeated conn_add leaves
+ * an established connection established.  A connection is identified as
+ * conntrack identifies it - family, protocol, zone and original tuple - so
+ * a context built afresh for each call finds the same state.  Each call is
+ * O(1); the state lives in a table sharded by connection, so dispatch of
+ * different connections does not serialise on it.
+ *
+ * Where the RFC takes OVS's 'struct conn *', these take the context. */
+bool ct_offload_conn_is_offloaded(const struct ct_offload_ctx *);
+bool ct_offload_conn_is_established(const struct ct_offload_ctx *);
+
 /* Batches.  Typical use:
  *
  *     struct ct_offload_op_batch batch;
+ *     struct ct_offload_op *op;
+ *
  *     ct_offload_op_batch_init(&batch);
  *     ct_offload_op_batch_add(&batch, CT_OFFLOAD_OP_ADD, &ctx_a);
  *     ct_offload_op_batch_add(&batch, CT_OFFLOAD_OP_ADD, &ctx_b);
  *     ct_offload_op_batch_submit(&batch);
- *     ... inspect batch.ops[i].error ...
+ *     CT_OFFLOAD_BATCH_OP_FOR_EACH (i, op, &batch) {
+ *         ... op->error ...
+ *     }
  *     ct_offload_op_batch_destroy(&batch);
  *
  * ct_offload_op_batch_add() copies 'ctx' but not what it points to: the
- * connection and netdev must stay valid until the batch is submitted.
- * It returns ENOMEM if the batch cannot grow (the batch is left as it was). */
+ * connection and netdev must stay valid until the batch is submitted.  Its
+ * return may be ignored, as the RFC's callers do (the RFC's returns void):
+ * it is ENOMEM when the batch cannot grow, and the batch is then left as it
+ * was (one op fewer, never a torn one), or EINVAL for a null batch or
+ * context.
+ *
+ * ct_offload_op_batch_submit() gives every op exactly the result the single
+ * call would give at that point of the sequence: an EST after an ADD of the
+ * same connection in the same batch sees that ADD's outcome. */
 void ct_offload_op_batch_init(struct ct_offload_op_batch *);
 int ct_offload_op_batch_add(struct ct_offload_op_batch *,
                             enum ct_offload_op_type,
                             const struct ct_offload_ctx *);
 void ct_offload_op_batch_submit(struct ct_offload_op_batch *);
 void ct_offload_op_batch_destroy(struct ct_offload_op_batch *);
+
+/* Operations in 'batch', and room for them, as the series spells them. */
+static inline size_t
+ct_offload_op_batch_len(const struct ct_offload_op_batch *batch)
+{
+    return batch->n_ops;
+}
+
+static inline size_t
+ct_offload_op_batch_size(const struct ct_offload_op_batch *batch)
+{
+    return batch->allocated;
+}
+
+/* Iterates over the ops of 'BATCH' in order: 'IDX' (declared by the macro,
+ * a size_t) is the op's index and 'OP' (a 'struct ct_offload_op *' declared
+ * by the caller) points at it. */
+#define CT_OFFLOAD_BATCH_OP_FOR_EACH(IDX, OP, BATCH)                        \
+    for (size_t IDX = 0; IDX < ct_offload_op_batch_len(BATCH); IDX++)      \
+        if (((OP) = &(BATCH)->ops[IDX]), true)
 
 /* ------------------------------------------------------------------------
  * Status and configuration (ctoffload additions)
@@ -281,15 +383,29 @@ int ct_offload_conn_query(const struct ct_offload_ctx *,
                           struct ct_offload_conn_status *status);
 
 /* Sets one configuration key.  Keys:
+ *   "enabled"                  "true" (default) or "false": what
+ *                              ct_offload_enabled() answers (see there).
+ *   "update_semantics"         what conn_update and UPD answer:
+ *                              "last_used" (default): the providers' last
+ *                                used time, the same answer for as long as
+ *                                the connection stays idle;
+ *                              "used_since_last_query": that time only when
+ *                                it advanced since the previous query of
+ *                                the same connection, else 0 (UPD: ENODATA).
+ *                              Under the RFC's conntrack, whose sweep keeps
+ *                              an expired offloaded connection while its UPD
+ *                              answers 0, the second is what ages idle
+ *                              connections out (docs/FROM_RFC.md).
  *   "priority"                 built-in providers to enable, in dispatch
  *                              order, e.g. "nft_flowtable,software".
  *   "<provider>.<option>"      a built-in provider's option, e.g.
  *                              "software.capacity" = "65536",
  *                              "nft_flowtable.table" = "ctoffload",
- *                              "nft_flowtable.hw_offload" = "true".
- * Settings apply at ct_offload_module_init(); a provider option cannot be
- * changed while that provider is registered (EBUSY).  EINVAL names an
- * unknown key or a bad value. */
+ *                              "nft_flowtable.hw_offload" = "on".
+ * "enabled" and "update_semantics" apply at once; the others at
+ * ct_offload_module_init(), and a provider option cannot be changed while
+ * that provider is registered (EBUSY).  EINVAL names an unknown key or a bad
+ * value. */
 int ct_offload_config_set(const char *key, const char *value);
 
 /* Copies the current value of 'key' into 'buf'.  ENOENT for unknown keys,

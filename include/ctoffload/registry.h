@@ -1,8 +1,10 @@
 // registry.h - the provider registry for C++ callers and providers.
 //
 // Registry keeps the contract of DESIGN.md section 3 (the RFC's ct-offload
-// registry) and adds fallback providers, batch submit and dispatch that does
-// not serialize.  The C API (ct-offload.h) is a thin layer over
+// registry) and of the series' patches 06-09 (batches, the per-connection
+// offload state, established once, enabled), and adds fallback providers,
+// batch submit, dispatch that does not serialize and a choice of what
+// conn_update answers.  The C API (ct-offload.h) is a thin layer over
 // Registry::global().
 //
 // Threads: dispatch (conn_*, can_offload, flush, submit, conn_status) may run
@@ -10,7 +12,10 @@
 // add() and remove() may run concurrently with dispatch; remove() returns
 // only when no dispatch still uses the provider.  Dispatch reads an immutable
 // snapshot of the provider list, published by add()/remove() and protected by
-// per-thread hazard slots (see registry.cc).
+// per-thread hazard slots (see registry.cc).  The per-connection state is a
+// table sharded by connection, one small lock per shard (src/conn_state.h).
+// The events of one connection must not race each other (OVS delivers them
+// under the connection's lock); different connections are independent.
 #pragma once
 
 #include <atomic>
@@ -27,6 +32,8 @@
 #include "ctoffload/result.h"
 
 namespace ctoffload {
+
+class ConnStateTable;
 
 class Registry {
  public:
@@ -66,21 +73,38 @@ class Registry {
   // keeps notifying after a failure.  Fallback providers are then tried in
   // order, only when no primary accepted, until one accepts.  Returns 0 when
   // some provider accepted, else the first non-zero error (0 if no provider
-  // was asked).
+  // was asked).  When a provider accepted (or said EEXIST), the connection's
+  // state goes from none to added.
   int conn_add(const Ctx& ctx);
+  // Every provider's conn_del; the connection's state goes back to none.
   void conn_del(const Ctx& ctx);
-  // First non-zero last-used time in order, 0 when nobody knows.
+  // First non-zero last-used time in order, 0 when nobody knows; under
+  // UpdateSemantics::kUsedSinceLastQuery, that time only when it advanced
+  // since this connection's previous query, else 0.
   long long conn_update(const Ctx& ctx);
-  void conn_established(const Ctx& ctx);
+  // Reaches the providers that have it only when the connection is in state
+  // added, which becomes established: once per connection.  Returns 0 when
+  // delivered, EALREADY otherwise (the C API's single call drops it).
+  int conn_established(const Ctx& ctx);
   bool can_offload(const Ctx& ctx);
+  // Every provider's flush; every connection's state goes back to none.
   void flush();
 
   // Dispatch order is registration order, primaries before fallbacks.
 
-  // Runs every op, each getting its own 'error' (and 'last_used' for UPD).
+  // Runs every op, each getting its own 'error' (and 'last_used' for UPD):
+  // exactly what the single call would give at that point of the sequence.
   // Providers with a batch callback get the ops meant for them in one call;
   // the others get single calls.  Unknown op types get EINVAL.
   void submit(std::span<Op> ops);
+
+  // ---- Per-connection offload state (the series' patch 07) ----
+
+  enum class ConnState : uint8_t { kNone = 0, kAdded = 1, kEstablished = 2 };
+  ConnState conn_state(const Ctx& ctx) const;
+  // Added or established.
+  bool is_offloaded(const Ctx& ctx) const { return conn_state(ctx) != ConnState::kNone; }
+  bool is_established(const Ctx& ctx) const { return conn_state(ctx) == ConnState::kEstablished; }
 
   // Status from the first provider that holds ctx.conn, or nullopt.
   std::optional<ConnStatus> conn_status(const Ctx& ctx);
@@ -94,6 +118,40 @@ class Registry {
 
   Config& config() { return config_; }
 
+  // ---- Registry settings ----
+  //
+  // Keys of the registry itself, next to config()'s:
+  //   enabled            true (default) / false: enabled(), see below.
+  //   update_semantics   last_used (default) / used_since_last_query: what
+  //                      conn_update and UPD answer (see UpdateSemantics).
+  // set() and get() take these and pass every other key to config().
+
+  enum class UpdateSemantics {
+    // The providers' last-used time: an idle connection gets the same
+    // answer at every query.
+    kLastUsed,
+    // That time only when it advanced since the previous query of the same
+    // connection; 0 (UPD: ENODATA) when it did not.  What the RFC's
+    // conntrack sweep needs to age idle offloaded connections out.
+    kUsedSinceLastQuery,
+  };
+
+  Status set(std::string_view key, std::string_view value);
+  Result<std::string> get(std::string_view key) const;
+
+  // The "enabled" setting, or true while force_enable(true) is in force.
+  // module_init() registers nothing while it is false; dispatch does not
+  // consult it (as in the RFC, it is the datapath's switch).
+  bool enabled() const;
+  // Sets "enabled"; going from true to false flushes every provider and
+  // forgets every connection's state.
+  void set_enabled(bool on);
+  // Tests: while true, enabled() says true whatever the setting.
+  void force_enable(bool force);
+
+  UpdateSemantics update_semantics() const { return update_semantics_.load(std::memory_order_relaxed); }
+  void set_update_semantics(UpdateSemantics u) { update_semantics_.store(u, std::memory_order_relaxed); }
+
   struct Snapshot;  // Immutable provider list; defined in registry.cc.
 
  private:
@@ -101,6 +159,9 @@ class Registry {
   bool remove_if(const void* identity);
   // Publishes 'next' and waits until no dispatch reads the previous one.
   void publish(Snapshot* next);
+  // submit() of a run of ops in which no EST follows an ADD of the same
+  // connection: EST ops can be decided before any provider is called.
+  void submit_run(const Snapshot& s, std::span<Op> ops);
 
   std::atomic<Snapshot*> current_;
   mutable std::mutex writer_mutex_;  // Serializes add/remove.
@@ -108,6 +169,10 @@ class Registry {
   // inside a callback; freed with the registry.
   std::vector<std::unique_ptr<Snapshot>> retired_;
   Config config_;
+  std::unique_ptr<ConnStateTable> states_;
+  std::atomic<bool> enabled_{true};
+  std::atomic<bool> forced_{false};
+  std::atomic<UpdateSemantics> update_semantics_{UpdateSemantics::kLastUsed};
 };
 
 }  // namespace ctoffload
