@@ -25,7 +25,9 @@
 #               (kernel-6.1, kernel-6.12; scripts/vm/run.sh)
 #   demo        the README's demo in its short mode, its output checked
 #               (tests/demo_check.sh)
-#   package     a C and a C++ consumer built against the installed package
+#   package     a C and a C++ consumer built against the installed package,
+#               the README's examples, and the RFC series' contract test
+#               over the dummy provider (tests/package/rfc_contract.c)
 #   bench       scripts/bench.sh --short: every benchmark runs (small sizes,
 #               numbers not kept), so none can rot; timing never fails it
 # A stage that cannot run here fails loudly; nothing is skipped silently.
@@ -223,6 +225,18 @@ stage_package() {
     ninja -C "$consumer" >/dev/null &&
     LD_LIBRARY_PATH="$libs" "$consumer/consumer_cmake" &&
     LD_LIBRARY_PATH="$libs" "$consumer/consumer_pkgconfig"; then
+    # The soname a C datapath records (the C ABI's major version).
+    local soname how
+    soname=$(readelf -d "$(find "$prefix" -name libctoffload.so | head -n 1)" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+    echo "soname: $soname"
+    [[ $soname == libctoffload.so.1 ]] || ok=1
+    # The RFC series' contract, as a C datapath meets it, over the dummy
+    # provider (tests/package/rfc_contract.c; --kernel runs it over the
+    # kernel provider, tests/package/rfc_contract_kernel.sh).
+    for how in cmake pkgconfig; do
+      echo "--- rfc_contract_$how (dummy)"
+      LD_LIBRARY_PATH="$libs" CTOFFLOAD_LOG=off "$consumer/rfc_contract_$how" || ok=1
+    done
     # The README's examples, each built both ways; run in a namespace of
     # their own so that the kernel provider never touches this host.
     local how out
