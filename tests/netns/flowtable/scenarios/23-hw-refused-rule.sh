@@ -75,6 +75,19 @@ scenario() {
   poll_until 10 send_then_hw g || fail "g did not get [HW_OFFLOAD] once the NIC had room: $(ct_of g)"
   [[ $(mode_of g) == "hw ft_hw" ]] || fail "g in hardware now, but show -j says: $(show_conn g)"
   log "g: in hardware once f left"
+  # A NIC that accepts rules but does not forward (forward=N): the kernel
+  # still says [HW_OFFLOAD], the packets reach the router's stack, and its
+  # software flowtable, which holds the flow too, forwards them.
+  simnic_knob forward N
+  local nf0 rx0
+  nf0=$(nic r-c hw_noforward)
+  rx0=$(stack_rx r-c)
+  xfer_send g 131072
+  (($(nic r-c hw_noforward) > nf0 && $(stack_rx r-c) > rx0)) ||
+    fail "forward=N: the NIC should hand g's packets to the stack: hw_noforward $nf0 -> $(nic r-c hw_noforward), stack rx $rx0 -> $(stack_rx r-c)"
+  hw_off g || fail "g lost [HW_OFFLOAD] with forward=N: $(ct_of g)"
+  log "forward=N: $(($(nic r-c hw_noforward) - nf0)) packets of g handed to the stack, still [HW_OFFLOAD]"
+  simnic_knob forward Y
   xfer_send g 65536
   for id in e n f g; do xfer_finish "$id"; done
 }
