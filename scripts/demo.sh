@@ -2,11 +2,14 @@
 # demo.sh - the README's main-job command: shows ctoffload offloading a live
 # TCP stream on a Linux router, from a fresh Debian 12 machine, as root.
 #
-#   scripts/demo.sh [--short] [--kernel 6.1|6.12] [--vm]
+#   scripts/demo.sh [--short] [--kernel 6.1|6.12] [--vm] [--hw]
 #
 #   --short          shorter measurements (2 s instead of 4 s), same checks (CI)
 #   --kernel SERIES  run in the VM harness with Debian's kernel SERIES
 #   --vm             run in the VM harness even when this kernel has flowtables
+#   --hw             the router's ports are a simulated NIC that takes
+#                    hardware offload (tests/simnic, docs/SIMNIC.md), built
+#                    for the kernel the demo runs on
 #
 # On the host it installs what it needs (scripts/install-deps.sh iperf3),
 # builds ctoffloadctl (cmake + ninja in $CTOFFLOAD_BUILD_DIR, default
@@ -22,15 +25,16 @@ set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 build=${CTOFFLOAD_BUILD_DIR:-$root/build}
 jobs=${CTOFFLOAD_JOBS:-$(nproc)}
-short=0 kernel="" force_vm=0
+short=0 kernel="" force_vm=0 hw=0
 
-usage() { sed -n '4,9s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '4,12s/^# \{0,1\}//p' "$0"; }
 while (($#)); do
   case $1 in
     --short) short=1; shift ;;
     --kernel) kernel=${2:-}; force_vm=1; shift 2 || { usage >&2; exit 2; } ;;
     --kernel=*) kernel=${1#*=}; force_vm=1; shift ;;
     --vm) force_vm=1; shift ;;
+    --hw) hw=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "demo.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -53,7 +57,9 @@ fi
 
 heading "Packages"
 echo "Build tools, the netfilter libraries, nft, conntrack and iperf3, from Debian (only what is missing)."
-"$root/scripts/install-deps.sh" iperf3 || die "scripts/install-deps.sh failed"
+extra=(iperf3)
+((hw)) && extra+=(ethtool)
+"$root/scripts/install-deps.sh" "${extra[@]}" || die "scripts/install-deps.sh failed"
 
 heading "Building ctoffloadctl"
 echo "cmake and ninja in $build (the first build takes a few minutes on 2 cores)."
@@ -80,6 +86,18 @@ esac
 series=${kernel:-${CTOFFLOAD_VM_KERNEL:-6.1}}
 guest=("$root/scripts/demo/guest.sh" --ctl "$ctl")
 ((short)) && guest+=(--short)
+if ((hw)); then
+  heading "Building the simulated NIC"
+  echo "A kernel module (tests/simnic) built against Debian's headers of the kernel the demo runs on."
+  if ((have_ft && !force_vm)); then
+    release=$(uname -r)
+  else
+    release=$("$root/scripts/vm/run.sh" --kernel "$series" --release --quiet) || die "cannot prepare the VM kernel $series"
+  fi
+  "$root/scripts/install-deps.sh" "linux-headers-$release" || die "cannot install linux-headers-$release"
+  "$root/tests/simnic/build.sh" --out "$build/simnic" "$release" || die "building the simulated NIC for $release failed"
+  guest+=(--hw --simnic "$build/simnic")
+fi
 if ((have_ft && !force_vm)); then
   echo "It does ($(uname -r)): the demo runs on this kernel."
   bash "${guest[@]}"

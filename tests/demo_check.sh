@@ -5,7 +5,11 @@
 # verdict, and that it exited 0.  Ends with "1 passed, 0 failed" or
 # "0 passed, 1 failed" and exits 0 or 1 accordingly.
 #
-#   tests/demo_check.sh [DEMO_OPTIONS...]     e.g. --kernel 6.12
+#   tests/demo_check.sh [DEMO_OPTIONS...]     e.g. --kernel 6.12, --hw
+#
+# With --hw (the router's ports are the simulated NIC, docs/SIMNIC.md) it
+# also checks that the entry was flagged [HW_OFFLOAD] and that the demo
+# printed the NIC's forwarding line ("nic: ...") with a non-zero rate.
 #
 # Needs root (the demo installs packages and creates network namespaces).
 set -uo pipefail
@@ -16,6 +20,9 @@ trap 'rm -f "$out"' EXIT
 
 "$root/scripts/demo.sh" --short "$@" 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
+
+hw=0
+for a in "$@"; do [[ $a == --hw ]] && hw=1; done
 
 problems=()
 ((rc == 0)) || problems+=("scripts/demo.sh exited with status $rc")
@@ -28,6 +35,12 @@ grep -Eq '^ratio: offloaded / slow path = [0-9]+\.[0-9]{2}x$' "$out" ||
 grep -Eq '^cleanup: removed 3 namespaces \(ctdemo-[0-9]+-\*\) and stopped the [0-9]+ processes the demo started' "$out" ||
   problems+=("no successful 'cleanup: removed 3 namespaces ...' line")
 grep -qx 'demo: PASSED' "$out" || problems+=("no 'demo: PASSED' line")
+if ((hw)); then
+  grep -Eq '^ +tcp +6 .*src=10\.0\.1\.2 dst=10\.0\.2\.2 sport=40000 dport=5201 .*\[HW_OFFLOAD\]' "$out" ||
+    problems+=("--hw: no conntrack entry of the stream with [HW_OFFLOAD]")
+  grep -Eq '^nic: the simulated NIC forwarded [1-9][0-9]* packets/s itself; the router.s stack received [0-9]+ packets/s' "$out" ||
+    problems+=("--hw: no 'nic: the simulated NIC forwarded N packets/s itself ...' line with N > 0")
+fi
 
 echo
 if ((${#problems[@]} == 0)); then

@@ -3,7 +3,7 @@
 # nftables flowtables: directly on such a host, or inside the VM harness
 # (scripts/vm/run.sh) when the host kernel has none.
 #
-#   scripts/demo/guest.sh --ctl PATH [--short]
+#   scripts/demo/guest.sh --ctl PATH [--short] [--hw --simnic DIR]
 #
 # It builds a client - router - server topology of three network namespaces
 # of its own joined by veth pairs, starts one iperf3 TCP stream across the
@@ -14,27 +14,42 @@
 # everything it created (a trap does that on any exit).  Needs root, ip,
 # nft, conntrack and iperf3.
 #
+# With --hw the router's two ports are a simulated NIC that takes flowtable
+# hardware offload (tests/simnic, docs/SIMNIC.md; DIR/RELEASE/simnic.ko and
+# DIR/link_simnic.so from tests/simnic/build.sh): the module is loaded
+# unless it is, the stream is offloaded to the NIC ([HW_OFFLOAD]), and the
+# demo shows the NIC's counters (ethtool -S) beside the router's.  It
+# also needs ethtool then.
+#
 # Exit status: 0 when every step and check passed, 1 when one failed (the
 # line starting with "demo: FAILED" says which), 2 for bad usage.
 #
 # Lines the check (tests/demo_check.sh) relies on: the conntrack line with
-# [OFFLOAD], "ratio: ...", "cleanup: removed ...", and "demo: PASSED".
+# [OFFLOAD], "ratio: ...", "cleanup: removed ...", and "demo: PASSED"; with
+# --hw also the conntrack line with [HW_OFFLOAD] and "nic: ...".
 
 set -uo pipefail
 
 ctl=""
-short=0
-usage() { echo "usage: $0 --ctl PATH [--short]"; }
+short=0 hw=0 simnic=""
+usage() { echo "usage: $0 --ctl PATH [--short] [--hw --simnic DIR]"; }
 while (($#)); do
   case $1 in
     --ctl) ctl=${2:-}; shift 2 || { usage >&2; exit 2; } ;;
     --short) short=1; shift ;;
+    --hw) hw=1; shift ;;
+    --simnic) simnic=${2:-}; shift 2 || { usage >&2; exit 2; } ;;
     -h | --help) usage; exit 0 ;;
     *) echo "guest.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
 done
 if [[ -z $ctl || ! -x $ctl ]]; then
   echo "guest.sh: --ctl must name the ctoffloadctl binary (got '$ctl')" >&2
+  exit 2
+fi
+
+if ((hw)) && [[ ! -s $simnic/$(uname -r)/simnic.ko || ! -s $simnic/link_simnic.so ]]; then
+  echo "guest.sh: --hw needs --simnic DIR with $(uname -r)/simnic.ko and link_simnic.so (tests/simnic/build.sh)" >&2
   exit 2
 fi
 
@@ -52,6 +67,10 @@ client_log=$work/iperf3-client.log
 server_log=$work/iperf3-server.log
 created_ns=()
 pids=()
+loaded_simnic=0
+# The router's ports: veth, or with --hw the simulated NIC's pairs.
+kind=veth
+((hw)) && kind=simnic
 
 # ---- Output helpers.
 heading() { printf '\n== %s\n' "$*"; }
@@ -98,10 +117,18 @@ cleanup() {
   done
   for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=$((alive + 1)); done
   rm -rf "$work"
+  # The module goes only if the demo loaded it (its pairs went with the
+  # namespaces).
+  local unloaded=""
+  if ((loaded_simnic)); then
+    if rmmod simnic 2>/dev/null; then unloaded=" and unloaded the simnic module it had loaded"
+    else unloaded=" but could not unload the simnic module it had loaded"; ((rc == 0)) && rc=1
+    fi
+  fi
   left=$(ip netns list 2>/dev/null | grep -c "^$tag-")
   heading "Clean-up"
   if ((left == 0 && alive == 0)); then
-    say "cleanup: removed $removed namespaces ($tag-*) and stopped the ${#pids[@]} processes the demo started; nothing of it is left"
+    say "cleanup: removed $removed namespaces ($tag-*) and stopped the ${#pids[@]} processes the demo started$unloaded; nothing of it is left"
   else
     say "cleanup: FAILED, $left namespaces named $tag-* and $alive of our processes are left"
     ((rc == 0)) && rc=1
@@ -162,14 +189,25 @@ say "kernel $(uname -r); each measurement lasts $window s$( ((short)) && echo " 
 
 # ---------------------------------------------------------------- 1
 begin "1. Topology: client -- router -- server"
-say "Three network namespaces of our own, joined by two veth pairs; the router forwards between 10.0.1.0/24 and 10.0.2.0/24."
+if ((hw)); then
+  say "Three network namespaces of our own, joined by two pairs of a simulated NIC (simnic, docs/SIMNIC.md): like veth, but the router's ports advertise hw-tc-offload, take flowtable hardware offload and forward the flows they are given themselves."
+  ko=$simnic/$(uname -r)/simnic.ko
+  export IP_LIB_DIR=$simnic  # iproute2's plugin for 'type simnic peer name ...'
+  if [[ ! -d /sys/module/simnic ]]; then
+    insmod "$ko" || fail "insmod $ko"
+    loaded_simnic=1
+    say "  insmod $ko"
+  fi
+else
+  say "Three network namespaces of our own, joined by two veth pairs; the router forwards between 10.0.1.0/24 and 10.0.2.0/24."
+fi
 for ns in "$ns_client" "$ns_router" "$ns_server"; do
   ip netns add "$ns" || fail "ip netns add $ns"
   created_ns+=("$ns")
 done
 {
-  ip -n "$ns_router" link add lan0 type veth peer name eth0 netns "$ns_client" &&
-    ip -n "$ns_router" link add wan0 type veth peer name eth0 netns "$ns_server" &&
+  ip -n "$ns_router" link add lan0 type "$kind" peer name eth0 netns "$ns_client" &&
+    ip -n "$ns_router" link add wan0 type "$kind" peer name eth0 netns "$ns_server" &&
     ip -n "$ns_client" addr add "$client_ip/24" dev eth0 &&
     ip -n "$ns_router" addr add "$router_lan_ip/24" dev lan0 &&
     ip -n "$ns_router" addr add "$router_wan_ip/24" dev wan0 &&
@@ -179,7 +217,7 @@ done
     ip -n "$ns_router" link set lan0 up && ip -n "$ns_router" link set wan0 up &&
     ip -n "$ns_client" route add default via "$router_lan_ip" &&
     ip -n "$ns_server" route add default via "$router_wan_ip"
-} || fail "could not build the veth topology"
+} || fail "could not build the $kind topology"
 say "  client  $ns_client  eth0 $client_ip/24, default via $router_lan_ip"
 say "  router  $ns_router  lan0 $router_lan_ip/24 (to the client), wan0 $router_wan_ip/24 (to the server)"
 say "  server  $ns_server  eth0 $server_ip/24, default via $router_wan_ip"
@@ -227,21 +265,40 @@ begin "4. Slow path: every packet goes through conntrack, routing and the forwar
 # A measurement window is 'window' whole iperf3 intervals that start after
 # the last command we ran, so no process of ours competes with the stream
 # inside it.  The forward chain's counter is read on both sides of it.
-measure() {  # Sets m_rate (Mbit/s), m_start, m_end (stream seconds), m_pps (forward-chain packets/s).
-  local pk0 pk1 t0 t1
+measure() {  # Sets m_rate (Mbit/s), m_start, m_end (stream seconds), m_pps (forward-chain packets/s);
+  # with --hw also m_nic_pps (packets/s the NIC forwarded itself) and m_stack_pps (received by the router's stack).
+  local pk0 pk1 t0 t1 n0=0 n1=0 s0=0 s1=0
   pk0=$(slow_path_packets) t0=$EPOCHREALTIME
+  ((hw)) && read -r n0 s0 <<<"$(port_packets)"
   read_intervals
   m_from=$((${#interval_rates[@]} + 2)) m_to=$((${#interval_rates[@]} + 1 + window))
   wait_intervals "$m_to"
   pk1=$(slow_path_packets) t1=$EPOCHREALTIME
+  ((hw)) && read -r n1 s1 <<<"$(port_packets)"
   [[ -n $pk0 && -n $pk1 ]] || fail "cannot read the slow-path counter of table inet demo"
   read -r m_rate m_start m_end <<<"$(mean_rate "$m_from" "$m_to")"
   m_pps=$(awk -v p="$((pk1 - pk0))" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", p / (b - a) }')
+  m_nic_pps=$(awk -v p="$((n1 - n0))" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", p / (b - a) }')
+  m_stack_pps=$(awk -v p="$((s1 - s0))" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", p / (b - a) }')
+}
+# "NIC STACK": packets the simulated NIC forwarded itself (hw_rx_packets of
+# lan0 and wan0, ethtool -S) and packets the router's stack received on them.
+port_packets() {
+  local nic=0 stack=0 d k v
+  for d in lan0 wan0; do
+    while read -r k v; do [[ $k == hw_rx_packets: ]] && nic=$((nic + v)); done \
+      < <(ip netns exec "$ns_router" ethtool -S "$d")
+  done
+  for v in $(ip netns exec "$ns_router" cat /sys/class/net/lan0/statistics/rx_packets /sys/class/net/wan0/statistics/rx_packets); do
+    stack=$((stack + v))
+  done
+  echo "$nic $stack"
 }
 wait_intervals 1
 measure
-slow_rate=$m_rate slow_pps=$m_pps
+slow_rate=$m_rate slow_pps=$m_pps slow_stack_pps=$m_stack_pps
 say "Throughput on the slow path (seconds $m_start-$m_end of the stream): $slow_rate Mbit/s; the forward chain saw $slow_pps packets/s."
+((hw)) && say "The router's stack received $slow_stack_pps packets/s on lan0 and wan0; the simulated NIC forwarded $m_nic_pps packets/s itself (no rule yet)."
 ((slow_pps > 0)) || fail "no packets counted on the slow path"
 say "The router's conntrack entry for the stream (no [OFFLOAD] yet):"
 show_ct_cmd() { printf '  [router]# conntrack -L -p tcp | grep "sport=%s dport=%s "\n' "$client_port" "$server_port"; }
@@ -261,18 +318,38 @@ iif=$(ip -n "$ns_router" route get "${BASH_REMATCH[1]}" | awk '{ for (i = 1; i <
 [[ -n $iif ]] || fail "no route from the router to ${BASH_REMATCH[1]}"
 say "The tuple comes from that entry ($src -> $dst); the client's packets arrive on $iif, the device its address routes to."
 show_run "$ns_router" "$ctl" add --iif "$iif" --proto tcp --src "$src" --dst "$dst" || fail "ctoffloadctl add"
+want_flag='[OFFLOAD]'
+((hw)) && want_flag='[HW_OFFLOAD]'
 deadline=$((SECONDS + 10))
-until entry=$(ct_lines) && [[ $entry == *"[OFFLOAD]"* || $entry == *"[HW_OFFLOAD]"* ]]; do
-  ((SECONDS < deadline)) || fail "no [OFFLOAD] on the conntrack entry 10 s after the add: $entry"
+until entry=$(ct_lines) && [[ $entry == *"$want_flag"* ]]; do
+  ((SECONDS < deadline)) || fail "no $want_flag on the conntrack entry 10 s after the add: $entry"
   sleep 0.2
 done
-say "The stream's next packet put it into the flowtable; conntrack now marks the entry [OFFLOAD]."
+if ((hw)); then
+  say "The stream's next packet put it into the hardware flowtable ft_hw; the kernel gave each direction to the port it enters on as a rule, the NIC took both, and conntrack marks the entry [HW_OFFLOAD]."
+else
+  say "The stream's next packet put it into the flowtable; conntrack now marks the entry [OFFLOAD]."
+fi
 
 # ---------------------------------------------------------------- 6
-begin "6. Offloaded: packets go from lan0's ingress hook straight out of wan0"
+if ((hw)); then
+  begin "6. Offloaded to the NIC: it forwards the packets itself, the router's stack does not see them"
+else
+  begin "6. Offloaded: packets go from lan0's ingress hook straight out of wan0"
+fi
 measure
 fast_rate=$m_rate fast_pps=$m_pps
 say "Throughput offloaded (seconds $m_start-$m_end of the stream): $fast_rate Mbit/s; the forward chain saw $fast_pps packets/s."
+if ((hw)); then
+  say "nic: the simulated NIC forwarded $m_nic_pps packets/s itself; the router's stack received $m_stack_pps packets/s on lan0 and wan0 ($slow_stack_pps on the slow path)"
+  ((m_nic_pps > 0)) || fail "the NIC forwarded no packet of the offloaded stream"
+  ((m_stack_pps * 10 <= m_nic_pps)) || fail "the router's stack still receives $m_stack_pps packets/s while the NIC forwards $m_nic_pps"
+  say "The NIC's own counters (ethtool -S; hw_rx on the port a direction enters, hw_tx on the one it leaves):"
+  for d in lan0 wan0; do
+    printf '  [router]# ethtool -S %s\n' "$d"
+    ip netns exec "$ns_router" ethtool -S "$d" | grep -E ' (rules|replace|destroy|stats|hw_rx_packets|hw_tx_packets|hw_rx_bytes):' | indent
+  done
+fi
 say
 say "throughput: slow path $slow_rate Mbit/s, offloaded $fast_rate Mbit/s"
 ratio=$(awk -v f="$fast_rate" -v s="$slow_rate" 'BEGIN { if (s > 0) printf "%.2f", f / s; else print "inf" }')
@@ -292,17 +369,25 @@ say "(Throughput varies by tens of percent between runs under emulation or on a 
 begin "7. What the kernel holds now"
 say "The router's ruleset: our demo firewall, and ctoffload's table with the flowtable, the selection set holding the stream, and the rule that sends it to the flowtable."
 show_run "$ns_router" nft list ruleset || fail "nft list ruleset"
-say "The conntrack entry, flagged [OFFLOAD] by the kernel:"
+say "The conntrack entry, flagged $want_flag by the kernel:"
 entry=$(ct_lines)
 show_ct_cmd
 printf '%s\n' "$entry" | indent
 [[ $entry == *OFFLOAD* ]] || fail "the entry lost its [OFFLOAD] flag: $entry"
-say "ctoffloadctl watch: the stream's counters and last used time, once a second:"
-watch_out=$(ip netns exec "$ns_router" "$ctl" watch --interval 1000 --count 3 2>&1) || {
+if ((hw)); then
+  say "ctoffloadctl watch: the stream's counters and last used time, every 2.5 s (the kernel fetches a hardware flow's counters from the NIC every 3-4 s):"
+else
+  say "ctoffloadctl watch: the stream's counters and last used time, once a second:"
+fi
+# The kernel reads a hardware flow's counters from the NIC every 3-4 s, so
+# last used moves in steps that far apart: watch longer with --hw.
+watch_args=(--interval 1000 --count 3)
+((hw)) && watch_args=(--interval 2500 --count 4)
+watch_out=$(ip netns exec "$ns_router" "$ctl" watch "${watch_args[@]}" 2>&1) || {
   printf '%s\n' "$watch_out" | indent
   fail "ctoffloadctl watch"
 }
-printf '  [router]# ctoffloadctl watch --interval 1000 --count 3\n'
+printf '  [router]# ctoffloadctl watch %s\n' "${watch_args[*]}"
 printf '%s\n' "$watch_out" | indent
 say "(A new process knows a last use once it has seen the counters move, so its first line may say never.)"
 mapfile -t used < <(printf '%s\n' "$watch_out" | grep -o 'last-used [^ ]*' | sort -u)
@@ -328,6 +413,21 @@ sleep 1
 pk_b=$(slow_path_packets) t_b=$EPOCHREALTIME
 say "The forward chain sees the stream again: $(awk -v p="$((pk_b - pk_a))" -v a="$t_a" -v b="$t_b" 'BEGIN { printf "%.0f", p / (b - a) }') packets/s."
 ((pk_b > pk_a)) || fail "the stream does not pass the forward chain after the del"
+if ((hw)); then
+  # The kernel's flowtable gc sees the deleted entry within a second and
+  # sends DESTROY for both directions.
+  nic_rules() { ip netns exec "$ns_router" ethtool -S "$1" | awk '$1 == "rules:" { print $2 }'; }
+  deadline=$((SECONDS + 10))
+  until [[ $(nic_rules lan0) == 0 && $(nic_rules wan0) == 0 ]]; do
+    ((SECONDS < deadline)) || fail "the NIC still holds rules 10 s after the del: lan0 $(nic_rules lan0), wan0 $(nic_rules wan0)"
+    sleep 0.2
+  done
+  say "The kernel destroyed the stream's rules in the NIC: it holds none now."
+  for d in lan0 wan0; do
+    printf '  [router]# ethtool -S %s | grep -E "rules|destroy"\n' "$d"
+    ip netns exec "$ns_router" ethtool -S "$d" | grep -E ' (rules|destroy):' | indent
+  done
+fi
 show_run "$ns_router" "$ctl" show || fail "ctoffloadctl show"
 kill -0 "$client_pid" 2>/dev/null || fail "the stream broke after the del: $(tail -n 3 "$client_log" | tr '\n' ' ')"
 say "The stream survived both transitions; iperf3 is stopped now."
