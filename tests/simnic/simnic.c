@@ -146,6 +146,7 @@ struct simnic_port {
 	struct net_device *dev;
 	struct list_head node;		/* simnic_ports, under simnic_mutex */
 	bool dying;			/* under simnic_mutex */
+	bool bound;			/* a flowtable is bound; under simnic_mutex */
 	unsigned int n_rules;		/* under simnic_mutex */
 	struct hlist_head by_key[SIMNIC_HASH_SIZE];
 	struct hlist_head by_cookie[SIMNIC_HASH_SIZE];
@@ -406,6 +407,13 @@ static int simnic_replace(struct simnic_port *port, struct flow_cls_offload *f)
 		err = -ENODEV;
 		goto unlock_free;
 	}
+	/* The kernel may still call a block it is unbinding (it drops the
+	 * callback after ndo_setup_tc returns): nothing is added after the
+	 * purge of UNBIND. */
+	if (!port->bound) {
+		err = -ENOENT;
+		goto unlock_free;
+	}
 	old = simnic_find_cookie(port, r->cookie);
 	if (!old && READ_ONCE(max_rules) && port->n_rules >= READ_ONCE(max_rules)) {
 		simnic_count(port, SIMNIC_REFUSED_FULL, 1);
@@ -517,8 +525,12 @@ static int simnic_setup_tc(struct net_device *dev, enum tc_setup_type type, void
 	/* Once unbound the kernel will not DESTROY what it gave this port
 	 * (a deleted flowtable tears its flows down after unbinding), so the
 	 * rules go now; a real driver flushes its tables the same way. */
-	if (!err && bo->command == FLOW_BLOCK_UNBIND)
+	if (!err && bo->command == FLOW_BLOCK_BIND)
+		port->bound = true;
+	if (!err && bo->command == FLOW_BLOCK_UNBIND) {
+		port->bound = false;
 		simnic_purge(port, NULL);
+	}
 	mutex_unlock(&simnic_mutex);
 	return err;
 }
