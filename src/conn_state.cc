@@ -74,7 +74,7 @@ struct PackedKey {
   uint64_t meta = 0;
   const unsigned char* tuple = nullptr;  // The connection's original tuple.
 
-  uint64_t word(int w) const {
+  uint64_t word(size_t w) const {
     if (w < 4) {
       uint64_t v;
       std::memcpy(&v, tuple + 8 * w, 8);
@@ -107,7 +107,7 @@ struct ConnStateTable::Slot {
   bool holds(uint64_t h, const PackedKey& k) const {
     if (hash.load(std::memory_order_acquire) != h) return false;
     if ((meta.load(std::memory_order_acquire) & kKeyMetaMask) != k.meta) return false;
-    for (int w = 0; w < 5; ++w) {
+    for (size_t w = 0; w < 5; ++w) {
       if (tuple[w].load(std::memory_order_acquire) != k.word(w)) return false;
     }
     return true;
@@ -121,7 +121,8 @@ struct ConnStateTable::Slot {
   void copy_from(const Slot& o) {
     hash.store(o.hash.load(std::memory_order_acquire), std::memory_order_release);
     meta.store(o.meta.load(std::memory_order_acquire), std::memory_order_release);
-    for (int w = 0; w < 5; ++w) tuple[w].store(o.tuple[w].load(std::memory_order_acquire), std::memory_order_release);
+    for (size_t w = 0; w < 5; ++w)
+      tuple[w].store(o.tuple[w].load(std::memory_order_acquire), std::memory_order_release);
     reported.store(o.reported.load(std::memory_order_acquire), std::memory_order_release);
   }
 };
@@ -212,7 +213,7 @@ struct alignas(64) ConnStateTable::Shard {
     while (a->slots[i].hash.load(std::memory_order_acquire) != 0) i = (i + 1) & a->mask;
     Slot& s = a->slots[i];
     s.meta.store(k.meta, std::memory_order_release);  // State none.
-    for (int w = 0; w < 5; ++w) s.tuple[w].store(k.word(w), std::memory_order_release);
+    for (size_t w = 0; w < 5; ++w) s.tuple[w].store(k.word(w), std::memory_order_release);
     s.reported.store(0, std::memory_order_release);
     s.hash.store(h, std::memory_order_release);
     ++used;

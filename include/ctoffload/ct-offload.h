@@ -368,9 +368,11 @@ ct_offload_op_batch_size(const struct ct_offload_op_batch *batch)
 /* Iterates over the ops of 'BATCH' in order: 'IDX' (declared by the macro,
  * a size_t) is the op's index and 'OP' (a 'struct ct_offload_op *' declared
  * by the caller) points at it. */
+/* NOLINTBEGIN(bugprone-macro-parentheses): IDX is a name the macro declares. */
 #define CT_OFFLOAD_BATCH_OP_FOR_EACH(IDX, OP, BATCH)                        \
     for (size_t IDX = 0; IDX < ct_offload_op_batch_len(BATCH); IDX++)      \
         if (((OP) = &(BATCH)->ops[IDX]), true)
+/* NOLINTEND(bugprone-macro-parentheses) */
 
 /* ------------------------------------------------------------------------
  * Status and configuration (ctoffload additions)
