@@ -17,9 +17,10 @@
 // the new snapshot.  Both steps are seq_cst for that reason.
 //
 // The per-connection offload state (none / added / established, the series'
-// patch 07) is kept in a ConnStateTable (conn_state.h): sharded, one small
-// lock per shard, so that it adds one short critical section to conn_add,
-// on a line shared only by connections of the same shard.
+// patch 07) is kept in a ConnStateTable (conn_state.h): 64 shards, each a
+// sequence lock.  The first add of a connection holds its shard for a few
+// dozen instructions; a repeated add, a query, or a delete of a connection
+// never added reads without writing anything shared.
 #include "ctoffload/registry.h"
 
 #include <algorithm>
