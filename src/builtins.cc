@@ -66,8 +66,10 @@ std::vector<Builtin> make_table() {
                   BuiltinOption{.name = "adopt",
                                 .default_value = std::string(adopt_mode_name(nft_defaults.adopt)),
                                 .values = "full, lazy",
-                                .help = "what a new process reads of an existing table at init: every connection "
-                                        "(full), or each when an operation first names it (lazy; one-shot commands)",
+                                .help = "what a new process reads of an existing table: each connection when an "
+                                        "operation first names it (lazy), or every connection before init returns "
+                                        "(full: exact capacity and restores from the start, at the cost of the "
+                                        "kernel's quadratic set dump)",
                                 .validate = parses(parse_adopt_mode)},
                   BuiltinOption{.name = "usage_dir",
                                 .default_value = std::string(N::kDefaultUsageDir),

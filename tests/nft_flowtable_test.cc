@@ -149,6 +149,8 @@ class FakeNft final : public netlink::Transport {
   size_t element_batches = 0;  // batches carrying element messages
   size_t committed = 0;        // batches that committed
   std::vector<uint16_t> get_types;
+  size_t element_dumps = 0;  // GETSETELEM with NLM_F_DUMP (a whole set).
+  size_t element_gets = 0;   // GETSETELEM of one element.
 
   FakeTable* table(const std::string& name = "ctoffload") {
     auto it = rs.find(name);
@@ -546,7 +548,24 @@ class FakeNft final : public netlink::Transport {
         nftnl_set_set_str(o.get(), NFTNL_SET_TABLE, tn.c_str());
         nftnl_set_set_str(o.get(), NFTNL_SET_NAME, sn.c_str());
         nftnl_set_set_u32(o.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
+        const bool dump = (req->nlmsg_flags & NLM_F_DUMP) == NLM_F_DUMP;
+        ++(dump ? element_dumps : element_gets);
+        std::optional<std::string> wanted;  // A GET names the element's key.
+        if (!dump) {
+          nftnl_set_elems_iter* it = nftnl_set_elems_iter_create(q.get());
+          if (nftnl_set_elem* e = it ? nftnl_set_elems_iter_next(it) : nullptr) {
+            uint32_t len = 0;
+            const auto* k = static_cast<const char*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len));
+            if (k != nullptr) wanted = std::string(k, len);
+          }
+          if (it) nftnl_set_elems_iter_destroy(it);
+          if (!wanted || fs->elems.count(*wanted) == 0) {
+            ack(req, Verdict{ENOENT, std::nullopt});
+            return;
+          }
+        }
         for (const auto& [k, c] : fs->elems) {
+          if (wanted && k != *wanted) continue;
           nftnl_set_elem* e = nftnl_set_elem_alloc();
           nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, k.data(), static_cast<uint32_t>(k.size()));
           if (!c.empty()) {
@@ -560,9 +579,13 @@ class FakeNft final : public netlink::Transport {
         // libnftnl numbers the element nests 1..N when it builds a request;
         // the kernel's dumps (and libnftnl's parser) use NFTA_LIST_ELEM for
         // every one.
-        reply(req, NFT_MSG_NEWSETELEM, o.get(), nftnl_set_elems_nlmsg_build_payload, true);
+        reply(req, NFT_MSG_NEWSETELEM, o.get(), nftnl_set_elems_nlmsg_build_payload, dump);
         renumber_elements(reinterpret_cast<nlmsghdr*>(queue_.back().data()));
-        done(req);
+        if (dump) {
+          done(req);
+        } else {
+          ack(req, Verdict{0, std::nullopt});  // A GET ends with its ack.
+        }
         return;
       }
       default:
@@ -1340,6 +1363,7 @@ TEST_F(NftFlowtableTest, AdoptionBeyondCapacityRemovesNothing) {
   ASSERT_EQ(nft_.set("sel4")->elems.size(), 4u);
   NftFlowtableOptions small;
   small.capacity = 2;
+  small.adopt = AdoptMode::kFull;
   auto full = make(small);
   ASSERT_TRUE(full);
   EXPECT_EQ(full->init(), ENOSPC);
@@ -1411,6 +1435,7 @@ TEST_F(NftFlowtableTest, FullAdoptionDropsReadingsOfConnectionsNoLongerHeld) {
     (void)session->observe(c4(2), 7, 3, clock_);  // A connection this table does not hold.
     EXPECT_EQ(session->size(), 2u);
   }
+  o.adopt = AdoptMode::kFull;
   auto second = ready(o);  // Full adoption.
   ASSERT_TRUE(second);
   auto session = store->lock();
@@ -1538,6 +1563,32 @@ TEST_F(NftFlowtableTest, AnAddThatMeetsAMissingSetRestoresAndSucceeds) {
   EXPECT_EQ(nft_.set("sel4")->elems.size(), 2u);
 }
 
+// The default adoption reads nothing of a table at init: one GET per
+// connection an operation names, and the whole table only for a listing.
+TEST_F(NftFlowtableTest, LazyAdoptionReadsOnlyTheConnectionsNamed) {
+  {
+    auto p = ready();
+    ASSERT_TRUE(p);
+    for (int i = 0; i < 50; ++i) ASSERT_EQ(p->conn_add(ctx_of(c4(i), &eth0_)), 0);
+  }
+  nft_.element_dumps = nft_.element_gets = 0;
+  auto q = ready();
+  ASSERT_TRUE(q);
+  EXPECT_EQ(nft_.element_dumps, 0u) << "init read no set";
+  EXPECT_EQ(q->size(), 0u);
+  auto info = q->lookup(c4(7));
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->iif, "eth0");
+  EXPECT_EQ(nft_.element_dumps, 0u);
+  EXPECT_EQ(nft_.element_gets, 1u) << "one GET in the one set it could be in (no ft_hw here)";
+  EXPECT_EQ(q->conn_add(ctx_of(c4(8), &eth0_)), EEXIST) << "held already: found by its GET";
+  q->conn_del(ctx_of(c4(9), &eth0_));
+  EXPECT_EQ(nft_.set("sel4")->elems.size(), 49u);
+  EXPECT_EQ(nft_.element_dumps, 0u);
+  EXPECT_EQ(q->entries().size(), 49u) << "a listing reads the whole table";
+  EXPECT_EQ(nft_.element_dumps, 2u) << "one dump per set (sel4, sel6)";
+}
+
 TEST_F(NftFlowtableTest, ANewProcessAdoptsConnectionsDevicesAndNat) {
   auto nat = make_conn(IPPROTO_TCP, *parse_endpoint("10.1.0.2:40002"), *parse_endpoint("10.1.0.1:8080"),
                        *parse_endpoint("10.2.0.2:80"), *parse_endpoint("10.1.0.2:40002"));
@@ -1551,7 +1602,9 @@ TEST_F(NftFlowtableTest, ANewProcessAdoptsConnectionsDevicesAndNat) {
   }
   const FakeRuleset before = nft_.rs;
   const size_t committed = nft_.committed;
-  auto q = ready();
+  NftFlowtableOptions full;
+  full.adopt = AdoptMode::kFull;
+  auto q = ready(full);
   ASSERT_TRUE(q);
   EXPECT_EQ(q->size(), 3u);
   auto info = q->lookup(*nat);

@@ -1194,12 +1194,12 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
       Handler handler;
       Profile profile;
     };
-    // Adoption: probe names no connection and reports on every built-in;
-    // add, del and update name one each; flush reads nothing; show and
-    // watch read the whole table when they list it (lazily: a listing
-    // never fails to start because the table outgrew this process's
-    // capacity).  A batch is a long-lived process that may add many: it
-    // adopts everything at start, so that capacity holds from its first op.
+    // Adoption is lazy (the provider's default, set here explicitly for
+    // the one-shot commands): probe names no connection and reports on
+    // every built-in; add, del and update name one each; flush reads
+    // nothing; show and watch read the whole table when they list it.  A
+    // batch uses the configured default (-o nft_flowtable.adopt=full makes
+    // it read everything first, for exact capacity from its first op).
     constexpr Profile kLazy{.lazy_adoption = true};
     static const std::map<std::string, Command> commands = {
         {"probe", {cmd_probe, {.providers = nullptr, .lazy_adoption = true}}},

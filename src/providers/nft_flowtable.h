@@ -116,12 +116,16 @@ std::string_view hw_offload_name(HwOffload mode);
 
 // The adopt option: what a process reads of an existing table at init.
 enum class AdoptMode : uint8_t {
-  kFull,  // Every connection (one dump of each set): size(), capacity and
-          // show are exact from the start.  For long-lived processes.
-  kLazy,  // None; each connection is read from the kernel (one GET) the
-          // first time an operation names it, and everything is read when
-          // an operation needs everything (entries(), resync()).  For
-          // one-shot commands: their cost does not grow with the table.
+  kFull,  // Every connection (one dump of each set) before init returns:
+          // size(), capacity and a restore after `nft flush ruleset` cover
+          // the whole table from the start.  The kernel's set dump is
+          // quadratic in the set's size: a million connections took 150 s
+          // on the build host, 380 s under emulation (BENCHMARKS.md row 8).
+  kLazy,  // The default.  None; each connection is read from the kernel
+          // (one GET) the first time an operation names it, and everything
+          // is read when an operation needs everything (entries(),
+          // resync()).  init and one-shot commands cost the same on any
+          // table; capacity and restores count the connections known.
 };
 // "full", "lazy"; EINVAL for anything else.
 Result<AdoptMode> parse_adopt_mode(std::string_view text);
@@ -145,7 +149,7 @@ struct NftFlowtableOptions {
   uint32_t refresh_ms = kDefaultRefreshMs;
   // How often (at most) an operation checks that the table is intact.
   uint32_t verify_ms = 1000;
-  AdoptMode adopt = AdoptMode::kFull;
+  AdoptMode adopt = AdoptMode::kLazy;
   // Where readings of conntrack counters are shared with the other
   // processes of this table, so that a new process knows when a connection
   // was last used (usage_store.h); "" keeps them in this process only.

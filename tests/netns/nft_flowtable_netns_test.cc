@@ -879,21 +879,38 @@ TEST_F(NftNetns, NewProcessAdoptsTheConnectionsInItsTable) {
     providers_.clear();
   }
   const std::string before = output_of("nft list ruleset");
-  auto q = provider(o);
-  ASSERT_TRUE(q);
-  EXPECT_EQ(q->size(), 3u);
-  for (const Conn& k : {a, b, c}) {
-    auto info = q->lookup(k);
-    ASSERT_TRUE(info.has_value()) << format_conn(k);
-    EXPECT_TRUE(same_conn(info->conn, k)) << format_conn(info->conn);
-    EXPECT_EQ(info->iif, "lo");
+  // Lazy (the default) knows nothing until a connection is named, full
+  // everything at init; both end knowing the same three.
+  for (const AdoptMode mode : {AdoptMode::kLazy, AdoptMode::kFull}) {
+    SCOPED_TRACE(std::string(adopt_mode_name(mode)));
+    NftFlowtableOptions m = o;
+    m.adopt = mode;
+    auto q = provider(m);
+    ASSERT_TRUE(q);
+    EXPECT_EQ(q->size(), mode == AdoptMode::kFull ? 3u : 0u);
+    for (const Conn& k : {a, b, c}) {
+      auto info = q->lookup(k);
+      ASSERT_TRUE(info.has_value()) << format_conn(k);
+      EXPECT_TRUE(same_conn(info->conn, k)) << format_conn(info->conn);
+      EXPECT_EQ(info->iif, "lo");
+    }
+    EXPECT_EQ(q->size(), 3u);
+    EXPECT_EQ(output_of("nft list ruleset"), before) << "adoption must not change the table";
+    providers_.clear();
   }
-  EXPECT_EQ(output_of("nft list ruleset"), before) << "adoption must not change the table";
-  // Adopted connections are fully ours: they can be deleted and re-added.
+  // Adopted connections are fully ours: they can be deleted and re-added,
+  // by a lazy process that has not looked them up before.
+  NftFlowtableOptions lazy = o;
+  lazy.adopt = AdoptMode::kLazy;
+  auto q = provider(lazy);
+  ASSERT_TRUE(q);
   q->conn_del(ctx_of(c, &lo));
-  EXPECT_EQ(q->size(), 2u);
-  EXPECT_EQ(q->conn_add(ctx_of(c, &lo)), 0);
+  EXPECT_FALSE(q->lookup(c).has_value());
   EXPECT_EQ(q->conn_add(ctx_of(a, &lo)), EEXIST);
+  EXPECT_EQ(q->size(), 1u);
+  EXPECT_EQ(q->conn_add(ctx_of(c, &lo)), 0);
+  EXPECT_EQ(q->size(), 2u);
+  EXPECT_EQ(output_of("nft list ruleset"), before);
 }
 
 TEST_F(NftNetns, FlushLeavesAnEmptyCoherentTable) {
