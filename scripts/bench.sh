@@ -4,10 +4,10 @@
 #
 #   scripts/bench.sh [--short] [--out FILE]
 #
-#   --short     small sizes and few repetitions (well under 2 minutes once
-#               built): what CI runs so the benchmarks cannot rot.  Writes to
-#               a temporary file unless --out is given; never to
-#               docs/BENCHMARKS.md.
+#   --short     small sizes and few repetitions (a few minutes once built,
+#               most of them in the VM): what CI runs so the benchmarks cannot
+#               rot.  Writes to a temporary file unless --out is given; never
+#               to docs/BENCHMARKS.md.
 #   --out FILE  where to write the report.
 #   --build DIR use this already configured build tree (benchmarks on, as
 #               by default) instead of configuring build-bench/; only the
@@ -113,6 +113,8 @@ if ((short)); then
   sw_filter=(--benchmark_filter=/65536\$)
   mode="short (small sizes, few repetitions: checks that everything runs; the numbers are not results)"
   vm_args=(--n 2000 --rounds 1 --seconds 2)
+  oneshot_args=(--sizes 2000 --reps 1 --bound 300)
+  oneshot_timeout=1200
 else
   runs=5
   add_sizes=(10000 100000 1000000)
@@ -125,6 +127,12 @@ else
   sw_filter=()
   mode="full"
   vm_args=(--n 100000 --rounds 5 --seconds 5)
+  # Adoption at 1,000,000 once (each run stopped after 20 min): the
+  # kernel's set dump is quadratic (docs/RELIABILITY.md, "Load").  The
+  # one-shot commands, under a second each, 15 times: their medians move
+  # with this machine's load more than with N.
+  oneshot_args=(--sizes "10000 100000 1000000" --reps 5 --oneshot-reps 15 --adopt-once-from 1000000 --bound 1200)
+  oneshot_timeout=7200
 fi
 if ((ct_big < 20000)); then
   log "nf_conntrack_max is $ct_max: too small for the conntrack rows"
@@ -155,20 +163,26 @@ step 4 "$bin/ctoffload_software_bench" "${gb[@]}" "${sw_filter[@]}" --md="$work/
 step 5 "$kb" --md "$work/5.md" rtt "${rtt[@]}"
 step 7 "$kb" --md "$work/7.md" provider-memory "$mem"
 
-# Rows 1b (whole provider, CLI) and 6 (forwarding) need flowtables: on this
-# kernel when it has them, otherwise in Debian's 6.1 under qemu.
-vm_rows=(bench/vm_rows.sh --ctl "$(cd "$build" && pwd -P)/ctoffloadctl" "${vm_args[@]}" --md "$work/vm.md")
+# Rows 1b (whole provider, CLI), 6 (forwarding) and 8 (one-shot commands on
+# a big table) need flowtables: on this kernel when it has them, otherwise in
+# Debian's 6.1 under qemu (row 8 in a boot of its own, with the memory a
+# million set elements and their listings take).
+ctl_path=$(cd "$build" && pwd -P)/ctoffloadctl
+vm_rows=(bench/vm_rows.sh --ctl "$ctl_path" "${vm_args[@]}" --md "$work/vm.md")
+vm_oneshot=(bench/vm_oneshot.sh --ctl "$ctl_path" "${oneshot_args[@]}" --md "$work/vm8.md")
 if [[ $(unshare -n "$build/ctoffloadctl" -j probe 2>/dev/null) == *'"flowtable":true'* ]]; then
   vm_where="this kernel ($(uname -r))"
   step vm "${vm_rows[@]}"
+  step 8 "${vm_oneshot[@]}"
 else
   vm_where="Debian's 6.1 kernel under qemu (software emulation: ratios only)"
-  vm=(scripts/vm/run.sh --kernel 6.1 --timeout 3000 --share "$work")
+  vm=(scripts/vm/run.sh --kernel 6.1 --share "$work")
   case $(cd "$build" && pwd -P)/ in
     "$root"/*) ;;
     *) vm+=(--share "$(cd "$build" && pwd -P)") ;;
   esac
-  step vm "${vm[@]}" -- "${vm_rows[@]}"
+  step vm "${vm[@]}" --timeout 3000 -- "${vm_rows[@]}"
+  step 8 "${vm[@]}" --mem 3072 --timeout "$oneshot_timeout" -- "${vm_oneshot[@]}"
 fi
 
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -234,18 +248,18 @@ what this machine gave under that load; ratios taken within the same run
 are the more robust figures.  The host rows run in a network namespace the
 benchmark makes itself, with the provider's test layout (the real table,
 sets and rules, without the flowtable objects and \`flow add\`), so they
-also run on a kernel without flowtables; rows 1b (CLI) and 6 run in
+also run on a kernel without flowtables; rows 1b (CLI), 6 and 8 run in
 $vm_where.
 
 ## Targets at a glance
 
 EOF
-  for f in 1a 1b 2a 2b 3 4 5 7 vm; do
+  for f in 1a 1b 2a 2b 3 4 5 7 vm vm8; do
     awk '/^### / {sub(/^### /, ""); printf "- **%s**: ", $0; next} /^Target/ {printf "%s ", $0} END {print ""}' "$work/$f.md"
   done
   cat <<EOF
-- **Rows 1b (whole provider, CLI) and 6 (forwarding)**: measured in
-  $vm_where, see their sections below.
+- **Rows 1b (whole provider, CLI), 6 (forwarding) and 8 (one-shot commands
+  on a big table)**: measured in $vm_where, see their sections below.
 
 ## Rows
 
@@ -255,6 +269,8 @@ EOF
     echo
   done
   cat "$work/vm.md"
+  echo
+  cat "$work/vm8.md"
 } >"$tmp_out"
 
 mkdir -p "$(dirname "$out")"
