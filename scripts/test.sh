@@ -17,6 +17,9 @@
 #               kernel-* stages use, against Debian's linux-headers of that
 #               kernel (installed when missing): once per kernel per run,
 #               before those stages (it runs whenever they do)
+#   contract    the RFC series' contract test (tests/package/rfc_contract.c)
+#               built against the installed package for the kernel-* stages,
+#               which run it over the kernel provider (it runs whenever they do)
 #   kernel-*    every real-kernel test on a kernel with flowtables
 #               (tests/netns/kernel-suite.sh: the netns binaries, flowtable
 #               cases required, and the flowtable scenario suite): on this
@@ -213,16 +216,34 @@ stage_demo() {
   CTOFFLOAD_BUILD_DIR="$build" "$root/tests/demo_check.sh"
 }
 
-stage_package() {
-  echo "=== install and build consumers against the installed package"
-  local prefix consumer ok=0
-  prefix=$(mktemp -d)
-  consumer=$(mktemp -d)
-  local libs="$prefix/lib:$prefix/lib/x86_64-linux-gnu"
-  if cmake --install "$build" --prefix "$prefix" >/dev/null &&
+# The package installed into DIR/prefix and tests/package's consumers
+# (the C and C++ consumers, the README's examples, the RFC series' contract
+# test) built against it in DIR/consumer.
+build_consumers() {  # dir
+  local prefix=$1/prefix consumer=$1/consumer
+  cmake --install "$build" --prefix "$prefix" >/dev/null &&
     PKG_CONFIG_PATH="$prefix/lib/pkgconfig:$prefix/lib/x86_64-linux-gnu/pkgconfig" \
       cmake -S "$root/tests/package" -B "$consumer" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" >/dev/null &&
-    ninja -C "$consumer" >/dev/null &&
+    ninja -C "$consumer" >/dev/null
+}
+
+# The RFC series' contract test over the real kernel provider runs in the
+# kernel-* stages (tests/netns/kernel-suite.sh, rfc-contract-kernel), built
+# against the installed package like the package stage's: into
+# $build/rfc-contract, before those stages (it runs whenever they do).
+stage_contract() {
+  echo "=== the RFC series' contract test, built against the installed package, for the kernel-* stages"
+  rm -rf "$build/rfc-contract" && mkdir -p "$build/rfc-contract" || return 1
+  build_consumers "$build/rfc-contract" && [[ -x $build/rfc-contract/consumer/rfc_contract_cmake ]]
+}
+
+stage_package() {
+  echo "=== install and build consumers against the installed package"
+  local dir ok=0
+  dir=$(mktemp -d)
+  local prefix=$dir/prefix consumer=$dir/consumer
+  local libs="$prefix/lib:$prefix/lib/x86_64-linux-gnu"
+  if build_consumers "$dir" &&
     LD_LIBRARY_PATH="$libs" "$consumer/consumer_cmake" &&
     LD_LIBRARY_PATH="$libs" "$consumer/consumer_pkgconfig"; then
     # The soname a C datapath records (the C ABI's major version).
@@ -231,8 +252,8 @@ stage_package() {
     echo "soname: $soname"
     [[ $soname == libctoffload.so.1 ]] || ok=1
     # The RFC series' contract, as a C datapath meets it, over the dummy
-    # provider (tests/package/rfc_contract.c; --kernel runs it over the
-    # kernel provider, tests/package/rfc_contract_kernel.sh).
+    # provider (tests/package/rfc_contract.c; the kernel-* stages run it over
+    # the kernel provider, tests/package/rfc_contract_kernel.sh).
     for how in cmake pkgconfig; do
       echo "--- rfc_contract_$how (dummy)"
       LD_LIBRARY_PATH="$libs" CTOFFLOAD_LOG=off "$consumer/rfc_contract_$how" || ok=1
@@ -251,7 +272,7 @@ stage_package() {
   else
     ok=1
   fi
-  rm -rf "$prefix" "$consumer"
+  rm -rf "$dir"
   return $ok
 }
 
@@ -278,9 +299,11 @@ want netns && run_stage netns stage_netns
 if want kernel; then
   if host_has_flowtables; then
     run_stage simnic stage_simnic host
+    run_stage contract stage_contract
     run_stage kernel-host stage_kernel host
   else
     run_stage simnic stage_simnic vm
+    run_stage contract stage_contract
     for k in ${CTOFFLOAD_VM_KERNELS:-6.1 6.12}; do run_stage "kernel-$k" stage_kernel "$k"; done
   fi
 fi

@@ -2,13 +2,17 @@
 # kernel-suite.sh - every real-kernel test, on a kernel that has nftables
 # flowtables: the GoogleTest netns binaries (each under `unshare -n`, with
 # CTOFFLOAD_REQUIRE_FLOWTABLES=1 so that a flowtable case fails instead of
-# skipping) and then the flowtable scenario suite (tests/netns/flowtable).
+# skipping), the RFC series' contract test over the kernel provider
+# (tests/package/rfc_contract_kernel.sh) and then the flowtable scenario
+# suite (tests/netns/flowtable).
 #
 #   tests/netns/kernel-suite.sh --build DIR [--reports DIR]
 #
 #   --build DIR     the build directory (its tests/netns/*_test and ctoffloadctl,
-#                   and DIR/simnic: the simulated NIC built for this kernel by
-#                   tests/simnic/build.sh, which the hardware scenarios load)
+#                   DIR/simnic: the simulated NIC built for this kernel by
+#                   tests/simnic/build.sh, which the hardware scenarios load,
+#                   and DIR/rfc-contract: the RFC series' contract test built
+#                   against the installed package by scripts/test.sh)
 #   --reports DIR   write GoogleTest XML reports and the scenario suite's
 #                   output there (a directory the caller can read afterwards;
 #                   in the VM, one under the shared working directory)
@@ -29,7 +33,7 @@ while (($#)); do
   case $1 in
     --build) build=${2:?--build needs a directory}; shift 2 ;;
     --reports) reports=${2:?--reports needs a directory}; shift 2 ;;
-    -h | --help) sed -n '2,23s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,27s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "kernel-suite.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
@@ -78,6 +82,22 @@ done
 if ((found == 0)); then
   echo "kernel-suite.sh: no netns test binaries in $build/tests/netns" >&2
   exit 3
+fi
+
+# The RFC series' contract test (tests/package/rfc_contract.c) over the
+# kernel provider: a C datapath built against the installed package
+# (scripts/test.sh's contract stage puts it in DIR/rfc-contract), its
+# batches, established-once and the series' sweep on real connections.
+echo "--- rfc-contract-kernel"
+contract=$build/rfc-contract/consumer/rfc_contract_cmake
+if [[ -x $contract ]]; then
+  prefix=$build/rfc-contract/prefix
+  LD_LIBRARY_PATH="$prefix/lib:$prefix/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    "$here/../package/rfc_contract_kernel.sh" "$contract"
+  result rfc-contract-kernel $?
+else
+  echo "kernel-suite.sh: no $contract (scripts/test.sh's contract stage builds it)" >&2
+  result rfc-contract-kernel 3
 fi
 
 echo "--- flowtable scenario suite"
