@@ -1589,6 +1589,33 @@ TEST_F(NftFlowtableTest, LazyAdoptionReadsOnlyTheConnectionsNamed) {
   EXPECT_EQ(nft_.element_dumps, 2u) << "one dump per set (sel4, sel6)";
 }
 
+// Adding to a lazily adopted table costs no lookup: the kernel's EEXIST
+// (NLM_F_EXCL) says what is there already, and only that is read.
+TEST_F(NftFlowtableTest, LazyProcessAddsWithoutLookingUpAndAdoptsWhatTheKernelHas) {
+  {
+    auto p = ready();
+    ASSERT_TRUE(p);
+    for (int i = 0; i < 50; ++i) ASSERT_EQ(p->conn_add(ctx_of(c4(i), &eth0_)), 0);
+  }
+  nft_.element_dumps = nft_.element_gets = 0;
+  auto q = ready();
+  ASSERT_TRUE(q);
+  for (int i = 50; i < 70; ++i) EXPECT_EQ(q->conn_add(ctx_of(c4(i), &eth0_)), 0) << i;
+  EXPECT_EQ(nft_.element_gets, 0u) << "new connections: the kernel says they are new";
+  EXPECT_EQ(q->size(), 20u);
+  EXPECT_EQ(nft_.set("sel4")->elems.size(), 70u);
+  // One the table held already: EEXIST from the kernel, then adopted with
+  // one GET, so that this process can delete it.
+  EXPECT_EQ(q->conn_add(ctx_of(c4(3), &eth0_)), EEXIST);
+  EXPECT_EQ(nft_.element_gets, 1u);
+  EXPECT_EQ(q->size(), 21u);
+  ASSERT_TRUE(q->lookup(c4(3)).has_value());
+  EXPECT_EQ(nft_.element_gets, 1u) << "known now";
+  q->conn_del(ctx_of(c4(3), &eth0_));
+  EXPECT_EQ(nft_.set("sel4")->elems.size(), 69u);
+  EXPECT_EQ(nft_.element_dumps, 0u);
+}
+
 TEST_F(NftFlowtableTest, ANewProcessAdoptsConnectionsDevicesAndNat) {
   auto nat = make_conn(IPPROTO_TCP, *parse_endpoint("10.1.0.2:40002"), *parse_endpoint("10.1.0.1:8080"),
                        *parse_endpoint("10.2.0.2:80"), *parse_endpoint("10.1.0.2:40002"));

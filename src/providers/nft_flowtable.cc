@@ -536,8 +536,10 @@ struct NftFlowtableProvider::Impl {
   // Moves a layout 1 table (adopted whole) to layout 2.
   Status migrate(const std::set<SelKey>& legacy, const std::vector<uint64_t>& legacy_rules);
   // The record of 'c' if we hold it: in memory, or (lazy adoption) found in
-  // the kernel now and adopted.  ConnTable::npos when not held.
-  size_t find_held(const Conn& c);
+  // the kernel now and adopted.  ConnTable::npos when not held.  The set
+  // 'kernel_checks' (if any) is not looked up: an add to it with
+  // NLM_F_EXCL gets the kernel's EEXIST when the element is there.
+  size_t find_held(const Conn& c, const SelKey* kernel_checks = nullptr);
   // Reads every element (once) when the adoption was lazy.
   Status ensure_complete();
   // Drops the usage store's readings of connections not held (with the
@@ -1065,13 +1067,14 @@ Status NftFlowtableProvider::Impl::migrate(const std::set<SelKey>& legacy, const
   return {};
 }
 
-size_t NftFlowtableProvider::Impl::find_held(const Conn& c) {
+size_t NftFlowtableProvider::Impl::find_held(const Conn& c, const SelKey* kernel_checks) {
   const size_t i = conns.find(c);
   if (i != ConnTable::npos || complete || conns.size() >= conns.capacity()) return i;
   // Not known yet: ask the kernel, in each set the connection could be in
   // (its family and zone; software or hardware flowtable).
   for (FtKind kind : {FtKind::kSw, FtKind::kHw}) {
     const SelKey key = key_of(c, kind);
+    if (kernel_checks != nullptr && key == *kernel_checks) continue;
     auto it = sets.find(key);
     if (it == sets.end() || !it->second.exists) continue;
     std::optional<nft::DecodedElem> found;
@@ -1743,7 +1746,9 @@ void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vecto
       op.error = s.err();
       continue;
     }
-    if (find_held(*c) != ConnTable::npos) {
+    // Held in memory.  A lazily adopted table is asked below, once the
+    // set the connection goes to is known.
+    if (conns.find(*c) != ConnTable::npos) {
       op.error = EEXIST;
       continue;
     }
@@ -1798,6 +1803,19 @@ void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vecto
     }
   }
   for (auto& a : adds) a.key = key_of(*a.conn, kind_for(a.iif, a.riif));
+  // A lazily adopted table may hold a connection this process has not
+  // seen.  The set it goes to needs no lookup: the add carries
+  // NLM_F_EXCL, and the kernel's EEXIST for it is read back below.  Only
+  // the other flowtable's set (when it exists) is asked, so that adding a
+  // new connection to a table of a million costs no round trip more than
+  // to an empty one.
+  if (!complete) {
+    for (auto& a : adds) {
+      if (a.failed || find_held(*a.conn, &a.key) == ConnTable::npos) continue;
+      ops[a.op].error = EEXIST;
+      a.failed = true;
+    }
+  }
 
   // One transaction: missing sets and rules, then the elements in op order
   // (consecutive ops on the same set and of the same kind share a message).
@@ -1911,6 +1929,9 @@ void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vecto
           retry_ops.push_back(a.op);
           continue;
         }
+        // EEXIST on a lazily adopted table: an element this process had not
+        // read; adopted now when it is this connection's.
+        if (err[n] == EEXIST && !complete) (void)find_held(*a.conn);
         ops[a.op].error = err[n];
       } else {
         DelPlan& d = dels[g.plans[n]];
