@@ -5,7 +5,8 @@
 # module built for it: in the VM of scripts/vm/run.sh on this project's
 # machines (scripts/bench.sh runs it there).
 #
-#   bench/vm_row6b.sh --ctl PATH --simnic DIR [--rounds R] [--seconds T] [--md FILE]
+#   bench/vm_row6b.sh --ctl PATH --simnic DIR [--rounds R] [--seconds T]
+#                     [--variants "gso mtu"] [--md FILE]
 #
 # Topology as the hardware scenarios build it (tests/netns/flowtable,
 # topo_hw): client - router - server, both router ports simnic pairs
@@ -17,6 +18,9 @@
 #         starts: the ports in ft_sw; [OFFLOAD] without [HW_OFFLOAD] checked
 #   hw    `ctoffloadctl add` (hw_offload=auto): the ports in ft_hw, the NIC
 #         forwards; [HW_OFFLOAD] checked, and that the NIC counted packets
+# Both variants by default, one after the other: "gso" (the devices'
+# defaults, TSO/GSO on) and "mtu" (TSO and GSO off at the client's and
+# server's ends: one MSS-sized segment per packet through the router).
 # Per run: the received throughput (iperf3), the guest's CPU time over the
 # iperf3 client's run from /proc/stat (every vCPU; busy = user + nice +
 # system + irq + softirq; softirq also alone), per Gbit received, and the
@@ -29,7 +33,7 @@
 # Exit status non-zero when a step fails to run; timing never fails it.
 set -uo pipefail
 
-ctl="" simnic="" rounds=5 secs=5 md=/dev/stdout
+ctl="" simnic="" rounds=5 secs=5 md=/dev/stdout variants="gso mtu"
 while (($#)); do
   case $1 in
     --ctl) ctl=$2; shift 2 ;;
@@ -37,13 +41,14 @@ while (($#)); do
     --rounds) rounds=$2; shift 2 ;;
     --seconds) secs=$2; shift 2 ;;
     --md) md=$2; shift 2 ;;
-    -h | --help) sed -n '2,29s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    --variants) variants=$2; shift 2 ;;
+    -h | --help) sed -n '2,33s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "vm_row6b.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
 [[ -x $ctl ]] || { echo "vm_row6b.sh: --ctl PATH (ctoffloadctl) is required" >&2; exit 2; }
 [[ -n $simnic ]] || { echo "vm_row6b.sh: --simnic DIR (tests/simnic/build.sh --out DIR) is required" >&2; exit 2; }
-for tool in ip nft conntrack iperf3 jq; do
+for tool in ip nft conntrack iperf3 jq ethtool; do
   command -v "$tool" >/dev/null || { echo "vm_row6b.sh: $tool is missing" >&2; exit 2; }
 done
 
@@ -157,14 +162,15 @@ run() {
   b1=$busy q1=$sirq
   rm -f "$work/running"
   wait "$probe"
-  echo "$mode $(wc -l <"$work/probes")" >>"$work/probecount"
+  echo "$mode $(wc -l <"$work/probes")" >>"$d/probecount"
   s1=$(nic_sum stack_rx_packets) h1=$(nic_sum hw_rx_packets)
   local ct
   ct=$(cat "$work/ct")
   case $mode in
     slow) [[ $ct != *OFFLOAD* ]] || die "slow-path run offloaded: $ct" ;;
     sw) [[ $ct == *'[OFFLOAD]'* && $ct != *HW_OFFLOAD* ]] || die "software run: no [OFFLOAD], or [HW_OFFLOAD]: $ct" ;;
-    hw) [[ $ct == *'[HW_OFFLOAD]'* ]] || die "hardware run: no [HW_OFFLOAD] in conntrack: $ct"
+    hw) [[ $ct == *'[HW_OFFLOAD]'* ]] ||
+      die "hardware run: no [HW_OFFLOAD] in conntrack in $(wc -l <"$work/probes") probes from half time to the end: $ct"
       ((h1 - h0 > 0)) || die "hardware run: the NIC forwarded no packet" ;;
   esac
   local bytes
@@ -173,25 +179,46 @@ run() {
     --argjson sp "$((s1 - s0))" --argjson hp "$((h1 - h0))" '
       .end.sum_received as $r | ($r.bytes * 8 / 1e9) as $gbit |
       "\($r.bits_per_second / 1e5 | round / 10) \($b / $hz / $gbit * 100 | round / 100) \($q / $hz / $gbit * 100 | round / 100) \($sp) \($hp)"' \
-    "$work/iperf.json" >>"$work/$mode" || die "iperf3 JSON: $(head -c 300 "$work/iperf.json")"
+    "$work/iperf.json" >>"$d/$mode" || die "iperf3 JSON: $(head -c 300 "$work/iperf.json")"
   ((bytes > 0)) || die "iperf3 ($mode) received nothing"
-  log "  $mode: $(tail -1 "$work/$mode") (Mbit/s, busy s/Gbit, softirq s/Gbit, router stack packets, NIC packets)"
+  log "  $mode: $(tail -1 "$d/$mode") (Mbit/s, busy s/Gbit, softirq s/Gbit, router stack packets, NIC packets)"
 }
 
-log "row 6b: iperf3 through the router on simnic ports, $rounds rounds of ${secs}s slow / sw / hw"
+# The variants: "gso", the devices' defaults (TSO/GSO on, as veth: the
+# client sends, and the router forwards, segments of up to 64 KB), and
+# "mtu", TSO and GSO off at the client's and server's ends, so that every
+# packet the router (or the NIC) forwards is one MSS-sized segment and the
+# router's per-packet work counts.
+segments() {  # on|off
+  local ns
+  for ns in "$nsc" "$nss"; do
+    ip netns exec "$ns" ethtool -K eth0 tso "$1" gso "$1" >/dev/null 2>&1 ||
+      die "ethtool -K eth0 tso $1 gso $1 in $ns failed"
+  done
+}
 modes=(slow sw hw)
-: >"$work/slow" && : >"$work/sw" && : >"$work/hw" && : >"$work/order" && : >"$work/probecount"
-for ((r = 0; r < rounds; r++)); do
-  order=()
-  for ((k = 0; k < 3; k++)); do order+=("${modes[(r + k) % 3]}"); done
-  log "round $((r + 1)): ${order[*]}"
-  echo "${order[*]}" >>"$work/order"
-  for ((k = 0; k < 3; k++)); do run "${order[k]}" $((43000 + 3 * r + k)); done
+base=43000
+for seg in $variants; do
+  d=$work/$seg
+  { mkdir -p "$d" && : >"$d/slow" && : >"$d/sw" && : >"$d/hw" && : >"$d/order" && : >"$d/probecount"; } || die "mkdir $d"
+  case $seg in
+    gso) segments on ;;
+    mtu) segments off ;;
+    *) die "unknown variant '$seg' (gso, mtu)" ;;
+  esac
+  log "row 6b, $seg: iperf3 through the router on simnic ports, $rounds rounds of ${secs}s slow / sw / hw"
+  for ((r = 0; r < rounds; r++)); do
+    order=()
+    for ((k = 0; k < 3; k++)); do order+=("${modes[(r + k) % 3]}"); done
+    log "round $((r + 1)): ${order[*]}"
+    echo "${order[*]}" >>"$d/order"
+    for ((k = 0; k < 3; k++)); do run "${order[k]}" $((base++)); done
+  done
 done
 rx "$ctl" flush >/dev/null 2>&1
 
 # ---- Report ----------------------------------------------------------------
-col() { awk -v c="$2" '{ print $c }' "$work/$1"; }
+col() { awk -v c="$2" '{ print $c }' "$d/$1"; }
 med() { col "$1" "$2" | median; }
 # Per-round ratio of column C: A / B, median.
 ratio() {
@@ -201,10 +228,49 @@ row() {  # mode label
   printf '| %s | %s | %s | %s | %s | %s |\n' "$2" "$(med "$1" 1)" "$(med "$1" 2)" "$(med "$1" 3)" \
     "$(med "$1" 4)" "$(med "$1" 5)"
 }
-t_sw=$(ratio sw slow 1) t_hw=$(ratio hw slow 1) t_hwsw=$(ratio hw sw 1)
-c_sw=$(ratio slow sw 2) c_hw=$(ratio slow hw 2) c_hwsw=$(ratio sw hw 2)
-per_round=$(paste -d' ' <(col slow 1) <(col sw 1) <(col hw 1) <(col slow 2) <(col sw 2) <(col hw 2) |
-  awk '{ printf "%s/%s/%s Mbit/s (%s/%s/%s s/Gbit); ", $1, $2, $3, $4, $5, $6 }')
+variant_title() {
+  case $1 in
+    gso) echo "TSO/GSO on (the devices' defaults): the router forwards segments of up to 64 KB" ;;
+    mtu) echo "TSO and GSO off at the client's and server's ends: one MSS-sized segment per packet" ;;
+  esac
+}
+# report_variant NAME: the variant's tables; appends its figures to $target.
+report_variant() {
+  d=$work/$1
+  local t_sw t_hw t_hwsw c_sw c_hw c_hwsw q_hw per_round
+  t_sw=$(ratio sw slow 1) t_hw=$(ratio hw slow 1) t_hwsw=$(ratio hw sw 1)
+  c_sw=$(ratio slow sw 2) c_hw=$(ratio slow hw 2) c_hwsw=$(ratio sw hw 2)
+  q_hw=$(ratio slow hw 3)
+  per_round=$(paste -d' ' <(col slow 1) <(col sw 1) <(col hw 1) <(col slow 2) <(col sw 2) <(col hw 2) |
+    awk '{ printf "%s%s/%s/%s Mbit/s (%s/%s/%s s/Gbit)", sep, $1, $2, $3, $4, $5, $6; sep = "; " }')
+  cat <<EOF
+#### $(variant_title "$1")
+
+| mode | Mbit/s | guest CPU s/Gbit | softirq s/Gbit | router stack packets | NIC packets |
+|---|---|---|---|---|---|
+$(row slow "slow path")
+$(row sw "software flowtable (ft_sw)")
+$(row hw "simulated NIC (ft_hw, [HW_OFFLOAD])")
+
+| A against B (median of per-round ratios) | throughput A / B | CPU per Gbit B / A (how many times less A needs) |
+|---|---|---|
+| software flowtable / slow path | ${t_sw}x | ${c_sw}x |
+| simulated NIC / slow path | ${t_hw}x | ${c_hw}x (softirq alone ${q_hw}x) |
+| simulated NIC / software flowtable | ${t_hwsw}x | ${c_hwsw}x |
+
+Per round (slow/sw/hw; orders $(paste -sd, "$d/order")): $per_round.
+conntrack probes per hardware run until \`[HW_OFFLOAD]\` showed (1 = at
+half time, each more half a second later): $(awk '$1 == "hw" { print $2 }' "$d/probecount" | paste -sd' ').
+
+EOF
+  echo "TARGET $1: throughput sw/slow ${t_sw}x, hw/slow ${t_hw}x, CPU per Gbit slow/hw ${c_hw}x"
+}
+body="" target=""
+for seg in $variants; do
+  out=$(report_variant "$seg")
+  body+=$(grep -v '^TARGET ' <<<"$out")$'\n\n'
+  target+="${target:+; }$(sed -n 's/^TARGET //p' <<<"$out")"
+done
 {
   cat <<EOF
 ### 6b (VM, kernel $(uname -r)): forwarding through the router: slow path, software flowtable, simulated NIC
@@ -218,16 +284,20 @@ stream starts: the ports in \`ft_sw\`, \`[OFFLOAD]\` without
 \`[HW_OFFLOAD]\` checked during every run) and the simulated NIC
 (\`ctoffloadctl add\`, \`hw_offload=auto\`: the ports in \`ft_hw\`,
 \`[HW_OFFLOAD]\` checked during every run, and the NIC's forwarded packets).
+Variants ($variants), each with its own rounds: gso, the devices'
+defaults (TSO/GSO on: the client hands the router segments of up to 64 KB,
+so the router's per-packet work is spread over many bytes), and mtu, TSO
+and GSO off at the client's and server's ends (one MSS-sized segment per
+packet through the router, or the NIC).
 
 CPU: the guest's /proc/stat over each iperf3 client run (its process start
 included), every vCPU, busy = user + nice + system + irq + softirq + steal,
 in CPU-seconds per Gbit received; softirq alone beside it.  The guest
 accounts its own ticks, so this is what its CPUs spent whatever qemu's
-threads got from the host.  Client, router,
-server and the NIC's datapath all run on the guest's CPUs: the client's
-and server's work per Gbit is the same in every mode, so the differences
-are the router's stack (slow path or software flowtable) against the
-simnic datapath that replaces it.  Router stack packets: what the router's
+threads got from the host.  Client, router, server and the NIC's datapath
+all run on the guest's CPUs: the client's and server's work per Gbit is
+the same in every mode, so the differences are the router's stack (slow
+path or software flowtable) against the simnic datapath that replaces it.  Router stack packets: what the router's
 stack received on r-c and r-s (\`stack_rx_packets\`); NIC packets: what
 the NIC forwarded itself (\`hw_rx_packets\`), medians per run.
 
@@ -236,24 +306,7 @@ transmit context) and TCG makes absolute figures meaningless.  The ratio
 shows the router stack's CPU the offload saves, not a NIC's line rate; a
 real NIC forwards without any host CPU.
 
-| mode | Mbit/s | guest CPU s/Gbit | softirq s/Gbit | router stack packets | NIC packets |
-|---|---|---|---|---|---|
-$(row slow "slow path")
-$(row sw "software flowtable (ft_sw)")
-$(row hw "simulated NIC (ft_hw, [HW_OFFLOAD])")
-
-| A against B (median of per-round ratios) | throughput A / B | CPU per Gbit B / A (how many times less A needs) |
-|---|---|---|
-| software flowtable / slow path | ${t_sw}x | ${c_sw}x |
-| simulated NIC / slow path | ${t_hw}x | ${c_hw}x |
-| simulated NIC / software flowtable | ${t_hwsw}x | ${c_hwsw}x |
-
-Target: the ratios reported (throughput sw/slow ${t_sw}x, hw/slow ${t_hw}x; CPU per Gbit slow/hw ${c_hw}x).
-
-Per round (slow/sw/hw; orders $(paste -sd, "$work/order")): $per_round
-
-conntrack probes per hardware run until \`[HW_OFFLOAD]\` showed (1 = at
-half time, each more half a second later): $(awk '$1 == "hw" { print $2 }' "$work/probecount" | paste -sd' ').
+${body}Target: the ratios reported ($target).
 EOF
 } >>"$md"
 log "done"

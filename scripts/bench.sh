@@ -113,7 +113,7 @@ if ((short)); then
   sw_filter=(--benchmark_filter=/65536\$)
   mode="short (small sizes, few repetitions: checks that everything runs; the numbers are not results)"
   vm_args=(--n 2000 --rounds 1 --seconds 2)
-  row6b_args=(--rounds 1 --seconds 3)
+  row6b_args=(--rounds 1 --seconds 5)
   oneshot_args=(--sizes 2000 --reps 1 --bound 300)
   oneshot_timeout=1200
 else
