@@ -297,9 +297,10 @@ accounts its own ticks, so this is what its CPUs spent whatever qemu's
 threads got from the host.  Client, router, server and the NIC's datapath
 all run on the guest's CPUs: the client's and server's work per Gbit is
 the same in every mode, so the differences are the router's stack (slow
-path or software flowtable) against the simnic datapath that replaces it.  Router stack packets: what the router's
-stack received on r-c and r-s (\`stack_rx_packets\`); NIC packets: what
-the NIC forwarded itself (\`hw_rx_packets\`), medians per run.
+path or software flowtable) against the simnic datapath that replaces it.
+Router stack packets: what the router's stack received on r-c and r-s
+(\`stack_rx_packets\`); NIC packets: what the NIC forwarded itself
+(\`hw_rx_packets\`), medians per run.
 
 Emulation: the "NIC" forwards on the same emulated CPU (in the sender's
 transmit context) and TCG makes absolute figures meaningless.  The ratio
