@@ -67,7 +67,6 @@ trap cleanup EXIT
 die() { echo "vm_row6b.sh: $*" >&2; exit 1; }
 log() { echo "vm_row6b.sh: [${SECONDS}s] $*" >&2; }
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # ---- The simulated NIC ---------------------------------------------------
 ko=$simnic/$(uname -r)/simnic.ko
@@ -218,58 +217,66 @@ done
 rx "$ctl" flush >/dev/null 2>&1
 
 # ---- Report ----------------------------------------------------------------
-col() { awk -v c="$2" '{ print $c }' "$d/$1"; }
-med() { col "$1" "$2" | median; }
-# Per-round ratio of column C: A / B, median.
-ratio() {
-  paste -d' ' <(col "$1" "$3") <(col "$2" "$3") | awk '$2 > 0 { printf "%.2f\n", $1 / $2 }' | median
-}
-row() {  # mode label
-  printf '| %s | %s | %s | %s | %s | %s |\n' "$2" "$(med "$1" 1)" "$(med "$1" 2)" "$(med "$1" 3)" \
-    "$(med "$1" 4)" "$(med "$1" 5)"
-}
+# One awk per variant: under emulation every process start costs a fraction
+# of a second, and a pipeline per median made the report take longer than
+# a round.
 variant_title() {
   case $1 in
     gso) echo "TSO/GSO on (the devices' defaults): the router forwards segments of up to 64 KB" ;;
     mtu) echo "TSO and GSO off at the client's and server's ends: one MSS-sized segment per packet" ;;
   esac
 }
-# report_variant NAME: the variant's tables; appends its figures to $target.
+# report_variant NAME: the variant's tables, then one line "TARGET ...".
+# Per mode file: "mbit busy_s_per_gbit softirq_s_per_gbit stack_pkts
+# nic_pkts" per round; medians per column, and medians of per-round ratios.
 report_variant() {
-  d=$work/$1
-  local t_sw t_hw t_hwsw c_sw c_hw c_hwsw q_hw per_round
-  t_sw=$(ratio sw slow 1) t_hw=$(ratio hw slow 1) t_hwsw=$(ratio hw sw 1)
-  c_sw=$(ratio slow sw 2) c_hw=$(ratio slow hw 2) c_hwsw=$(ratio sw hw 2)
-  q_hw=$(ratio slow hw 3)
-  per_round=$(paste -d' ' <(col slow 1) <(col sw 1) <(col hw 1) <(col slow 2) <(col sw 2) <(col hw 2) |
-    awk '{ printf "%s%s/%s/%s Mbit/s (%s/%s/%s s/Gbit)", sep, $1, $2, $3, $4, $5, $6; sep = "; " }')
-  cat <<EOF
-#### $(variant_title "$1")
-
-| mode | Mbit/s | guest CPU s/Gbit | softirq s/Gbit | router stack packets | NIC packets |
-|---|---|---|---|---|---|
-$(row slow "slow path")
-$(row sw "software flowtable (ft_sw)")
-$(row hw "simulated NIC (ft_hw, [HW_OFFLOAD])")
-
-| A against B (median of per-round ratios) | throughput A / B | CPU per Gbit B / A (how many times less A needs) |
-|---|---|---|
-| software flowtable / slow path | ${t_sw}x | ${c_sw}x |
-| simulated NIC / slow path | ${t_hw}x | ${c_hw}x (softirq alone ${q_hw}x) |
-| simulated NIC / software flowtable | ${t_hwsw}x | ${c_hwsw}x |
-
-Per round (slow/sw/hw; orders $(paste -sd, "$d/order")): $per_round.
-conntrack probes per hardware run until \`[HW_OFFLOAD]\` showed (1 = at
-half time, each more half a second later): $(awk '$1 == "hw" { print $2 }' "$d/probecount" | paste -sd' ').
-
-EOF
-  echo "TARGET $1: throughput sw/slow ${t_sw}x, hw/slow ${t_hw}x, CPU per Gbit slow/hw ${c_hw}x"
+  local d=$work/$1
+  awk -v name="$1" -v title="$(variant_title "$1")" '
+    function median(a, n,   b, i, j, t) {
+      if (n == 0) return "nan"
+      for (i = 1; i <= n; i++) b[i] = a[i]
+      for (i = 2; i <= n; i++) { t = b[i]; for (j = i - 1; j >= 1 && b[j] > t; j--) b[j + 1] = b[j]; b[j + 1] = t }
+      return n % 2 ? b[(n + 1) / 2] : sprintf("%.6g", (b[n / 2] + b[n / 2 + 1]) / 2)
+    }
+    function med(m, c,   a, i) { for (i = 1; i <= n[m]; i++) a[i] = v[m, c, i]; return median(a, n[m]) }
+    function ratio(x, y, c,   a, i, k) {  # per-round x / y of column c, median
+      k = 0
+      for (i = 1; i <= n[x]; i++) if (v[y, c, i] > 0) a[++k] = sprintf("%.2f", v[x, c, i] / v[y, c, i])
+      return median(a, k)
+    }
+    function row(m, label) { printf "| %s | %s | %s | %s | %s | %s |\n", label, med(m, 1), med(m, 2), med(m, 3), med(m, 4), med(m, 5) }
+    FNR == 1 { f = FILENAME; sub(/.*\//, "", f) }
+    f == "order" { order = order (order == "" ? "" : ",") $0; next }
+    f == "probecount" { if ($1 == "hw") probes = probes (probes == "" ? "" : " ") $2; next }
+    { n[f]++; for (c = 1; c <= 5; c++) v[f, c, n[f]] = $c }
+    END {
+      printf "#### %s\n\n", title
+      print "| mode | Mbit/s | guest CPU s/Gbit | softirq s/Gbit | router stack packets | NIC packets |"
+      print "|---|---|---|---|---|---|"
+      row("slow", "slow path"); row("sw", "software flowtable (ft_sw)"); row("hw", "simulated NIC (ft_hw, [HW_OFFLOAD])")
+      t_sw = ratio("sw", "slow", 1); t_hw = ratio("hw", "slow", 1); t_hwsw = ratio("hw", "sw", 1)
+      c_sw = ratio("slow", "sw", 2); c_hw = ratio("slow", "hw", 2); c_hwsw = ratio("sw", "hw", 2); q_hw = ratio("slow", "hw", 3)
+      print ""
+      print "| A against B (median of per-round ratios) | throughput A / B | CPU per Gbit B / A (how many times less A needs) |"
+      print "|---|---|---|"
+      printf "| software flowtable / slow path | %sx | %sx |\n", t_sw, c_sw
+      printf "| simulated NIC / slow path | %sx | %sx (softirq alone %sx) |\n", t_hw, c_hw, q_hw
+      printf "| simulated NIC / software flowtable | %sx | %sx |\n\n", t_hwsw, c_hwsw
+      printf "Per round (slow/sw/hw; orders %s): ", order
+      for (i = 1; i <= n["slow"]; i++)
+        printf "%s%s/%s/%s Mbit/s (%s/%s/%s s/Gbit)", (i > 1 ? "; " : ""), v["slow", 1, i], v["sw", 1, i], v["hw", 1, i],
+          v["slow", 2, i], v["sw", 2, i], v["hw", 2, i]
+      print "."
+      print "conntrack probes per hardware run until `[HW_OFFLOAD]` showed (1 = at"
+      printf "half time, each more half a second later): %s.\n\n", probes
+      printf "TARGET %s: throughput sw/slow %sx, hw/slow %sx, CPU per Gbit slow/hw %sx\n", name, t_sw, t_hw, c_hw
+    }' "$d/slow" "$d/sw" "$d/hw" "$d/order" "$d/probecount"
 }
 body="" target=""
 for seg in $variants; do
-  out=$(report_variant "$seg")
-  body+=$(grep -v '^TARGET ' <<<"$out")$'\n\n'
-  target+="${target:+; }$(sed -n 's/^TARGET //p' <<<"$out")"
+  out=$(report_variant "$seg") || die "the report of variant $seg failed"
+  body+="$(printf '%s' "${out%$'\n'TARGET *}")"$'\n\n'
+  target+="${target:+; }${out##*$'\n'TARGET }"
 done
 {
   cat <<EOF
