@@ -75,7 +75,8 @@ busy_start=$(busy_procs)
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
 t_start=$(date +%s)
 
-scripts/install-deps.sh >&2
+# iperf3 and jq: rows 6 and 6b; ethtool: row 6b.
+scripts/install-deps.sh iperf3 jq ethtool >&2
 if [[ $(id -u) -ne 0 ]]; then
   log "must run as root (the kernel rows make network namespaces of their own)"
   exit 1
