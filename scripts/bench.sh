@@ -75,7 +75,8 @@ busy_start=$(busy_procs)
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
 t_start=$(date +%s)
 
-scripts/install-deps.sh >&2
+# iperf3 and jq: rows 6 and 6b; ethtool: row 6b.
+scripts/install-deps.sh iperf3 jq ethtool >&2
 if [[ $(id -u) -ne 0 ]]; then
   log "must run as root (the kernel rows make network namespaces of their own)"
   exit 1
@@ -113,6 +114,7 @@ if ((short)); then
   sw_filter=(--benchmark_filter=/65536\$)
   mode="short (small sizes, few repetitions: checks that everything runs; the numbers are not results)"
   vm_args=(--n 2000 --rounds 1 --seconds 2)
+  row6b_args=(--rounds 1 --seconds 5)
   oneshot_args=(--sizes 2000 --reps 1 --bound 300)
   oneshot_timeout=1200
 else
@@ -127,6 +129,7 @@ else
   sw_filter=()
   mode="full"
   vm_args=(--n 100000 --rounds 5 --seconds 5)
+  row6b_args=(--rounds 5 --seconds 5)
   # Adoption at 1,000,000 once (each run stopped after 20 min): the
   # kernel's set dump is quadratic (docs/RELIABILITY.md, "Load").  The
   # one-shot commands, under a second each, 15 times: their medians move
@@ -163,16 +166,23 @@ step 4 "$bin/ctoffload_software_bench" "${gb[@]}" "${sw_filter[@]}" --md="$work/
 step 5 "$kb" --md "$work/5.md" rtt "${rtt[@]}"
 step 7 "$kb" --md "$work/7.md" provider-memory "$mem"
 
-# Rows 1b (whole provider, CLI), 6 (forwarding) and 8 (one-shot commands on
-# a big table) need flowtables: on this kernel when it has them, otherwise in
-# Debian's 6.1 under qemu (row 8 in a boot of its own, with the memory a
-# million set elements and their listings take).
+# Rows 1b (whole provider, CLI), 6 (forwarding), 6b (forwarding through the
+# simulated NIC) and 8 (one-shot commands on a big table) need flowtables:
+# on this kernel when it has them, otherwise in Debian's 6.1 under qemu
+# (rows 6b and 8 in boots of their own; row 8 with the memory a million set
+# elements and their listings take).  Row 6b needs the simnic module for
+# that kernel: built as scripts/test.sh's simnic stage builds it (headers
+# installed when missing; kept when up to date).
 ctl_path=$(cd "$build" && pwd -P)/ctoffloadctl
+simnic_dir=$(cd "$build" && pwd -P)/simnic
 vm_rows=(bench/vm_rows.sh --ctl "$ctl_path" "${vm_args[@]}" --md "$work/vm.md")
+vm_row6b=(bench/vm_row6b.sh --ctl "$ctl_path" --simnic "$simnic_dir" "${row6b_args[@]}" --md "$work/6b.md")
 vm_oneshot=(bench/vm_oneshot.sh --ctl "$ctl_path" "${oneshot_args[@]}" --md "$work/vm8.md")
 if [[ $(unshare -n "$build/ctoffloadctl" -j probe 2>/dev/null) == *'"flowtable":true'* ]]; then
   vm_where="this kernel ($(uname -r))"
+  step simnic tests/simnic/build.sh --out "$simnic_dir" --install-headers --host
   step vm "${vm_rows[@]}"
+  step 6b "${vm_row6b[@]}"
   step 8 "${vm_oneshot[@]}"
 else
   vm_where="Debian's 6.1 kernel under qemu (software emulation: ratios only)"
@@ -181,7 +191,9 @@ else
     "$root"/*) ;;
     *) vm+=(--share "$(cd "$build" && pwd -P)") ;;
   esac
+  step simnic tests/simnic/build.sh --out "$simnic_dir" --install-headers --vm 6.1
   step vm "${vm[@]}" --timeout 3000 -- "${vm_rows[@]}"
+  step 6b "${vm[@]}" --timeout 1800 -- "${vm_row6b[@]}"
   step 8 "${vm[@]}" --mem 3072 --timeout "$oneshot_timeout" -- "${vm_oneshot[@]}"
 fi
 
@@ -248,18 +260,19 @@ what this machine gave under that load; ratios taken within the same run
 are the more robust figures.  The host rows run in a network namespace the
 benchmark makes itself, with the provider's test layout (the real table,
 sets and rules, without the flowtable objects and \`flow add\`), so they
-also run on a kernel without flowtables; rows 1b (CLI), 6 and 8 run in
+also run on a kernel without flowtables; rows 1b (CLI), 6, 6b and 8 run in
 $vm_where.
 
 ## Targets at a glance
 
 EOF
-  for f in 1a 1b 2a 2b 3 4 5 7 vm vm8; do
+  for f in 1a 1b 2a 2b 3 4 5 7 vm 6b vm8; do
     awk '/^### / {sub(/^### /, ""); printf "- **%s**: ", $0; next} /^Target/ {printf "%s ", $0} END {print ""}' "$work/$f.md"
   done
   cat <<EOF
-- **Rows 1b (whole provider, CLI), 6 (forwarding) and 8 (one-shot commands
-  on a big table)**: measured in $vm_where, see their sections below.
+- **Rows 1b (whole provider, CLI), 6 (forwarding), 6b (forwarding through
+  the simulated NIC) and 8 (one-shot commands on a big table)**: measured
+  in $vm_where, see their sections below.
 
 ## Rows
 
@@ -269,6 +282,8 @@ EOF
     echo
   done
   cat "$work/vm.md"
+  echo
+  cat "$work/6b.md"
   echo
   cat "$work/vm8.md"
 } >"$tmp_out"

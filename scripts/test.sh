@@ -183,32 +183,19 @@ stage_kernel() {  # series|host
   (cd "$root" && "${vm[@]}" -- tests/netns/kernel-suite.sh --build "$build" --reports "$reports")
 }
 
-# The kernel releases the kernel-* stages run on: this kernel's, or each VM
-# series' (scripts/vm/run.sh --release prepares the VM cache and says).
-kernel_releases() {
-  if [[ $1 == host ]]; then
-    uname -r
-    return
-  fi
-  local k
-  for k in ${CTOFFLOAD_VM_KERNELS:-6.1 6.12}; do
-    "$root/scripts/vm/run.sh" --kernel "$k" --release --quiet || return 1
-  done
-}
-
-# The simulated NIC for every kernel the kernel-* stages boot: Debian's
-# linux-headers-RELEASE (installed when missing, like every other
-# package), then tests/simnic/build.sh into $build/simnic, where
-# tests/netns/kernel-suite.sh finds it.
+# The simulated NIC for every kernel the kernel-* stages boot (this
+# kernel's, or each VM series'): Debian's linux-headers-RELEASE (installed
+# when missing, like every other package), then the module into
+# $build/simnic, where tests/netns/kernel-suite.sh finds it.
 stage_simnic() {  # host|vm
   echo "=== the simulated NIC (tests/simnic) for the kernel-* stages"
-  local releases=() r headers=() out
-  out=$(kernel_releases "$1") || return 1
-  mapfile -t releases <<<"$out"
-  ((${#releases[@]})) || { echo "simnic: no kernel release to build for" >&2; return 1; }
-  for r in "${releases[@]}"; do headers+=("linux-headers-$r"); done
-  "$root/scripts/install-deps.sh" "${headers[@]}" || return 1
-  "$root/tests/simnic/build.sh" --out "$build/simnic" "${releases[@]}"
+  local args=(--install-headers) k
+  if [[ $1 == host ]]; then
+    args+=(--host)
+  else
+    for k in ${CTOFFLOAD_VM_KERNELS:-6.1 6.12}; do args+=(--vm "$k"); done
+  fi
+  "$root/tests/simnic/build.sh" --out "$build/simnic" "${args[@]}"
 }
 
 stage_demo() {

@@ -2,9 +2,15 @@
 # build.sh - builds the simulated NIC (simnic.ko) for each kernel release
 # given, against Debian's linux-headers-RELEASE, and iproute2's link_simnic.so.
 #
-#   tests/simnic/build.sh --out DIR RELEASE...
+#   tests/simnic/build.sh --out DIR [--install-headers] [--host] [--vm SERIES]... [RELEASE...]
 #   tests/simnic/build.sh --out build/simnic 6.1.0-57-amd64 6.12.118+deb12-amd64
+#   tests/simnic/build.sh --out build/simnic --install-headers --vm 6.1 --vm 6.12
 #
+# --host builds for this kernel (uname -r); --vm SERIES for the kernel the
+# VM of scripts/vm/run.sh boots in that series (its --release says which,
+# preparing the VM cache if needed).  --install-headers installs Debian's
+# linux-headers-RELEASE of every release through scripts/install-deps.sh
+# when missing (scripts/test.sh and scripts/bench.sh build it this way).
 # Output: DIR/RELEASE/simnic.ko per release, DIR/link_simnic.so (set
 # IP_LIB_DIR=DIR so that `ip link add A type simnic peer name B` works).
 # The headers must be installed (/usr/src/linux-headers-RELEASE, or
@@ -15,12 +21,22 @@
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+root=$(cd "$here/../.." && pwd -P)
 out=""
+install=0
 releases=()
 while (($#)); do
   case $1 in
     --out) out=${2:?--out needs a directory}; shift 2 ;;
-    -h | --help) sed -n '2,15s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    --install-headers) install=1; shift ;;
+    --host) releases+=("$(uname -r)"); shift ;;
+    --vm)
+      rel=$("$root/scripts/vm/run.sh" --kernel "${2:?--vm needs a kernel series}" --release --quiet) || rel=""
+      [[ -n $rel ]] || { echo "build.sh: no kernel release for the VM series '$2'" >&2; exit 1; }
+      releases+=("$rel")
+      shift 2
+      ;;
+    -h | --help) sed -n '2,21s/^# \{0,1\}//p' "$0"; exit 0 ;;
     -*) echo "build.sh: unknown option '$1'" >&2; exit 2 ;;
     *) releases+=("$1"); shift ;;
   esac
@@ -28,6 +44,11 @@ done
 [[ -n $out ]] || { echo "build.sh: --out DIR is required" >&2; exit 2; }
 ((${#releases[@]})) || { echo "build.sh: name at least one kernel release" >&2; exit 2; }
 mkdir -p "$out" && out=$(cd "$out" && pwd -P) || exit 1
+if ((install)); then
+  headers=()
+  for rel in "${releases[@]}"; do headers+=("linux-headers-$rel"); done
+  "$root/scripts/install-deps.sh" "${headers[@]}" || exit 1
+fi
 
 rc=0
 # The iproute2 plugin does not depend on the kernel.
