@@ -324,6 +324,78 @@ TEST_F(RegistryTest, CClassWhoseCanOffloadSaysNoIsSkipped) {
   EXPECT_TRUE(reg_.remove(&picky));
 }
 
+// Every callback of a C class - the registration's init, the per-connection
+// ones, can_offload for can_offload() and POLICY, flush, batch_submit and
+// conn_query - is made on the class's own function pointer: the registry
+// makes no Provider of it, so find() has none to give.
+TEST_F(RegistryTest, CClassIsCalledOnItsOwnPointersOnEveryPath) {
+  static CallLog* s_log = nullptr;
+  s_log = &log_;
+  ct_offload_class full{};
+  full.name = "c-full";
+  full.init = [] {
+    s_log->add("c:init");
+    return 0;
+  };
+  full.can_offload = [](const ct_offload_ctx* ctx) {
+    s_log->add("c:can");
+    return ctx->conn->orig.dst_port == 80;
+  };
+  full.flush = [] { s_log->add("c:flush"); };
+  full.conn_query = [](const ct_offload_ctx*, ct_offload_conn_status* st) {
+    s_log->add("c:query");
+    st->packets = 3;
+    return true;
+  };
+  full.batch_submit = [](ct_offload_op_batch* b) {
+    s_log->add("c:batch" + std::to_string(b->n_ops));
+    for (size_t i = 0; i < b->n_ops; ++i) b->ops[i].error = 0;
+  };
+  full.conn_add = [](const ct_offload_ctx*) { return 0; };
+  ASSERT_TRUE(reg_.add(&full).ok());
+  EXPECT_EQ(log_.take(), (Calls{"c:init"}));
+  EXPECT_EQ(reg_.find("c-full"), nullptr);
+  EXPECT_EQ(reg_.providers(), (std::vector<std::string>{"c-full"}));
+
+  EXPECT_TRUE(reg_.can_offload(ctx_));
+  Conn other = tcp4("10.0.0.1", 1234, "10.0.0.2", 443);
+  EXPECT_FALSE(reg_.can_offload(ctx_of(other)));
+  EXPECT_EQ(log_.take(), (Calls{"c:can", "c:can"}));
+
+  std::vector<Op> ops = {Op{CT_OFFLOAD_OP_POLICY, ctx_, -1, -1}, Op{CT_OFFLOAD_OP_POLICY, ctx_of(other), -1, -1},
+                         Op{CT_OFFLOAD_OP_ADD, ctx_, -1, -1}, Op{CT_OFFLOAD_OP_FLUSH, ctx_, -1, -1}};
+  reg_.submit(ops);
+  EXPECT_EQ(ops[0].error, 0);
+  EXPECT_EQ(ops[1].error, EPERM);
+  EXPECT_EQ(ops[2].error, 0);
+  EXPECT_EQ(ops[3].error, 0);
+  // The batch callback gets the ADD and the FLUSH in one call.
+  EXPECT_EQ(log_.take(), (Calls{"c:can", "c:batch2", "c:can", "c:can"}));
+
+  auto st = reg_.conn_status(ctx_);
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->packets, 3u);
+  EXPECT_STREQ(st->provider, "c-full");
+  reg_.flush();
+  EXPECT_EQ(log_.take(), (Calls{"c:query", "c:flush"}));
+  EXPECT_TRUE(reg_.remove(&full));
+}
+
+// A C class named like a built-in holds that name: module_init() leaves it
+// alone and the built-in's options stay locked while it is registered.
+TEST_F(RegistryTest, CClassWithABuiltinsNameKeepsTheBuiltinOut) {
+  ct_offload_class named{};
+  named.name = "software";
+  ASSERT_TRUE(reg_.add(&named).ok());
+  ASSERT_TRUE(reg_.set("priority", "software").ok());
+  EXPECT_TRUE(reg_.module_init().ok());
+  EXPECT_EQ(reg_.providers(), (std::vector<std::string>{"software"}));
+  EXPECT_EQ(reg_.find("software"), nullptr);  // Still the C class.
+  EXPECT_EQ(reg_.set("software.capacity", "100").err(), EBUSY);
+  EXPECT_TRUE(reg_.remove(&named));
+  EXPECT_TRUE(reg_.set("software.capacity", "100").ok());
+}
+
 // ---- Contract line 5: conn_del ----
 
 TEST_F(RegistryTest, ConnDelReachesEveryProviderUnconditionally) {

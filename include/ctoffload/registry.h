@@ -52,7 +52,7 @@ class Registry {
   // if the name is taken (logged as a warning), or the error of init(), in
   // which case nothing is registered.  Dispatch order is registration order.
   Status add(std::shared_ptr<Provider> provider);
-  // Registers a C class (wrapped); same errors.
+  // Registers a C class, called on its own function pointers; same errors.
   Status add(const ct_offload_class* cls);
 
   // Unregisters by identity.  Returns false (and logs a warning) if it was
@@ -113,7 +113,9 @@ class Registry {
 
   // Registered provider names in dispatch order.
   std::vector<std::string> providers() const;
-  // The registered provider named 'name', or null.
+  // The registered C++ provider named 'name', or null (also when 'name' is
+  // a C class's: the registry calls a C class on its function pointers and
+  // makes no Provider of it).
   std::shared_ptr<Provider> find(std::string_view name) const;
 
   Config& config() { return config_; }
