@@ -470,6 +470,13 @@ struct AddOutcome {
   bool held = false;         // A provider holds it (0 or EEXIST): state added.
   bool settled = false;      // No fallback may be offered it (any more).
   bool by_fallback = false;  // A fallback accepted it: the result is 0.
+  bool refused = false;      // Refused at the boundary: offered to no provider.
+
+  // The connection failed validate() with 'err'.
+  void refuse(int err) {
+    refused = settled = true;
+    first_err = err;
+  }
 
   // Records provider answer 'err' (not kSkipped); 'fallback' says whose.
   __attribute__((always_inline)) void note(int err, bool fallback) {
@@ -495,6 +502,22 @@ __attribute__((noinline)) void conn_add_fallbacks(const Registry::Snapshot& s, c
   }
 }
 
+// A connection refused at the boundary (validate() said why in 'v'): no
+// provider sees it.
+__attribute__((noinline)) int refuse_add(const Status& v, std::string* why) {
+  logger()->debug("conn_add refused before any provider saw it: {}", v.message());
+  if (why) *why = v.message();
+  return v.err();
+}
+
+// Contract line 8, for can_offload() and a batch's POLICY op: no for a
+// connection validate() refuses (no provider could take it: conn_add
+// refuses it at the boundary), without asking; otherwise whether any
+// provider's can_offload says yes.
+bool offloadable(const Registry::Snapshot& s, const Ctx& ctx) {
+  return ctx.conn && validate(*ctx.conn).ok() && any_can_offload(s, ctx);
+}
+
 // The identity of a batch op's connection, for the sets submit() keeps.
 struct ConnKeyHash {
   size_t operator()(const ConnKey& k) const { return hash_tuple(k.family, k.proto, k.zone, k.orig); }
@@ -503,11 +526,17 @@ using ConnKeySet = std::unordered_set<ConnKey, ConnKeyHash>;
 
 }  // namespace
 
-int Registry::conn_add(const Ctx& ctx) {
+int Registry::conn_add(const Ctx& ctx) { return conn_add(ctx, nullptr); }
+
+int Registry::conn_add(const Ctx& ctx, std::string* why) {
+  // The boundary: the one check of the connection on its way to the
+  // providers, for C and C++ callers alike.  Providers do not check again.
+  if (Status v = validate(*ctx.conn); __builtin_expect(!v.ok(), 0)) return refuse_add(v, why);
   ReadGuard guard(current_);
   const Snapshot* s = guard.get();
   if (__builtin_expect(!s, 0)) {
     log_too_deep();
+    if (why) *why = "dispatch nested too deep";
     return ELOOP;
   }
   AddOutcome out;
@@ -517,7 +546,9 @@ int Registry::conn_add(const Ctx& ctx) {
   }
   if (!out.settled && s->n_primaries != s->entries.size()) conn_add_fallbacks(*s, ctx, &out);
   if (out.held) states_->mark_added(*ctx.conn);
-  return out.result();
+  const int err = out.result();
+  if (__builtin_expect(err != 0, 0) && why) *why = format_conn(*ctx.conn) + ": " + errno_text(err);
+  return err;
 }
 
 void Registry::conn_del(const Ctx& ctx) {
@@ -566,7 +597,7 @@ bool Registry::can_offload(const Ctx& ctx) {
     log_too_deep();
     return false;
   }
-  return any_can_offload(*s, ctx);
+  return offloadable(*s, ctx);
 }
 
 void Registry::flush() {
@@ -654,6 +685,18 @@ void Registry::submit_run(const Snapshot& snap, std::span<Op> ops) {
   std::vector<AddOutcome> added(n);    // ADD: the answers so far, as conn_add() keeps them.
   std::vector<uint8_t> deliver(n, 0);  // EST: the connection was added: deliver it.
 
+  // The boundary, as in conn_add(): an ADD whose connection validate()
+  // refuses (or that has none) gets that error, and no provider sees it.
+  for (size_t i = 0; i < n; ++i) {
+    if (type_of(ops[i]) != CT_OFFLOAD_OP_ADD) continue;
+    if (!has_conn(ops[i])) {
+      added[i].refuse(EINVAL);
+    } else if (Status v = validate(*ops[i].ctx.conn); !v.ok()) {
+      logger()->debug("batch op {}: conn_add refused before any provider saw it: {}", i, v.message());
+      added[i].refuse(v.err());
+    }
+  }
+
   // EST ops are decided before any provider is called, in op order: an EST
   // whose connection an earlier DEL of the run deleted, or that follows a
   // FLUSH, or that a previous EST established, finds it not added; the others
@@ -690,7 +733,7 @@ void Registry::submit_run(const Snapshot& snap, std::span<Op> ops) {
       const Op& op = ops[i];
       switch (type_of(op)) {
         case CT_OFFLOAD_OP_ADD:
-          if (fallback && added[i].settled) break;
+          if (added[i].refused || (fallback && added[i].settled)) break;
           if (may_offer(e, op.ctx)) mine.push_back(i);
           break;
         case CT_OFFLOAD_OP_DEL:
@@ -767,7 +810,7 @@ void Registry::submit_run(const Snapshot& snap, std::span<Op> ops) {
         op.error = op.last_used ? 0 : ENODATA;
         break;
       case CT_OFFLOAD_OP_POLICY:
-        op.error = any_can_offload(*s, op.ctx) ? 0 : EPERM;
+        op.error = offloadable(*s, op.ctx) ? 0 : EPERM;
         break;
       case CT_OFFLOAD_OP_DEL:
         if (has_conn(op)) states_->erase(*op.ctx.conn);

@@ -3,6 +3,7 @@
 #include "ctoffload/registry.h"
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 
 #include <array>
 #include <atomic>
@@ -394,6 +395,70 @@ TEST_F(RegistryTest, CClassWithABuiltinsNameKeepsTheBuiltinOut) {
   EXPECT_EQ(reg_.set("software.capacity", "100").err(), EBUSY);
   EXPECT_TRUE(reg_.remove(&named));
   EXPECT_TRUE(reg_.set("software.capacity", "100").ok());
+}
+
+// The registry is the boundary: a connection validate() refuses is refused
+// there, once, with validate()'s errno and sentence, and no provider - C++
+// or C, primary or fallback - is asked anything about it, single or batched.
+TEST_F(RegistryTest, InvalidConnectionIsRefusedOnceBeforeAnyProviderSeesIt) {
+  static CallLog* s_log = nullptr;
+  s_log = &log_;
+  auto a = add("a");
+  auto fb = make("fb");
+  fb->fallback_ = true;
+  ASSERT_TRUE(reg_.add(fb).ok());
+  ct_offload_class cls{};
+  cls.name = "c";
+  cls.can_offload = [](const ct_offload_ctx*) {
+    s_log->add("c:can");
+    return true;
+  };
+  cls.conn_add = [](const ct_offload_ctx*) {
+    s_log->add("c:add");
+    return 0;
+  };
+  ASSERT_TRUE(reg_.add(&cls).ok());
+  log_.take();
+
+  Conn zero_port = conn_;
+  zero_port.orig.dst_port = 0;
+  std::string why;
+  EXPECT_EQ(reg_.conn_add(ctx_of(zero_port), &why), EINVAL);
+  EXPECT_NE(why.find("original destination port is 0"), std::string::npos) << why;
+  Conn sctp = conn_;
+  sctp.proto = IPPROTO_SCTP;
+  EXPECT_EQ(reg_.conn_add(ctx_of(sctp)), EPROTONOSUPPORT);
+  EXPECT_FALSE(reg_.can_offload(ctx_of(zero_port)));
+  EXPECT_FALSE(reg_.is_offloaded(ctx_of(zero_port)));
+
+  std::vector<Op> ops = {Op{CT_OFFLOAD_OP_ADD, ctx_of(zero_port), -1, -1},
+                         Op{CT_OFFLOAD_OP_POLICY, ctx_of(zero_port), -1, -1},
+                         Op{CT_OFFLOAD_OP_ADD, ctx_of(sctp), -1, -1}};
+  reg_.submit(ops);
+  EXPECT_EQ(ops[0].error, EINVAL);
+  EXPECT_EQ(ops[1].error, EPERM);
+  EXPECT_EQ(ops[2].error, EPROTONOSUPPORT);
+  EXPECT_EQ(log_.take(), Calls{});  // Nobody was asked.
+  EXPECT_EQ(a->adds_, 0);
+  EXPECT_EQ(fb->adds_, 0);
+
+  // A valid connection in the same batch still gets through.
+  std::vector<Op> mixed = {Op{CT_OFFLOAD_OP_ADD, ctx_of(zero_port), -1, -1}, Op{CT_OFFLOAD_OP_ADD, ctx_, -1, -1}};
+  reg_.submit(mixed);
+  EXPECT_EQ(mixed[0].error, EINVAL);
+  EXPECT_EQ(mixed[1].error, 0);
+  EXPECT_EQ(log_.take(), (Calls{"a:can", "a:add", "c:can", "c:add"}));
+  EXPECT_TRUE(reg_.remove(&cls));
+}
+
+// A provider's own error comes back with the connection and what it means.
+TEST_F(RegistryTest, ConnAddSaysWhyAProviderRefused) {
+  auto a = add("a");
+  a->add_error_ = ENOSPC;
+  std::string why;
+  EXPECT_EQ(reg_.conn_add(ctx_, &why), ENOSPC);
+  EXPECT_NE(why.find("10.0.0.2:80"), std::string::npos) << why;
+  EXPECT_NE(why.find("No space left on device"), std::string::npos) << why;
 }
 
 // ---- Contract line 5: conn_del ----
