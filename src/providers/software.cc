@@ -809,10 +809,8 @@ Result<std::shared_ptr<SoftwareProvider>> SoftwareProvider::create(const Softwar
 Result<std::shared_ptr<SoftwareProvider>> SoftwareProvider::create(const ProviderOptions& options) {
   auto cap = options.get_uint("capacity", kDefaultCapacity);
   if (!cap) return Status::error(EINVAL, "software provider: " + cap.message());
-  if (*cap == 0 || *cap > kMaxCapacity) {
-    return Status::error(EINVAL, "software provider: option capacity: " + std::to_string(*cap) +
-                                     " is out of range [1, " + std::to_string(kMaxCapacity) + "]");
-  }
+  // The range is checked once, by create(SoftwareOptions).
+  static_assert(sizeof(size_t) >= sizeof(uint64_t), "a capacity option is carried whole");
   return create(SoftwareOptions{.capacity = static_cast<size_t>(*cap)});
 }
 
