@@ -3,11 +3,12 @@
 // What it measures: one conn_add dispatched to two registered providers that
 // do almost nothing (they look at the connection's protocol and accept it),
 // on 1 and 2 threads at once, in nanoseconds per dispatch and dispatches per
-// second (all threads together).  Three ways into ctoffload's Registry:
+// second (all threads together).  Three ways into ctoffload's Registry,
+// each validating the connection once (Registry::conn_add does):
 //   Ours_CppProviders  Registry::conn_add, two C++ Provider subclasses
 //   Ours_CClasses      Registry::conn_add, two C ct_offload_class structs
 //   Ours_CApi          ct_offload_conn_add() on the global registry, as a C
-//                      datapath calls it (it also validates the connection)
+//                      datapath calls it
 // These providers have no can_offload (NULL in the C classes,
 // has_can_offload() false in the C++ ones): conn_add alone decides.  The
 // *_Asking variants add a can_offload that says yes to TCP and UDP, so every
@@ -224,7 +225,7 @@ std::string summarize(const std::vector<benchmark::BenchmarkReporter::Run>& runs
       "What: one `conn_add` dispatched to two registered providers that only look at the connection's protocol "
       "and accept it; each thread dispatches its own connection.  Ours: `Registry::conn_add` with two C++ "
       "providers (`Ours_CppProviders`), with two C classes (`Ours_CClasses`), and `ct_offload_conn_add()` on the "
-      "global registry as a C datapath calls it, which also validates the connection (`Ours_CApi`).  These "
+      "global registry as a C datapath calls it (`Ours_CApi`); each validates the connection once.  These "
       "providers have no `can_offload` (NULL in the C classes, `has_can_offload()` false in the C++ ones); the "
       "`_Asking` variants add one that says yes, so each provider gets two callbacks instead of one.  Peer: "
       "`Rfc_GlobalMutex`, a faithful reimplementation *inside the benchmark* (not ctoffload code) of the RFC "

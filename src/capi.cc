@@ -86,12 +86,10 @@ bool ct_offload_error_is_input(int err) { return err == EINVAL || err == ENODEV;
 
 int ct_offload_conn_add(const struct ct_offload_ctx* ctx) {
   if (!ctx_ok(ctx, "ct_offload_conn_add")) return EINVAL;
-  // The C boundary validates what a C caller built by hand.
-  if (int err = fail(ctoffload::validate(*ctx->conn)); err != 0) return err;
-  int err = Registry::global().conn_add(*ctx);
-  if (err != 0)
-    fail(err, "ct_offload_conn_add: " + ctoffload::format_conn(*ctx->conn) + ": " + ctoffload::errno_text(err));
-  return err;
+  // The registry validates the connection, once, before any provider sees it.
+  std::string why;
+  const int err = Registry::global().conn_add(*ctx, &why);
+  return err == 0 ? 0 : fail(err, "ct_offload_conn_add: " + why);
 }
 
 void ct_offload_conn_del(const struct ct_offload_ctx* ctx) {

@@ -179,7 +179,7 @@ bool tuple_ok(uint8_t family, const Tuple& t) {
 
 Status validate(const Conn& c) {
   // The common case first, with no Status to build and destroy per check:
-  // validate() runs on every conn_add through the C API.  The checks below
+  // validate() runs on every conn_add and ADD op, at the registry.  The checks below
   // repeat these ones, saying what failed.
   if ((c.family == AF_INET || c.family == AF_INET6) && (c.proto == IPPROTO_TCP || c.proto == IPPROTO_UDP) &&
       tuple_ok(c.family, c.orig) && tuple_ok(c.family, c.reply)) {

@@ -39,14 +39,15 @@ namespace ctoffload {
 
 struct Registry::Snapshot {
   struct Entry {
+    // Exactly one of 'provider' (a C++ provider) and 'cls' (a C class) is
+    // set.  A C class is called on its own function pointers, with no
+    // Provider object around it: one indirect call per callback, as in the
+    // RFC ("Calling a provider" below).
     std::shared_ptr<Provider> provider;
+    const ct_offload_class* cls = nullptr;
     const void* identity = nullptr;  // The Provider* or the ct_offload_class*.
     std::string name;
     bool fallback = false;
-    // A C class, called directly (not through its CClassProvider): the
-    // common C datapath's dispatch is then one indirect call per callback,
-    // as in the RFC.  Null for a C++ provider.
-    const ct_offload_class* cls = nullptr;
     bool has_add = false;
     bool has_can = false;  // Calls can_offload; without it the answer is yes.
     bool has_est = false;
@@ -174,41 +175,106 @@ void log_too_deep() {
       kMaxDepth);
 }
 
-// ---- C classes behind the Provider interface ----
+// ---- Calling a provider ----
+//
+// The one place that tells a C class from a C++ provider: every callback
+// the registry makes goes through these.  A C class is called on its
+// function pointer, and a NULL member means what ct-offload.h says (skipped,
+// or "yes" for can_offload, or "unknown" for conn_update); a C++ provider is
+// called through the Provider interface, whose defaults say the same.
 
-class CClassProvider final : public Provider {
- public:
-  explicit CClassProvider(const ct_offload_class* c) : c_(c) {}
-  std::string name() const override { return c_->name; }
-  bool is_fallback() const override { return (c_->flags & CT_OFFLOAD_CLASS_FALLBACK) != 0; }
-  int init() override { return c_->init ? c_->init() : 0; }
-  bool has_conn_add() const override { return c_->conn_add != nullptr; }
-  int conn_add(const Ctx& ctx) override { return c_->conn_add ? c_->conn_add(&ctx) : 0; }
-  void conn_del(const Ctx& ctx) override {
-    if (c_->conn_del) c_->conn_del(&ctx);
-  }
-  long long conn_update(const Ctx& ctx) override { return c_->conn_update ? c_->conn_update(&ctx) : 0; }
-  bool has_conn_established() const override { return c_->conn_established != nullptr; }
-  void conn_established(const Ctx& ctx) override {
-    if (c_->conn_established) c_->conn_established(&ctx);
-  }
-  bool has_can_offload() const override { return c_->can_offload != nullptr; }
-  bool can_offload(const Ctx& ctx) override { return c_->can_offload ? c_->can_offload(&ctx) : true; }
-  void flush() override {
-    if (c_->flush) c_->flush();
-  }
-  bool has_batch() const override { return c_->batch_submit != nullptr; }
-  void batch_submit(std::span<Op> ops) override {
-    ct_offload_op_batch b{ops.data(), ops.size(), ops.size()};
-    c_->batch_submit(&b);
-  }
-  bool conn_query(const Ctx& ctx, ConnStatus* status) override {
-    return c_->conn_query ? c_->conn_query(&ctx, status) : false;
-  }
+using Entry = Registry::Snapshot::Entry;
 
- private:
-  const ct_offload_class* c_;
-};
+// init(), with a sentence saying why it failed in '*why'.
+int call_init(const Entry& e, std::string* why) {
+  if (e.cls) {
+    const int err = e.cls->init ? e.cls->init() : 0;
+    if (err != 0) *why = errno_text(err);
+    return err;
+  }
+  const int err = e.provider->init();
+  if (err != 0) {
+    *why = e.provider->init_failure();
+    if (why->empty()) *why = errno_text(err);
+  }
+  return err;
+}
+
+// One provider's answer to conn_add: its error, or kSkipped when it has no
+// conn_add or its can_offload said no.
+constexpr int kSkipped = -1;
+
+__attribute__((always_inline)) inline int call_add(const Entry& e, const Ctx& ctx) {
+  return e.cls ? e.cls->conn_add(&ctx) : e.provider->conn_add(ctx);
+}
+
+// The provider's can_offload answer (yes for a C class without one).
+__attribute__((always_inline)) inline bool call_can_offload(const Entry& e, const Ctx& ctx) {
+  if (e.cls) return !e.cls->can_offload || e.cls->can_offload(&ctx);
+  return e.provider->can_offload(ctx);
+}
+
+// Whether conn_add may offer 'ctx' to this provider: its can_offload's
+// answer, or yes without asking when it has none.
+__attribute__((always_inline)) inline bool may_offer(const Entry& e, const Ctx& ctx) {
+  return e.has_add && (!e.has_can || call_can_offload(e, ctx));
+}
+
+__attribute__((always_inline)) inline int offer(const Entry& e, const Ctx& ctx) {
+  return may_offer(e, ctx) ? call_add(e, ctx) : kSkipped;
+}
+
+__attribute__((always_inline)) inline void call_del(const Entry& e, const Ctx& ctx) {
+  if (!e.cls) {
+    e.provider->conn_del(ctx);
+  } else if (e.cls->conn_del) {
+    e.cls->conn_del(&ctx);
+  }
+}
+
+__attribute__((always_inline)) inline long long call_update(const Entry& e, const Ctx& ctx) {
+  if (!e.cls) return e.provider->conn_update(ctx);
+  return e.cls->conn_update ? e.cls->conn_update(&ctx) : 0;
+}
+
+__attribute__((always_inline)) inline void call_established(const Entry& e, const Ctx& ctx) {
+  if (!e.has_est) return;
+  if (e.cls) {
+    e.cls->conn_established(&ctx);
+  } else {
+    e.provider->conn_established(ctx);
+  }
+}
+
+void call_flush(const Entry& e) {
+  if (!e.cls) {
+    e.provider->flush();
+  } else if (e.cls->flush) {
+    e.cls->flush();
+  }
+}
+
+// Only for a provider with has_batch.
+void call_batch(const Entry& e, std::span<Op> ops) {
+  if (!e.cls) return e.provider->batch_submit(ops);
+  ct_offload_op_batch b{ops.data(), ops.size(), ops.size()};
+  e.cls->batch_submit(&b);
+}
+
+bool call_query(const Entry& e, const Ctx& ctx, ConnStatus* status) {
+  if (!e.cls) return e.provider->conn_query(ctx, status);
+  return e.cls->conn_query && e.cls->conn_query(&ctx, status);
+}
+
+// Contract line 8, for can_offload() and a batch's POLICY op: whether any
+// provider's can_offload says yes.
+bool any_can_offload(const Registry::Snapshot& s, const Ctx& ctx) {
+  return std::any_of(s.entries.begin(), s.entries.end(), [&](const Entry& e) { return call_can_offload(e, ctx); });
+}
+
+bool registered(const std::vector<std::string>& names, std::string_view name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
 
 bool valid_op_type(int type) { return type >= CT_OFFLOAD_OP_ADD && type <= CT_OFFLOAD_OP_EST; }
 
@@ -226,7 +292,7 @@ int type_of(const Op& op) {
 // ---- Registration ----
 
 Registry::Registry() : current_(new Snapshot()), states_(std::make_unique<ConnStateTable>()) {
-  config_.set_busy_check([this](std::string_view name) { return find(name) != nullptr; });
+  config_.set_busy_check([this](std::string_view name) { return registered(providers(), name); });
 }
 
 Registry::~Registry() {
@@ -254,11 +320,32 @@ Status Registry::add(std::shared_ptr<Provider> provider) {
 Status Registry::add(const ct_offload_class* cls) {
   if (!cls) return Status::error(EINVAL, "cannot register a null class");
   if (!cls->name) return Status::error(EINVAL, "cannot register a class without a name");
-  return add_entry(std::make_shared<CClassProvider>(cls), cls);
+  return add_entry(nullptr, cls);
 }
 
+// Exactly one of 'provider' and 'cls' is set (add() checked it).
 Status Registry::add_entry(std::shared_ptr<Provider> provider, const ct_offload_class* cls) {
-  const std::string name = provider->name();
+  Snapshot::Entry entry;
+  if (cls) {
+    entry.cls = cls;
+    entry.identity = cls;
+    entry.name = cls->name;
+    entry.fallback = (cls->flags & CT_OFFLOAD_CLASS_FALLBACK) != 0;
+    entry.has_add = cls->conn_add != nullptr;
+    entry.has_can = cls->can_offload != nullptr;
+    entry.has_est = cls->conn_established != nullptr;
+    entry.has_batch = cls->batch_submit != nullptr;
+  } else {
+    entry.identity = provider.get();
+    entry.name = provider->name();
+    entry.fallback = provider->is_fallback();
+    entry.has_add = provider->has_conn_add();
+    entry.has_can = provider->has_can_offload();
+    entry.has_est = provider->has_conn_established();
+    entry.has_batch = provider->has_batch();
+    entry.provider = std::move(provider);
+  }
+  const std::string name = entry.name;
   if (name.empty() || name.size() >= sizeof(ConnStatus{}.provider)) {
     return Status::error(EINVAL, "provider name '" + name + "' must be 1 to " +
                                      std::to_string(sizeof(ConnStatus{}.provider) - 1) + " bytes long");
@@ -273,32 +360,21 @@ Status Registry::add_entry(std::shared_ptr<Provider> provider, const ct_offload_
   }
   // init() runs under the writer lock (as in the RFC) but not under any
   // dispatch lock: dispatch goes on meanwhile on the current snapshot.
-  if (int err = provider->init(); err != 0) {
-    std::string why = provider->init_failure();
-    if (why.empty()) why = errno_text(err);
+  std::string why;
+  if (int err = call_init(entry, &why); err != 0) {
     logger()->warn("provider '{}' failed to initialize: {}", name, why);
     return Status::error(err, "provider '" + name + "' failed to initialize: " + why);
   }
-  Snapshot::Entry entry;
-  entry.identity = cls ? static_cast<const void*>(cls) : static_cast<const void*>(provider.get());
-  entry.name = name;
-  entry.fallback = provider->is_fallback();
-  entry.cls = cls;
-  entry.has_add = provider->has_conn_add();
-  entry.has_can = provider->has_can_offload();
-  entry.has_est = provider->has_conn_established();
-  entry.has_batch = provider->has_batch();
-  entry.provider = std::move(provider);
-
+  const bool fallback = entry.fallback;
   auto* next = new Snapshot(*cur);
-  if (entry.fallback) {
+  if (fallback) {
     next->entries.push_back(std::move(entry));
   } else {
     next->entries.insert(next->entries.begin() + static_cast<std::ptrdiff_t>(next->n_primaries), std::move(entry));
     ++next->n_primaries;
   }
   publish(next);
-  logger()->info("registered provider '{}'{}", name, next->entries.back().fallback ? " (fallback)" : "");
+  logger()->info("registered provider '{}'{}", name, fallback ? " (fallback)" : "");
   return {};
 }
 
@@ -359,7 +435,7 @@ Status Registry::module_init() {
   std::vector<std::string> failures;
   int first_err = 0;
   for (const auto& name : config_.priority()) {
-    if (find(name)) continue;
+    if (registered(providers(), name)) continue;
     const Builtin* b = find_builtin(name);
     if (!b) continue;  // Config only accepts known names.
     auto provider = b->create(config_.options(name));
@@ -380,79 +456,66 @@ Status Registry::module_init() {
 
 namespace {
 
-// The per-connection callbacks, made directly on a C class's function
-// pointers and through the Provider interface otherwise.  (CClassProvider
-// makes the same NULL checks for the callbacks that are not per connection.)
+// What the providers' conn_add answers to one connection amount to, kept
+// answer by answer in dispatch order: by conn_add() and by a batch's ADD op
+// alike, so the rule of ct-offload.h's "Errors of conn_add" is written here
+// only.  A primary's answer: 0 (accepted) or EEXIST (it holds the
+// connection already) means the connection is offloaded, and EINVAL or
+// ENODEV that the input is wrong; either way no fallback is offered it (a
+// fallback's copy would hide the error, or report success for a connection
+// that names no real device).  Every other errno means "this provider
+// cannot": the fallbacks are offered it, in order, until one accepts.
+struct AddOutcome {
+  int first_err = 0;
+  bool held = false;         // A provider holds it (0 or EEXIST): state added.
+  bool settled = false;      // No fallback may be offered it (any more).
+  bool by_fallback = false;  // A fallback accepted it: the result is 0.
+  bool refused = false;      // Refused at the boundary: offered to no provider.
 
-// One provider's answer to conn_add: its error, or kSkipped when it has no
-// conn_add or its can_offload said no.
-constexpr int kSkipped = -1;
-
-__attribute__((always_inline)) inline int call_add(const Registry::Snapshot::Entry& e, const Ctx& ctx) {
-  return e.cls ? e.cls->conn_add(&ctx) : e.provider->conn_add(ctx);
-}
-
-// Whether conn_add may offer 'ctx' to this provider: its can_offload's
-// answer, or yes without asking when it has none.
-__attribute__((always_inline)) inline bool may_offer(const Registry::Snapshot::Entry& e, const Ctx& ctx) {
-  return e.has_add && (!e.has_can || (e.cls ? e.cls->can_offload(&ctx) : e.provider->can_offload(ctx)));
-}
-
-__attribute__((always_inline)) inline int offer(const Registry::Snapshot::Entry& e, const Ctx& ctx) {
-  return may_offer(e, ctx) ? call_add(e, ctx) : kSkipped;
-}
-
-__attribute__((always_inline)) inline void call_del(const Registry::Snapshot::Entry& e, const Ctx& ctx) {
-  if (!e.cls) {
-    e.provider->conn_del(ctx);
-  } else if (e.cls->conn_del) {
-    e.cls->conn_del(&ctx);
+  // The connection failed validate() with 'err'.
+  void refuse(int err) {
+    refused = settled = true;
+    first_err = err;
   }
-}
 
-__attribute__((always_inline)) inline long long call_update(const Registry::Snapshot::Entry& e, const Ctx& ctx) {
-  if (!e.cls) return e.provider->conn_update(ctx);
-  return e.cls->conn_update ? e.cls->conn_update(&ctx) : 0;
-}
-
-__attribute__((always_inline)) inline void call_established(const Registry::Snapshot::Entry& e, const Ctx& ctx) {
-  if (!e.has_est) return;
-  if (e.cls) {
-    e.cls->conn_established(&ctx);
-  } else {
-    e.provider->conn_established(ctx);
-  }
-}
-
-// Whether a primary's conn_add error 'err' ends the search for a provider
-// (ct-offload.h, "Errors of conn_add"): EEXIST means that primary holds the
-// connection already, so it is offloaded and a fallback's second copy would
-// hide the error; EINVAL and ENODEV mean the input is wrong, and a fallback
-// taking it would report success for a connection that names no real
-// device.  Every other errno means "this provider cannot": next one.
-inline bool settles_add(int err) { return err == EEXIST || ct_offload_error_is_input(err); }
-
-// Whether a provider's conn_add answer 'err' means it holds the connection
-// now: it accepted it, or held it already.
-inline bool holds(int err) { return err == 0 || err == EEXIST; }
-
-// conn_add's second half, when no primary accepted the connection: offer it
-// to the fallbacks in order; the first to accept ends it.  Sets '*held' when
-// one holds it.  Out of line so the common case (a primary took it) stays
-// small.
-__attribute__((noinline)) int conn_add_fallbacks(const Registry::Snapshot& s, const Ctx& ctx, int first_err,
-                                                 bool* held) {
-  for (size_t i = s.n_primaries; i < s.entries.size(); ++i) {
-    const int err = offer(s.entries[i], ctx);
+  // Records provider answer 'err' (not kSkipped); 'fallback' says whose.
+  __attribute__((always_inline)) void note(int err, bool fallback) {
     if (err == 0) {
-      *held = true;
-      return 0;  // A fallback took it: the connection is offloaded.
+      held = settled = true;
+      by_fallback = fallback;
+      return;
     }
-    if (err == kSkipped) continue;
-    *held = *held || err == EEXIST;
+    held = held || err == EEXIST;
+    settled = settled || (!fallback && (err == EEXIST || ct_offload_error_is_input(err)));
     if (!first_err) first_err = err;
   }
-  return first_err;
+  // Contract line 4: the first error, unless a fallback took the connection.
+  int result() const { return by_fallback ? 0 : first_err; }
+};
+
+// conn_add's second half, when no primary settled the connection: offer it
+// to the fallbacks in order; the first to accept ends it.  Out of line so
+// the common case (a primary took it) stays small.
+__attribute__((noinline)) void conn_add_fallbacks(const Registry::Snapshot& s, const Ctx& ctx, AddOutcome* out) {
+  for (size_t i = s.n_primaries; i < s.entries.size() && !out->settled; ++i) {
+    if (const int err = offer(s.entries[i], ctx); err != kSkipped) out->note(err, true);
+  }
+}
+
+// A connection refused at the boundary (validate() said why in 'v'): no
+// provider sees it.
+__attribute__((noinline)) int refuse_add(const Status& v, std::string* why) {
+  logger()->debug("conn_add refused before any provider saw it: {}", v.message());
+  if (why) *why = v.message();
+  return v.err();
+}
+
+// Contract line 8, for can_offload() and a batch's POLICY op: no for a
+// connection validate() refuses (no provider could take it: conn_add
+// refuses it at the boundary), without asking; otherwise whether any
+// provider's can_offload says yes.
+bool offloadable(const Registry::Snapshot& s, const Ctx& ctx) {
+  return ctx.conn && validate(*ctx.conn).ok() && any_can_offload(s, ctx);
 }
 
 // The identity of a batch op's connection, for the sets submit() keeps.
@@ -463,30 +526,29 @@ using ConnKeySet = std::unordered_set<ConnKey, ConnKeyHash>;
 
 }  // namespace
 
-int Registry::conn_add(const Ctx& ctx) {
+int Registry::conn_add(const Ctx& ctx) { return conn_add(ctx, nullptr); }
+
+int Registry::conn_add(const Ctx& ctx, std::string* why) {
+  // The boundary: the one check of the connection on its way to the
+  // providers, for C and C++ callers alike.  Providers do not check again.
+  if (Status v = validate(*ctx.conn); __builtin_expect(!v.ok(), 0)) return refuse_add(v, why);
   ReadGuard guard(current_);
   const Snapshot* s = guard.get();
   if (__builtin_expect(!s, 0)) {
     log_too_deep();
+    if (why) *why = "dispatch nested too deep";
     return ELOOP;
   }
-  int first_err = 0;
-  bool settled = false;  // Accepted, or refused as bad input: no fallback.
-  bool held = false;     // Some provider holds it: state added.
+  AddOutcome out;
+  // Contract line 4: every primary is notified, whatever the others said.
   for (const auto *e = s->entries.data(), *end = e + s->n_primaries; e != end; ++e) {
-    const int err = offer(*e, ctx);
-    if (err == 0) {
-      settled = held = true;
-    } else if (err != kSkipped) {
-      settled = settled || settles_add(err);
-      held = held || err == EEXIST;
-      if (!first_err) first_err = err;
-    }
+    if (const int err = offer(*e, ctx); err != kSkipped) out.note(err, false);
   }
-  // Contract line 4: first error, all notified.
-  if (!settled && s->n_primaries != s->entries.size()) first_err = conn_add_fallbacks(*s, ctx, first_err, &held);
-  if (held) states_->mark_added(*ctx.conn);
-  return first_err;
+  if (!out.settled && s->n_primaries != s->entries.size()) conn_add_fallbacks(*s, ctx, &out);
+  if (out.held) states_->mark_added(*ctx.conn);
+  const int err = out.result();
+  if (__builtin_expect(err != 0, 0) && why) *why = format_conn(*ctx.conn) + ": " + errno_text(err);
+  return err;
 }
 
 void Registry::conn_del(const Ctx& ctx) {
@@ -535,17 +597,14 @@ bool Registry::can_offload(const Ctx& ctx) {
     log_too_deep();
     return false;
   }
-  for (const auto& e : s->entries) {
-    if (e.provider->can_offload(ctx)) return true;
-  }
-  return false;
+  return offloadable(*s, ctx);
 }
 
 void Registry::flush() {
   ReadGuard guard(current_);
   const Snapshot* s = guard.get();
   if (!s) return log_too_deep();
-  for (const auto& e : s->entries) e.provider->flush();
+  for (const auto& e : s->entries) call_flush(e);
   states_->clear();
 }
 
@@ -562,7 +621,7 @@ std::optional<ConnStatus> Registry::conn_status(const Ctx& ctx) {
   }
   for (const auto& e : s->entries) {
     ConnStatus st{};
-    if (e.provider->conn_query(ctx, &st)) {
+    if (call_query(e, ctx, &st)) {
       std::memset(st.provider, 0, sizeof st.provider);
       std::memcpy(st.provider, e.name.data(), std::min(e.name.size(), sizeof st.provider - 1));
       return st;
@@ -623,11 +682,20 @@ void Registry::submit_run(const Snapshot& snap, std::span<Op> ops) {
   const Snapshot* s = &snap;
   const size_t n = ops.size();
   // Per-op progress across providers.
-  enum : uint8_t { kNone = 0, kByPrimary = 1, kByFallback = 2 };
-  std::vector<uint8_t> accepted(n, kNone);
-  std::vector<uint8_t> held(n, 0);     // ADD: some provider holds it (state added).
+  std::vector<AddOutcome> added(n);    // ADD: the answers so far, as conn_add() keeps them.
   std::vector<uint8_t> deliver(n, 0);  // EST: the connection was added: deliver it.
-  std::vector<int> first_err(n, 0);
+
+  // The boundary, as in conn_add(): an ADD whose connection validate()
+  // refuses (or that has none) gets that error, and no provider sees it.
+  for (size_t i = 0; i < n; ++i) {
+    if (type_of(ops[i]) != CT_OFFLOAD_OP_ADD) continue;
+    if (!has_conn(ops[i])) {
+      added[i].refuse(EINVAL);
+    } else if (Status v = validate(*ops[i].ctx.conn); !v.ok()) {
+      logger()->debug("batch op {}: conn_add refused before any provider saw it: {}", i, v.message());
+      added[i].refuse(v.err());
+    }
+  }
 
   // EST ops are decided before any provider is called, in op order: an EST
   // whose connection an earlier DEL of the run deleted, or that follows a
@@ -665,7 +733,7 @@ void Registry::submit_run(const Snapshot& snap, std::span<Op> ops) {
       const Op& op = ops[i];
       switch (type_of(op)) {
         case CT_OFFLOAD_OP_ADD:
-          if (fallback && accepted[i] != kNone) break;
+          if (added[i].refused || (fallback && added[i].settled)) break;
           if (may_offer(e, op.ctx)) mine.push_back(i);
           break;
         case CT_OFFLOAD_OP_DEL:
@@ -686,13 +754,7 @@ void Registry::submit_run(const Snapshot& snap, std::span<Op> ops) {
 
     auto record = [&](size_t i, int err, long long last_used) {
       if (type_of(ops[i]) == CT_OFFLOAD_OP_ADD) {
-        if ((err == 0 || (!fallback && settles_add(err))) && accepted[i] == kNone) {
-          // A primary's EEXIST (already held) or bad-input error settles the
-          // op as conn_add() would: no fallback is offered it.
-          accepted[i] = fallback ? kByFallback : kByPrimary;
-        }
-        if (holds(err)) held[i] = 1;
-        if (err != 0 && !first_err[i]) first_err[i] = err;
+        added[i].note(err, fallback);
       } else if (type_of(ops[i]) == CT_OFFLOAD_OP_UPD && last_used != 0) {
         ops[i].last_used = last_used;
       }
@@ -706,7 +768,7 @@ void Registry::submit_run(const Snapshot& snap, std::span<Op> ops) {
         op.last_used = 0;
         sub.push_back(op);
       }
-      e.provider->batch_submit(sub);
+      call_batch(e, sub);
       for (size_t k = 0; k < mine.size(); ++k) record(mine[k], sub[k].error, sub[k].last_used);
       continue;
     }
@@ -720,7 +782,7 @@ void Registry::submit_run(const Snapshot& snap, std::span<Op> ops) {
           call_del(e, op.ctx);
           break;
         case CT_OFFLOAD_OP_FLUSH:
-          e.provider->flush();
+          call_flush(e);
           break;
         case CT_OFFLOAD_OP_EST:
           call_established(e, op.ctx);
@@ -740,24 +802,16 @@ void Registry::submit_run(const Snapshot& snap, std::span<Op> ops) {
     Op& op = ops[i];
     switch (type_of(op)) {
       case CT_OFFLOAD_OP_ADD:
-        op.error = accepted[i] == kByFallback ? 0 : first_err[i];
-        if (held[i]) states_->mark_added(*op.ctx.conn);
+        op.error = added[i].result();
+        if (added[i].held) states_->mark_added(*op.ctx.conn);
         break;
       case CT_OFFLOAD_OP_UPD:
         if (since_last_query && has_conn(op)) op.last_used = states_->report_if_advanced(*op.ctx.conn, op.last_used);
         op.error = op.last_used ? 0 : ENODATA;
         break;
-      case CT_OFFLOAD_OP_POLICY: {
-        bool any = false;
-        for (const auto& e : s->entries) {
-          if (e.provider->can_offload(op.ctx)) {
-            any = true;
-            break;
-          }
-        }
-        op.error = any ? 0 : EPERM;
+      case CT_OFFLOAD_OP_POLICY:
+        op.error = offloadable(*s, op.ctx) ? 0 : EPERM;
         break;
-      }
       case CT_OFFLOAD_OP_DEL:
         if (has_conn(op)) states_->erase(*op.ctx.conn);
         op.error = 0;

@@ -72,8 +72,31 @@ TEST_F(CApiTest, BadInputIsRefusedBeforeAnyProviderSeesIt) {
   ct_offload_ctx ctx = ctx_of(c);
   EXPECT_EQ(ct_offload_conn_add(&ctx), EINVAL);
   EXPECT_NE(std::string(ct_offload_last_error()).find("destination port is 0"), std::string::npos);
+  EXPECT_EQ(std::string(ct_offload_last_error()).rfind("ct_offload_conn_add: ", 0), 0u) << ct_offload_last_error();
+  EXPECT_FALSE(ct_offload_can_offload(&ctx));
   EXPECT_EQ(c_provider_get_counts().adds, 0);
   EXPECT_EQ(ct_offload_register(nullptr), EINVAL);
+}
+
+TEST_F(CApiTest, BatchAddOfAnInvalidConnectionFailsAloneBeforeAnyProviderSeesIt) {
+  auto good = tcp4("10.0.0.1", 1000, "10.0.0.2", 80);
+  auto bad = good;
+  bad.proto = IPPROTO_ICMP;
+  ct_offload_ctx good_ctx = ctx_of(good);
+  ct_offload_ctx bad_ctx = ctx_of(bad);
+  ct_offload_op_batch batch;
+  ct_offload_op_batch_init(&batch);
+  ASSERT_EQ(ct_offload_op_batch_add(&batch, CT_OFFLOAD_OP_ADD, &bad_ctx), 0);
+  ASSERT_EQ(ct_offload_op_batch_add(&batch, CT_OFFLOAD_OP_ADD, &good_ctx), 0);
+  ASSERT_EQ(ct_offload_op_batch_add(&batch, CT_OFFLOAD_OP_POLICY, &bad_ctx), 0);
+  ct_offload_op_batch_submit(&batch);
+  EXPECT_EQ(batch.ops[0].error, EPROTONOSUPPORT);
+  EXPECT_EQ(batch.ops[1].error, 0);
+  EXPECT_EQ(batch.ops[2].error, EPERM);
+  EXPECT_EQ(c_provider_get_counts().adds, 1);
+  EXPECT_FALSE(ct_offload_conn_is_offloaded(&bad_ctx));
+  ct_offload_conn_del(&good_ctx);
+  ct_offload_op_batch_destroy(&batch);
 }
 
 TEST_F(CApiTest, CallerWrittenInCGetsPerOpResults) {

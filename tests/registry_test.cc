@@ -3,6 +3,7 @@
 #include "ctoffload/registry.h"
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 
 #include <array>
 #include <atomic>
@@ -322,6 +323,142 @@ TEST_F(RegistryTest, CClassWhoseCanOffloadSaysNoIsSkipped) {
   EXPECT_EQ(log_.take(), (Calls{"c:can", "c:add"}));
   EXPECT_EQ(reg_.conn_update(ctx_of(other)), 1234);
   EXPECT_TRUE(reg_.remove(&picky));
+}
+
+// Every callback of a C class - the registration's init, the per-connection
+// ones, can_offload for can_offload() and POLICY, flush, batch_submit and
+// conn_query - is made on the class's own function pointer: the registry
+// makes no Provider of it, so find() has none to give.
+TEST_F(RegistryTest, CClassIsCalledOnItsOwnPointersOnEveryPath) {
+  static CallLog* s_log = nullptr;
+  s_log = &log_;
+  ct_offload_class full{};
+  full.name = "c-full";
+  full.init = [] {
+    s_log->add("c:init");
+    return 0;
+  };
+  full.can_offload = [](const ct_offload_ctx* ctx) {
+    s_log->add("c:can");
+    return ctx->conn->orig.dst_port == 80;
+  };
+  full.flush = [] { s_log->add("c:flush"); };
+  full.conn_query = [](const ct_offload_ctx*, ct_offload_conn_status* st) {
+    s_log->add("c:query");
+    st->packets = 3;
+    return true;
+  };
+  full.batch_submit = [](ct_offload_op_batch* b) {
+    s_log->add("c:batch" + std::to_string(b->n_ops));
+    for (size_t i = 0; i < b->n_ops; ++i) b->ops[i].error = 0;
+  };
+  full.conn_add = [](const ct_offload_ctx*) { return 0; };
+  ASSERT_TRUE(reg_.add(&full).ok());
+  EXPECT_EQ(log_.take(), (Calls{"c:init"}));
+  EXPECT_EQ(reg_.find("c-full"), nullptr);
+  EXPECT_EQ(reg_.providers(), (std::vector<std::string>{"c-full"}));
+
+  EXPECT_TRUE(reg_.can_offload(ctx_));
+  Conn other = tcp4("10.0.0.1", 1234, "10.0.0.2", 443);
+  EXPECT_FALSE(reg_.can_offload(ctx_of(other)));
+  EXPECT_EQ(log_.take(), (Calls{"c:can", "c:can"}));
+
+  std::vector<Op> ops = {Op{CT_OFFLOAD_OP_POLICY, ctx_, -1, -1}, Op{CT_OFFLOAD_OP_POLICY, ctx_of(other), -1, -1},
+                         Op{CT_OFFLOAD_OP_ADD, ctx_, -1, -1}, Op{CT_OFFLOAD_OP_FLUSH, ctx_, -1, -1}};
+  reg_.submit(ops);
+  EXPECT_EQ(ops[0].error, 0);
+  EXPECT_EQ(ops[1].error, EPERM);
+  EXPECT_EQ(ops[2].error, 0);
+  EXPECT_EQ(ops[3].error, 0);
+  // The batch callback gets the ADD and the FLUSH in one call.
+  EXPECT_EQ(log_.take(), (Calls{"c:can", "c:batch2", "c:can", "c:can"}));
+
+  auto st = reg_.conn_status(ctx_);
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->packets, 3u);
+  EXPECT_STREQ(st->provider, "c-full");
+  reg_.flush();
+  EXPECT_EQ(log_.take(), (Calls{"c:query", "c:flush"}));
+  EXPECT_TRUE(reg_.remove(&full));
+}
+
+// A C class named like a built-in holds that name: module_init() leaves it
+// alone and the built-in's options stay locked while it is registered.
+TEST_F(RegistryTest, CClassWithABuiltinsNameKeepsTheBuiltinOut) {
+  ct_offload_class named{};
+  named.name = "software";
+  ASSERT_TRUE(reg_.add(&named).ok());
+  ASSERT_TRUE(reg_.set("priority", "software").ok());
+  EXPECT_TRUE(reg_.module_init().ok());
+  EXPECT_EQ(reg_.providers(), (std::vector<std::string>{"software"}));
+  EXPECT_EQ(reg_.find("software"), nullptr);  // Still the C class.
+  EXPECT_EQ(reg_.set("software.capacity", "100").err(), EBUSY);
+  EXPECT_TRUE(reg_.remove(&named));
+  EXPECT_TRUE(reg_.set("software.capacity", "100").ok());
+}
+
+// The registry is the boundary: a connection validate() refuses is refused
+// there, once, with validate()'s errno and sentence, and no provider - C++
+// or C, primary or fallback - is asked anything about it, single or batched.
+TEST_F(RegistryTest, InvalidConnectionIsRefusedOnceBeforeAnyProviderSeesIt) {
+  static CallLog* s_log = nullptr;
+  s_log = &log_;
+  auto a = add("a");
+  auto fb = make("fb");
+  fb->fallback_ = true;
+  ASSERT_TRUE(reg_.add(fb).ok());
+  ct_offload_class cls{};
+  cls.name = "c";
+  cls.can_offload = [](const ct_offload_ctx*) {
+    s_log->add("c:can");
+    return true;
+  };
+  cls.conn_add = [](const ct_offload_ctx*) {
+    s_log->add("c:add");
+    return 0;
+  };
+  ASSERT_TRUE(reg_.add(&cls).ok());
+  log_.take();
+
+  Conn zero_port = conn_;
+  zero_port.orig.dst_port = 0;
+  std::string why;
+  EXPECT_EQ(reg_.conn_add(ctx_of(zero_port), &why), EINVAL);
+  EXPECT_NE(why.find("original destination port is 0"), std::string::npos) << why;
+  Conn sctp = conn_;
+  sctp.proto = IPPROTO_SCTP;
+  EXPECT_EQ(reg_.conn_add(ctx_of(sctp)), EPROTONOSUPPORT);
+  EXPECT_FALSE(reg_.can_offload(ctx_of(zero_port)));
+  EXPECT_FALSE(reg_.is_offloaded(ctx_of(zero_port)));
+
+  std::vector<Op> ops = {Op{CT_OFFLOAD_OP_ADD, ctx_of(zero_port), -1, -1},
+                         Op{CT_OFFLOAD_OP_POLICY, ctx_of(zero_port), -1, -1},
+                         Op{CT_OFFLOAD_OP_ADD, ctx_of(sctp), -1, -1}};
+  reg_.submit(ops);
+  EXPECT_EQ(ops[0].error, EINVAL);
+  EXPECT_EQ(ops[1].error, EPERM);
+  EXPECT_EQ(ops[2].error, EPROTONOSUPPORT);
+  EXPECT_EQ(log_.take(), Calls{});  // Nobody was asked.
+  EXPECT_EQ(a->adds_, 0);
+  EXPECT_EQ(fb->adds_, 0);
+
+  // A valid connection in the same batch still gets through.
+  std::vector<Op> mixed = {Op{CT_OFFLOAD_OP_ADD, ctx_of(zero_port), -1, -1}, Op{CT_OFFLOAD_OP_ADD, ctx_, -1, -1}};
+  reg_.submit(mixed);
+  EXPECT_EQ(mixed[0].error, EINVAL);
+  EXPECT_EQ(mixed[1].error, 0);
+  EXPECT_EQ(log_.take(), (Calls{"a:can", "a:add", "c:can", "c:add"}));
+  EXPECT_TRUE(reg_.remove(&cls));
+}
+
+// A provider's own error comes back with the connection and what it means.
+TEST_F(RegistryTest, ConnAddSaysWhyAProviderRefused) {
+  auto a = add("a");
+  a->add_error_ = ENOSPC;
+  std::string why;
+  EXPECT_EQ(reg_.conn_add(ctx_, &why), ENOSPC);
+  EXPECT_NE(why.find("10.0.0.2:80"), std::string::npos) << why;
+  EXPECT_NE(why.find("No space left on device"), std::string::npos) << why;
 }
 
 // ---- Contract line 5: conn_del ----

@@ -2,8 +2,11 @@
 //
 // The same contract as struct ct_offload_class (ct-offload.h): 0 or a
 // positive errno, callbacks called from many threads at once, 'ctx' valid
-// only during the call.  A C class registered through the C API is wrapped
-// in a Provider by the registry, so both kinds are dispatched alike.
+// only during the call.  The registry hands conn_add and can_offload only
+// connections validate() (conn.h) accepts: a provider need not check them.
+// A C class registered through the C API is not wrapped in a Provider: the
+// registry calls its function pointers, and the defaults below mean what a
+// NULL member of the class means.
 #pragma once
 
 #include <cstdint>

@@ -52,7 +52,7 @@ class Registry {
   // if the name is taken (logged as a warning), or the error of init(), in
   // which case nothing is registered.  Dispatch order is registration order.
   Status add(std::shared_ptr<Provider> provider);
-  // Registers a C class (wrapped); same errors.
+  // Registers a C class, called on its own function pointers; same errors.
   Status add(const ct_offload_class* cls);
 
   // Unregisters by identity.  Returns false (and logs a warning) if it was
@@ -69,13 +69,19 @@ class Registry {
 
   // ---- Dispatch (contract lines 4-9) ----
 
-  // In order: skips a provider whose can_offload says no, calls conn_add,
-  // keeps notifying after a failure.  Fallback providers are then tried in
+  // First checks ctx.conn with validate() (conn.h): a connection it refuses
+  // gets its error (EINVAL or EPROTONOSUPPORT) and no provider sees it, so
+  // providers need not check again.  Then, in order: skips a provider whose
+  // can_offload says no, calls conn_add, keeps notifying after a failure.  Fallback providers are then tried in
   // order, only when no primary accepted, until one accepts.  Returns 0 when
   // some provider accepted, else the first non-zero error (0 if no provider
   // was asked).  When a provider accepted (or said EEXIST), the connection's
   // state goes from none to added.
   int conn_add(const Ctx& ctx);
+  // conn_add() that says why it failed: when it returns an error and 'why'
+  // is not null, '*why' is validate()'s sentence naming the bad field, or
+  // the connection and what the errno means (strerror's text).
+  int conn_add(const Ctx& ctx, std::string* why);
   // Every provider's conn_del; the connection's state goes back to none.
   void conn_del(const Ctx& ctx);
   // First non-zero last-used time in order, 0 when nobody knows; under
@@ -86,6 +92,8 @@ class Registry {
   // added, which becomes established: once per connection.  Returns 0 when
   // delivered, EALREADY otherwise (the C API's single call drops it).
   int conn_established(const Ctx& ctx);
+  // True if any provider's can_offload says yes; false, without asking, for
+  // a connection validate() refuses.
   bool can_offload(const Ctx& ctx);
   // Every provider's flush; every connection's state goes back to none.
   void flush();
@@ -95,7 +103,9 @@ class Registry {
   // Runs every op, each getting its own 'error' (and 'last_used' for UPD):
   // exactly what the single call would give at that point of the sequence.
   // Providers with a batch callback get the ops meant for them in one call;
-  // the others get single calls.  Unknown op types get EINVAL.
+  // the others get single calls.  An ADD whose connection validate() refuses
+  // gets its error as conn_add() would, and a POLICY for it EPERM, without
+  // any provider seeing it.  Unknown op types get EINVAL.
   void submit(std::span<Op> ops);
 
   // ---- Per-connection offload state (the series' patch 07) ----
@@ -113,7 +123,9 @@ class Registry {
 
   // Registered provider names in dispatch order.
   std::vector<std::string> providers() const;
-  // The registered provider named 'name', or null.
+  // The registered C++ provider named 'name', or null (also when 'name' is
+  // a C class's: the registry calls a C class on its function pointers and
+  // makes no Provider of it).
   std::shared_ptr<Provider> find(std::string_view name) const;
 
   Config& config() { return config_; }

@@ -122,8 +122,9 @@ class SoftwareProvider final : public Provider {
   // Bytes of memory the table uses per connection it can hold (120).
   static size_t bytes_per_connection();
 
-  // Provider.  conn_add: 0, EINVAL (invalid connection, or original and
-  // reply tuples identical), EPROTONOSUPPORT (not TCP or UDP), EEXIST (the
+  // Provider.  conn_add and can_offload take a connection validate()
+  // accepts (the registry refuses the others before calling them).
+  // conn_add: 0, EINVAL (original and reply tuples identical), EEXIST (the
   // connection is held, or one of its tuples is another held connection's
   // tuple in the same zone), ENOSPC (full; nothing is evicted).
   std::string name() const override { return kName; }
@@ -134,7 +135,7 @@ class SoftwareProvider final : public Provider {
   // Last hit of ctx.conn in ms since the Unix epoch (coarse clock, a few ms
   // of granularity); 0 when never hit or not held.
   long long conn_update(const Ctx& ctx) override;
-  // True for a valid TCP or UDP connection while the table has room.
+  // True while the table has room and the two tuples differ.
   bool can_offload(const Ctx& ctx) override;
   // Removes every connection.
   void flush() override;
