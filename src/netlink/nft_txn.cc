@@ -790,7 +790,7 @@ void NftTxn::Impl::read_acks(Outcome& out) {
         out.enobufs = true;
         continue;
       }
-      if (r.err() != EAGAIN) out.transport = r.status();
+      if (r.err() != ETIMEDOUT) out.transport = r.status();  // ETIMEDOUT: acks missing, counted below.
       break;
     }
     // libmnl compares a message's length with the datagram's as signed ints:

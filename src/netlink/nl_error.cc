@@ -94,6 +94,4 @@ Status kernel_status(const KernelAck& ack, std::string_view what) {
 
 Status errno_status(int err, std::string_view what) { return kernel_status(err, what, {}); }
 
-bool socket_gone(int err) { return err == EBADF || err == ENOTSOCK; }
-
 }  // namespace ctoffload::netlink

@@ -20,6 +20,7 @@
 
 #include "ctoffload/result.h"
 #include "errno_text.h"
+#include "netlink/transport.h"
 
 struct nlmsghdr;
 
@@ -65,10 +66,5 @@ Status kernel_status(const KernelAck& ack, std::string_view what);
 // The Status for a failed system call or library call that set errno 'err':
 // "what: strerror (ENAME)".  'err' 0 gives success.
 Status errno_status(int err, std::string_view what);
-
-// Whether a send or receive error 'err' means the socket itself is gone
-// (its descriptor closed or replaced under us: EBADF, ENOTSOCK), so that
-// only a new socket helps.
-bool socket_gone(int err);
 
 }  // namespace ctoffload::netlink
