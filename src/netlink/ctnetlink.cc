@@ -37,6 +37,7 @@
 
 #include "log.h"
 #include "netlink/nl_error.h"
+#include "netlink/request.h"
 
 namespace ctoffload::netlink {
 namespace {
@@ -456,16 +457,16 @@ class LibnlTransport final : public Transport {
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) return errno_status(errno, "receive netlink reply");
       if (timeout_ms == 0) {
-        return Status::error(ETIMEDOUT, "receive netlink reply: the kernel did not answer in " +
-                                            std::to_string(waited) + " ms");
+        return Status::error(ETIMEDOUT,
+                             "receive netlink reply: the kernel did not answer in " + std::to_string(waited) + " ms");
       }
       pollfd pfd{fd, POLLIN, 0};
       const int ready = ::poll(&pfd, 1, timeout_ms);
       if (ready < 0 && errno == EINTR) continue;
       if (ready < 0) return errno_status(errno, "poll netlink socket");
       if (ready == 0) {
-        return Status::error(ETIMEDOUT, "receive netlink reply: the kernel did not answer in " +
-                                            std::to_string(waited) + " ms");
+        return Status::error(ETIMEDOUT,
+                             "receive netlink reply: the kernel did not answer in " + std::to_string(waited) + " ms");
       }
       timeout_ms = 0;  // Readable now: the next recv either succeeds or says why.
     }
@@ -578,55 +579,9 @@ Ctnetlink Ctnetlink::with_transport(std::unique_ptr<Transport> transport) {
 
 Status Ctnetlink::transact(void* request, const std::function<Status(const void*, size_t)>& on_entry) {
   auto* req = static_cast<nlmsghdr*>(request);
-  const uint32_t seq = ++seq_;
-  req->nlmsg_seq = seq;
-  req->nlmsg_pid = 0;
-  req->nlmsg_flags |= NLM_F_REQUEST;
-  if (Status s = transport_->send(req, req->nlmsg_len); !s) return s;
-
-  // The first malformed entry; the rest of the reply is still read so that
-  // the socket is left with nothing of this request queued.
-  Status entry_error;
-  for (;;) {
-    auto got = transport_->receive({buf_.get(), kNetlinkReceiveBuffer}, timeout_ms_);
-    if (!got) return got.status();
-    int rem = static_cast<int>(*got);
-    auto* nlh = reinterpret_cast<nlmsghdr*>(buf_.get());
-    for (; nlmsg_ok(nlh, rem); nlh = nlmsg_next(nlh, &rem)) {
-      // Replies to an earlier request that was given up on are skipped.
-      if (nlh->nlmsg_seq != seq) continue;
-      switch (nlh->nlmsg_type) {
-        case NLMSG_NOOP:
-        case NLMSG_OVERRUN:
-          continue;
-        case NLMSG_ERROR: {
-          auto ack = parse_kernel_ack(nlh, nlh->nlmsg_len);
-          if (!ack) return ack.status();
-          if (ack->err != 0) return kernel_status(*ack, "ctnetlink");
-          return entry_error;
-        }
-        case NLMSG_DONE: {
-          // A dump ends with NLMSG_DONE carrying 0 or a negative errno.
-          if (nlh->nlmsg_len >= NLMSG_HDRLEN + sizeof(int)) {
-            int err;
-            std::memcpy(&err, nlmsg_data(nlh), sizeof err);
-            if (err < -kMaxErrno) return Status::error(EBADMSG, "ctnetlink dump: NLMSG_DONE with no errno in it");
-            if (err < 0) return kernel_status(-err, "ctnetlink dump");
-          }
-          return entry_error;
-        }
-        default:
-          if (entry_error.ok()) {
-            Status s = on_entry(nlh, nlh->nlmsg_len);
-            if (!s) entry_error = std::move(s);
-          }
-          break;
-      }
-    }
-    if (rem > 0 && entry_error.ok()) {
-      entry_error = Status::error(EBADMSG, "ctnetlink reply: a datagram ends in a truncated message");
-    }
-  }
+  req->nlmsg_seq = ++seq_;
+  const RequestIo io{{buf_.get(), kNetlinkReceiveBuffer}, timeout_ms_, "ctnetlink"};
+  return request_run(*transport_, req, io, [&](const nlmsghdr* m) { return on_entry(m, m->nlmsg_len); });
 }
 
 Result<CtEntry> Ctnetlink::lookup(const Conn& key, int msg_type) {
