@@ -37,6 +37,7 @@
 
 #include "log.h"
 #include "netlink/nl_error.h"
+#include "netlink/reopen.h"
 #include "netlink/request.h"
 
 namespace ctoffload::netlink {
@@ -596,17 +597,16 @@ Result<CtEntry> Ctnetlink::lookup(const Conn& key, int msg_type) {
     if (p) have = true;
     return p;
   };
-  Status s = transact(nlmsg_hdr(req->get()), on_entry);
-  if (!s && socket_gone(s.err())) {
-    // The descriptor was closed or replaced under us: a new socket, and the
-    // request once more.  Both are safe to repeat: a get changes nothing,
-    // and a delete that did happen the first time answers ENOENT, which
-    // callers take as gone.
-    logger()->warn("ctnetlink socket failed ({}); reopening it", s.message());
-    if (Status r = transport_->reopen(); !r) return r.with_context("reopen ctnetlink socket");
-    have = false;
-    s = transact(nlmsg_hdr(req->get()), on_entry);
-  }
+  // Both are safe to repeat on a new socket: a get changes nothing, and a
+  // delete that did happen the first time answers ENOENT, which callers
+  // take as gone.
+  Status s = reopen_once_and_resend(
+      "ctnetlink",
+      [&] {
+        have = false;
+        return transact(nlmsg_hdr(req->get()), on_entry);
+      },
+      [&] { return transport_->reopen(); });
   if (!s) {
     // After a lost or unanswered datagram the socket may still hold parts
     // of this reply; a fresh socket keeps the next request clean.

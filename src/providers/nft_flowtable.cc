@@ -45,6 +45,7 @@
 #include "netlink/nft_socket.h"
 #include "netlink/nft_txn.h"
 #include "netlink/nl_error.h"
+#include "netlink/reopen.h"
 #include "netlink/route.h"
 #include "providers/nft_layout.h"
 #include "providers/usage_store.h"
@@ -146,11 +147,10 @@ class RealDevices final : public NftDeviceDirectory {
     return f->active;
   }
   Result<int> route_oif(uint8_t family, const Addr& addr) override {
-    auto r = routes_ ? routes_->oif(family, addr) : Result<int>(gone("route lookup"));
-    if (r || !netlink::socket_gone(r.err())) return r;
-    log::get("nft_flowtable")->warn("rtnetlink socket for route lookups failed ({}); reopening it", r.message());
-    if (Status s = open_routes(); !s) return s;
-    return routes_->oif(family, addr);
+    return netlink::reopen_once_and_resend(
+        "rtnetlink (route lookups)",
+        [&] { return routes_ ? routes_->oif(family, addr) : Result<int>(gone("route lookup")); },
+        [&] { return open_routes(); });
   }
   void poll_events(const std::function<void(const netlink::LinkEvent&)>& on_event) override {
     if (!monitor_) return;
@@ -204,11 +204,9 @@ class RealDevices final : public NftDeviceDirectory {
   template <typename Fn>
   auto with_links(Fn fn) -> decltype(fn(std::declval<netlink::LinkClient&>())) {
     using R = decltype(fn(std::declval<netlink::LinkClient&>()));
-    R r = links_ ? fn(*links_) : R(gone("link lookup"));
-    if (r || !netlink::socket_gone(r.err())) return r;
-    log::get("nft_flowtable")->warn("rtnetlink socket for link lookups failed ({}); reopening it", r.message());
-    if (Status s = open_links(); !s) return s;
-    return fn(*links_);
+    return netlink::reopen_once_and_resend(
+        "rtnetlink (link lookups)", [&] { return links_ ? fn(*links_) : R(gone("link lookup")); },
+        [&] { return open_links(); });
   }
 
   std::optional<netlink::LinkClient> links_;

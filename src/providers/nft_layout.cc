@@ -30,6 +30,7 @@
 #include "log.h"
 #include "netlink/nft_socket.h"
 #include "netlink/nl_error.h"
+#include "netlink/reopen.h"
 #include "netlink/request.h"
 
 namespace ctoffload::nft {
@@ -637,12 +638,9 @@ Status query_once(netlink::Transport& t, nlmsghdr* nlh, std::string_view what,
 Status query(netlink::Transport& t, nlmsghdr* nlh, std::string_view what,
              const std::function<Status(const nlmsghdr*)>& on_msg) {
   bool delivered = false;
-  Status s = query_once(t, nlh, what, on_msg, &delivered);
-  if (s || !netlink::socket_gone(s.err())) return s;
-  if (Status r = t.reopen(); !r) return s;
-  log::get("netlink")->warn("{}: the nf_tables socket failed ({}); reopened it", what, s.message());
-  if (delivered) return s;
-  return query_once(t, nlh, what, on_msg, &delivered);
+  return netlink::reopen_once_and_resend(
+      "nf_tables", [&] { return query_once(t, nlh, what, on_msg, &delivered); }, [&] { return t.reopen(); },
+      [&] { return !delivered; });
 }
 
 Status query_once(netlink::Transport& t, nlmsghdr* nlh, std::string_view what,
