@@ -3,7 +3,7 @@
 // Entry messages are built here with libmnl (an encoder independent of the
 // libnl code under test), decoded with parse_ct_message() and checked field
 // by field.  The client's request/reply logic runs against FakeKernel, a
-// scripted NetlinkTransport that answers requests, reorders nothing, and
+// scripted Transport that answers requests, reorders nothing, and
 // can fail a receive with ENOBUFS in the middle of a dump.
 #include "netlink/ctnetlink.h"
 
@@ -537,7 +537,7 @@ std::vector<unsigned char> ack_msg(const std::vector<unsigned char>& request, in
   return buf;
 }
 
-class FakeKernel final : public NetlinkTransport {
+class FakeKernel final : public Transport {
  public:
   // Called for every request sent; it queues the answer.
   std::function<void(const std::vector<unsigned char>& request, FakeKernel& k)> on_request;
@@ -545,11 +545,22 @@ class FakeKernel final : public NetlinkTransport {
   std::vector<std::vector<unsigned char>> requests;
   int resets = 0;
   // The descriptor was closed under the client: send and receive fail with
-  // EBADF until reset() makes a new socket (which fails while 'reopen_err').
+  // EBADF until reopen() makes a new socket (which fails while 'reopen_err').
   bool gone = false;
   int reopen_err = 0;
 
-  Status send(const void* msg, size_t len) override {
+  Status send(std::span<const iovec> iov) override {
+    std::vector<unsigned char> d;
+    for (const iovec& v : iov) {
+      const auto* p = static_cast<const unsigned char*>(v.iov_base);
+      d.insert(d.end(), p, p + v.iov_len);
+    }
+    return send_flat(d.data(), d.size());
+  }
+  uint32_t portid() const override { return 0; }
+  size_t max_send_bytes() const override { return size_t{1} << 20; }
+  size_t receive_buffer_bytes() const override { return size_t{4} << 20; }
+  Status send_flat(const void* msg, size_t len) {
     if (gone) return Status::error(EBADF, "fake kernel: bad file descriptor");
     const auto* p = static_cast<const unsigned char*>(msg);
     requests.emplace_back(p, p + len);
@@ -557,7 +568,7 @@ class FakeKernel final : public NetlinkTransport {
     return Status();
   }
 
-  Result<size_t> receive(std::span<unsigned char> buf) override {
+  Result<size_t> receive(std::span<std::byte> buf, int /*timeout_ms*/) override {
     if (gone) return Status::error(EBADF, "fake kernel: bad file descriptor");
     if (queue.empty()) return Status::error(ETIMEDOUT, "fake kernel: nothing queued");
     Datagram d = std::move(queue.front());
@@ -568,7 +579,7 @@ class FakeKernel final : public NetlinkTransport {
     return d.bytes.size();
   }
 
-  Status reset() override {
+  Status reopen() override {
     ++resets;
     queue.clear();  // A fresh socket has nothing queued.
     if (reopen_err != 0) return Status::error(reopen_err, "fake kernel: cannot open a socket");

@@ -2,7 +2,7 @@
 // behind its seams: a small nf_tables kernel behind netlink::Transport (it
 // applies batches all-or-nothing, acks every message, points element errors
 // at the failing element, answers GET dumps), a conntrack table behind
-// netlink::NetlinkTransport, and a device directory.  Runs anywhere, as any
+// netlink::Transport, and a device directory.  Runs anywhere, as any
 // user.
 #include "providers/nft_flowtable.h"
 
@@ -200,10 +200,10 @@ class FakeNft final : public netlink::Transport {
       enobufs_ = false;
       return Status::error(ENOBUFS, "fake: receive buffer overrun");
     }
-    if (queue_.empty()) return Status::error(EAGAIN, "fake: nothing to read");
+    if (queue_.empty()) return Status::error(ETIMEDOUT, "fake: nothing to read");
     std::vector<char> m = std::move(queue_.front());
     queue_.pop_front();
-    if (m.size() > buf.size()) return Status::error(ENOSPC, "fake: too long");
+    if (m.size() > buf.size()) return Status::error(EMSGSIZE, "fake: too long");
     std::memcpy(buf.data(), m.data(), m.size());
     return m.size();
   }
@@ -712,11 +712,22 @@ CtKey decode_request(const nlmsghdr* nlh) {
   return k;
 }
 
-class FakeCt final : public netlink::NetlinkTransport {
+class FakeCt final : public netlink::Transport {
  public:
   explicit FakeCt(FakeCtState* s) : s_(s) {}
   // Like the kernel: every message of the datagram in turn.
-  Status send(const void* msg, size_t len) override {
+  Status send(std::span<const iovec> iov) override {
+    std::vector<unsigned char> d;
+    for (const iovec& v : iov) {
+      const auto* p = static_cast<const unsigned char*>(v.iov_base);
+      d.insert(d.end(), p, p + v.iov_len);
+    }
+    return send_flat(d.data(), d.size());
+  }
+  uint32_t portid() const override { return 0; }
+  size_t max_send_bytes() const override { return size_t{1} << 20; }
+  size_t receive_buffer_bytes() const override { return size_t{4} << 20; }
+  Status send_flat(const void* msg, size_t len) {
     ++s_->datagrams;
     auto* nlh = static_cast<const nlmsghdr*>(msg);
     int rem = static_cast<int>(len);
@@ -764,14 +775,14 @@ class FakeCt final : public netlink::NetlinkTransport {
     a.resize(an->nlmsg_len);
     q_.push_back(a);
   }
-  Result<size_t> receive(std::span<unsigned char> buf) override {
+  Result<size_t> receive(std::span<std::byte> buf, int /*timeout_ms*/) override {
     if (q_.empty()) return Status::error(ETIMEDOUT, "fake ct: nothing");
     auto m = std::move(q_.front());
     q_.pop_front();
     std::memcpy(buf.data(), m.data(), m.size());
     return m.size();
   }
-  Status reset() override {
+  Status reopen() override {
     q_.clear();
     return {};
   }

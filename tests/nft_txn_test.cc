@@ -260,10 +260,10 @@ class FakeKernel final : public Transport {
       queue_.clear();  // The answers went with the socket.
       return Status::error(std::exchange(receive_gone_errno, 0), "receive from nfnetlink: fake");
     }
-    if (queue_.empty()) return Status::error(EAGAIN, "fake: nothing to read");
+    if (queue_.empty()) return Status::error(ETIMEDOUT, "fake: nothing to read");
     std::vector<char> m = std::move(queue_.front());
     queue_.pop_front();
-    if (m.size() > buf.size()) return Status::error(ENOSPC, "fake: too long");
+    if (m.size() > buf.size()) return Status::error(EMSGSIZE, "fake: too long");
     std::memcpy(buf.data(), m.data(), m.size());
     return m.size();
   }
@@ -522,7 +522,7 @@ TEST(NftSocket, MovedFromSocketOwnsNothingAndRefusesIo) {
   EXPECT_EQ(sock->borrow_fd_do_not_close(), -1);
   std::array<std::byte, 64> buf{};
   EXPECT_EQ(sock->receive(buf, 0).err(), EBADF);
-  EXPECT_EQ(moved.receive(buf, 0).err(), EAGAIN);  // nothing sent, nothing to read
+  EXPECT_EQ(moved.receive(buf, 0).err(), ETIMEDOUT);  // nothing sent, nothing to read
 }
 
 // ---------------------------------------------------------------- building

@@ -24,6 +24,7 @@
 #include <netlink/netfilter/ct.h>
 #include <netlink/netfilter/nfnl.h>
 #include <netlink/socket.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -36,6 +37,8 @@
 
 #include "log.h"
 #include "netlink/nl_error.h"
+#include "netlink/reopen.h"
+#include "netlink/request.h"
 
 namespace ctoffload::netlink {
 namespace {
@@ -413,28 +416,38 @@ Result<NlSockPtr> open_libnl_socket(int protocol, const NlSocketOptions& options
 
 namespace {
 
-class LibnlTransport final : public NetlinkTransport {
+// A libnl socket behind the Transport seam (transport.h), reporting with
+// its errno table.  The socket keeps blocking semantics for libnl's own
+// users; receives here do not block (MSG_DONTWAIT) and wait with poll(), so
+// the timeout is the caller's, per receive.
+class LibnlTransport final : public Transport {
  public:
   LibnlTransport(NlSockPtr sk, int protocol, NlSocketOptions options)
       : sk_(std::move(sk)), protocol_(protocol), options_(options) {}
 
-  Status send(const void* msg, size_t len) override {
+  using Transport::send;
+  Status send(std::span<const iovec> iov) override {
     if (!sk_) return Status::error(EBADF, "send netlink request: no socket (reopening it failed)");
     sockaddr_nl kernel{};
     kernel.nl_family = AF_NETLINK;
+    msghdr msg{};
+    msg.msg_name = &kernel;
+    msg.msg_namelen = sizeof(kernel);
+    msg.msg_iov = const_cast<iovec*>(iov.data());  // sendmsg does not write through it.
+    msg.msg_iovlen = iov.size();
     for (;;) {
-      ssize_t n = ::sendto(nl_socket_get_fd(sk_.get()), msg, len, 0, reinterpret_cast<const sockaddr*>(&kernel),
-                           sizeof(kernel));
-      if (n >= 0) return Status();
+      if (::sendmsg(nl_socket_get_fd(sk_.get()), &msg, 0) >= 0) return Status();
       if (errno != EINTR) return errno_status(errno, "send netlink request");
     }
   }
 
-  Result<size_t> receive(std::span<unsigned char> buf) override {
+  Result<size_t> receive(std::span<std::byte> buf, int timeout_ms) override {
     if (!sk_) return Status::error(EBADF, "receive netlink reply: no socket (reopening it failed)");
+    const int fd = nl_socket_get_fd(sk_.get());
+    const int waited = timeout_ms;
     for (;;) {
       // MSG_TRUNC makes recv() report the datagram's real size.
-      ssize_t n = ::recv(nl_socket_get_fd(sk_.get()), buf.data(), buf.size(), MSG_TRUNC);
+      ssize_t n = ::recv(fd, buf.data(), buf.size(), MSG_DONTWAIT | MSG_TRUNC);
       if (n >= 0) {
         if (static_cast<size_t>(n) > buf.size()) {
           return Status::error(EMSGSIZE, "receive netlink reply: a " + std::to_string(n) +
@@ -443,15 +456,34 @@ class LibnlTransport final : public NetlinkTransport {
         return static_cast<size_t>(n);
       }
       if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        return Status::error(ETIMEDOUT, "receive netlink reply: the kernel did not answer in " +
-                                            std::to_string(options_.receive_timeout_ms) + " ms");
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return errno_status(errno, "receive netlink reply");
+      if (timeout_ms == 0) {
+        return Status::error(ETIMEDOUT,
+                             "receive netlink reply: the kernel did not answer in " + std::to_string(waited) + " ms");
       }
-      return errno_status(errno, "receive netlink reply");
+      pollfd pfd{fd, POLLIN, 0};
+      const int ready = ::poll(&pfd, 1, timeout_ms);
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready < 0) return errno_status(errno, "poll netlink socket");
+      if (ready == 0) {
+        return Status::error(ETIMEDOUT,
+                             "receive netlink reply: the kernel did not answer in " + std::to_string(waited) + " ms");
+      }
+      timeout_ms = 0;  // Readable now: the next recv either succeeds or says why.
     }
   }
 
-  Status reset() override {
+  uint32_t portid() const override { return sk_ ? nl_socket_get_local_port(sk_.get()) : 0; }
+
+  size_t max_send_bytes() const override {
+    // netlink_sendmsg() refuses a datagram longer than sk_sndbuf - 32.
+    const size_t sndbuf = int_option(SO_SNDBUF);
+    return sndbuf > 32 ? sndbuf - 32 : 0;
+  }
+
+  size_t receive_buffer_bytes() const override { return int_option(SO_RCVBUF); }
+
+  Status reopen() override {
     // The old socket is closed first.  Opened first, the new one could get
     // the number of a descriptor that was closed under us, and closing the
     // old one would then close the new one.
@@ -463,6 +495,14 @@ class LibnlTransport final : public NetlinkTransport {
   }
 
  private:
+  size_t int_option(int name) const {
+    if (!sk_) return 0;
+    int value = 0;
+    socklen_t len = sizeof(value);
+    if (getsockopt(nl_socket_get_fd(sk_.get()), SOL_SOCKET, name, &value, &len) != 0 || value < 0) return 0;
+    return static_cast<size_t>(value);
+  }
+
   NlSockPtr sk_;
   int protocol_;
   NlSocketOptions options_;
@@ -516,79 +556,33 @@ Status parse_ct_message(const void* msg, size_t len, CtEntry* entry) {
 
 // ------------------------------------------------------------------------
 
-Ctnetlink::Ctnetlink(std::unique_ptr<NetlinkTransport> transport)
-    : transport_(std::move(transport)), buf_(new unsigned char[kNetlinkReceiveBuffer]) {}
+Ctnetlink::Ctnetlink(std::unique_ptr<Transport> transport, int timeout_ms)
+    : transport_(std::move(transport)), buf_(new std::byte[kNetlinkReceiveBuffer]), timeout_ms_(timeout_ms) {}
 Ctnetlink::Ctnetlink(Ctnetlink&&) noexcept = default;
 Ctnetlink& Ctnetlink::operator=(Ctnetlink&&) noexcept = default;
 Ctnetlink::~Ctnetlink() = default;
 
-Result<std::unique_ptr<NetlinkTransport>> open_netlink_transport(int protocol, const NlSocketOptions& options) {
+Result<std::unique_ptr<Transport>> open_netlink_transport(int protocol, const NlSocketOptions& options) {
   auto sk = open_libnl_socket(protocol, options);
   if (!sk) return sk.status();
-  return std::unique_ptr<NetlinkTransport>(std::make_unique<LibnlTransport>(std::move(*sk), protocol, options));
+  return std::unique_ptr<Transport>(std::make_unique<LibnlTransport>(std::move(*sk), protocol, options));
 }
 
 Result<Ctnetlink> Ctnetlink::open(const NlSocketOptions& options) {
   auto t = open_netlink_transport(NETLINK_NETFILTER, options);
   if (!t) return t.status().with_context("open ctnetlink socket");
-  return Ctnetlink(std::move(*t));
+  return Ctnetlink(std::move(*t), options.receive_timeout_ms > 0 ? options.receive_timeout_ms : -1);
 }
 
-Ctnetlink Ctnetlink::with_transport(std::unique_ptr<NetlinkTransport> transport) {
-  return Ctnetlink(std::move(transport));
+Ctnetlink Ctnetlink::with_transport(std::unique_ptr<Transport> transport) {
+  return Ctnetlink(std::move(transport), NlSocketOptions{}.receive_timeout_ms);
 }
 
 Status Ctnetlink::transact(void* request, const std::function<Status(const void*, size_t)>& on_entry) {
   auto* req = static_cast<nlmsghdr*>(request);
-  const uint32_t seq = ++seq_;
-  req->nlmsg_seq = seq;
-  req->nlmsg_pid = 0;
-  req->nlmsg_flags |= NLM_F_REQUEST;
-  if (Status s = transport_->send(req, req->nlmsg_len); !s) return s;
-
-  // The first malformed entry; the rest of the reply is still read so that
-  // the socket is left with nothing of this request queued.
-  Status entry_error;
-  for (;;) {
-    auto got = transport_->receive({buf_.get(), kNetlinkReceiveBuffer});
-    if (!got) return got.status();
-    int rem = static_cast<int>(*got);
-    auto* nlh = reinterpret_cast<nlmsghdr*>(buf_.get());
-    for (; nlmsg_ok(nlh, rem); nlh = nlmsg_next(nlh, &rem)) {
-      // Replies to an earlier request that was given up on are skipped.
-      if (nlh->nlmsg_seq != seq) continue;
-      switch (nlh->nlmsg_type) {
-        case NLMSG_NOOP:
-        case NLMSG_OVERRUN:
-          continue;
-        case NLMSG_ERROR: {
-          auto ack = parse_kernel_ack(nlh, nlh->nlmsg_len);
-          if (!ack) return ack.status();
-          if (ack->err != 0) return kernel_status(*ack, "ctnetlink");
-          return entry_error;
-        }
-        case NLMSG_DONE: {
-          // A dump ends with NLMSG_DONE carrying 0 or a negative errno.
-          if (nlh->nlmsg_len >= NLMSG_HDRLEN + sizeof(int)) {
-            int err;
-            std::memcpy(&err, nlmsg_data(nlh), sizeof err);
-            if (err < -kMaxErrno) return Status::error(EBADMSG, "ctnetlink dump: NLMSG_DONE with no errno in it");
-            if (err < 0) return kernel_status(-err, "ctnetlink dump");
-          }
-          return entry_error;
-        }
-        default:
-          if (entry_error.ok()) {
-            Status s = on_entry(nlh, nlh->nlmsg_len);
-            if (!s) entry_error = std::move(s);
-          }
-          break;
-      }
-    }
-    if (rem > 0 && entry_error.ok()) {
-      entry_error = Status::error(EBADMSG, "ctnetlink reply: a datagram ends in a truncated message");
-    }
-  }
+  req->nlmsg_seq = ++seq_;
+  const RequestIo io{{buf_.get(), kNetlinkReceiveBuffer}, timeout_ms_, "ctnetlink"};
+  return request_run(*transport_, req, io, [&](const nlmsghdr* m) { return on_entry(m, m->nlmsg_len); });
 }
 
 Result<CtEntry> Ctnetlink::lookup(const Conn& key, int msg_type) {
@@ -603,21 +597,20 @@ Result<CtEntry> Ctnetlink::lookup(const Conn& key, int msg_type) {
     if (p) have = true;
     return p;
   };
-  Status s = transact(nlmsg_hdr(req->get()), on_entry);
-  if (!s && socket_gone(s.err())) {
-    // The descriptor was closed or replaced under us: a new socket, and the
-    // request once more.  Both are safe to repeat: a get changes nothing,
-    // and a delete that did happen the first time answers ENOENT, which
-    // callers take as gone.
-    logger()->warn("ctnetlink socket failed ({}); reopening it", s.message());
-    if (Status r = transport_->reset(); !r) return r.with_context("reopen ctnetlink socket");
-    have = false;
-    s = transact(nlmsg_hdr(req->get()), on_entry);
-  }
+  // Both are safe to repeat on a new socket: a get changes nothing, and a
+  // delete that did happen the first time answers ENOENT, which callers
+  // take as gone.
+  Status s = reopen_once_and_resend(
+      "ctnetlink",
+      [&] {
+        have = false;
+        return transact(nlmsg_hdr(req->get()), on_entry);
+      },
+      [&] { return transport_->reopen(); });
   if (!s) {
     // After a lost or unanswered datagram the socket may still hold parts
     // of this reply; a fresh socket keeps the next request clean.
-    if (may_leave_replies(s.err())) (void)transport_->reset();
+    if (may_leave_replies(s.err())) (void)transport_->reopen();
     const char* verb = msg_type == IPCTNL_MSG_CT_DELETE ? "delete conntrack entry " : "get conntrack entry ";
     return s.with_context(verb + describe_key(key));
   }
@@ -702,7 +695,7 @@ Status Ctnetlink::remove_window(std::span<const Conn> keys, const std::vector<un
     Status s = transport_->send(dgram.data(), dgram.size());
     bool done = false;
     while (s && !done) {
-      auto got = transport_->receive({buf_.get(), kNetlinkReceiveBuffer});
+      auto got = transport_->receive({buf_.get(), kNetlinkReceiveBuffer}, timeout_ms_);
       if (!got) {
         s = got.status();
         break;
@@ -748,11 +741,11 @@ Status Ctnetlink::remove_window(std::span<const Conn> keys, const std::vector<un
     if (attempt == 0 && (socket_gone(s.err()) || s.err() == ENOBUFS)) {
       logger()->warn("ctnetlink socket failed during {} deletes ({}); reopening it and asking again", open.size(),
                      s.message());
-      Status r = transport_->reset();
+      Status r = transport_->reopen();
       if (r) continue;
       s = r.with_context("reopen ctnetlink socket");
     } else if (may_leave_replies(s.err())) {
-      (void)transport_->reset();  // It may still hold answers of this window.
+      (void)transport_->reopen();  // It may still hold answers of this window.
     }
     for (size_t i : open) settle(i, [&] { return s.with_context(context(i)); });
     return s;
@@ -800,7 +793,7 @@ Result<CtDumpStats> Ctnetlink::dump(const CtFilter& filter, const std::function<
       } else {
         logger()->warn("conntrack dump: the socket failed ({}); restarting it on a new one", s.message());
       }
-      if (Status r = transport_->reset(); !r) return r.with_context("conntrack dump resync");
+      if (Status r = transport_->reopen(); !r) return r.with_context("conntrack dump resync");
       if (on_resync) on_resync();
       stats.entries = 0;
       stats.messages = 0;
@@ -814,7 +807,7 @@ Result<CtDumpStats> Ctnetlink::dump(const CtFilter& filter, const std::function<
       kernel_filter = false;
       continue;
     }
-    if (may_leave_replies(s.err())) (void)transport_->reset();  // ENOBUFS was restarted above.
+    if (may_leave_replies(s.err())) (void)transport_->reopen();  // ENOBUFS was restarted above.
     return s.with_context("conntrack dump");
   }
 }

@@ -27,6 +27,7 @@
 
 #include "ctoffload/conn.h"
 #include "ctoffload/result.h"
+#include "netlink/transport.h"
 
 struct nl_sock;
 
@@ -140,7 +141,6 @@ Status parse_ct_message(const void* msg, size_t len, CtEntry* entry);
 // The client
 // ------------------------------------------------------------------------
 
-class NetlinkTransport;
 
 // Options of the libnl sockets opened here and in link.h.
 struct NlSocketOptions {
@@ -164,7 +164,7 @@ class Ctnetlink {
   static Result<Ctnetlink> open(const NlSocketOptions& options = {});
 
   // A client speaking over 'transport' (tests drive error paths this way).
-  static Ctnetlink with_transport(std::unique_ptr<NetlinkTransport> transport);
+  static Ctnetlink with_transport(std::unique_ptr<Transport> transport);
 
   Ctnetlink(Ctnetlink&&) noexcept;
   Ctnetlink& operator=(Ctnetlink&&) noexcept;
@@ -225,7 +225,8 @@ class Ctnetlink {
                            const std::function<void()>& on_resync = {});
 
  private:
-  explicit Ctnetlink(std::unique_ptr<NetlinkTransport> transport);
+  // 'timeout_ms' is how long one receive waits (negative: forever).
+  Ctnetlink(std::unique_ptr<Transport> transport, int timeout_ms);
 
   // Sends 'request' (seq is filled in) and reads replies until the kernel's
   // ACK, error or NLMSG_DONE, handing entry messages to 'on_entry'.
@@ -238,8 +239,9 @@ class Ctnetlink {
   Status remove_window(std::span<const Conn> keys, const std::vector<unsigned char>& requests,
                        const std::vector<size_t>& at, const std::vector<size_t>& index, std::vector<Status>& out);
 
-  std::unique_ptr<NetlinkTransport> transport_;
-  std::unique_ptr<unsigned char[]> buf_;  // Receive buffer, reused.
+  std::unique_ptr<Transport> transport_;
+  std::unique_ptr<std::byte[]> buf_;  // Receive buffer, reused.
+  int timeout_ms_ = 0;
   uint32_t seq_ = 0;
 };
 
@@ -265,27 +267,6 @@ Result<bool> conntrack_accounting(std::string_view path = kConntrackAcctPath);
 // Machinery: the seam between the clients and the kernel
 // ------------------------------------------------------------------------
 
-// One netlink socket's send and receive.  The real one wraps a libnl
-// socket; unit tests replace it with a scripted one to drive the clients'
-// error paths (ENOBUFS in the middle of a dump, kernel errors, garbage).
-class NetlinkTransport {
- public:
-  virtual ~NetlinkTransport() = default;
-
-  // Sends one request datagram of 'len' bytes.
-  virtual Status send(const void* msg, size_t len) = 0;
-
-  // Waits for one datagram and copies it into 'buf'.  Returns its length;
-  // ENOBUFS when the socket overflowed and messages were lost; EMSGSIZE
-  // when the datagram did not fit 'buf'; ETIMEDOUT when nothing came in
-  // the receive timeout.
-  virtual Result<size_t> receive(std::span<unsigned char> buf) = 0;
-
-  // Replaces the socket with a fresh one, dropping whatever the old one had
-  // queued and any dump the kernel was running for it.
-  virtual Status reset() = 0;
-};
-
 // A libnl socket, freed (and closed) on destruction.
 struct NlSockFree {
   void operator()(nl_sock* sk) const;
@@ -299,8 +280,9 @@ using NlSockPtr = std::unique_ptr<nl_sock, NlSockFree>;
 // (EPROTONOSUPPORT, EMFILE, ENOMEM, ...).
 Result<NlSockPtr> open_libnl_socket(int protocol, const NlSocketOptions& options);
 
-// The real transport: open_libnl_socket() behind the NetlinkTransport seam.
-Result<std::unique_ptr<NetlinkTransport>> open_netlink_transport(int protocol, const NlSocketOptions& options);
+// The real transport: open_libnl_socket() behind the Transport seam
+// (transport.h), with its errno table.
+Result<std::unique_ptr<Transport>> open_netlink_transport(int protocol, const NlSocketOptions& options);
 
 // Size of the receive buffer the clients use: the kernel writes dump
 // datagrams of at most 32 KiB.

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <climits>
+#include <string>
 #include <utility>
 
 #include "log.h"
@@ -38,17 +39,6 @@ void set_buffer(int fd, int force_name, int name, size_t bytes) {
 }
 
 }  // namespace
-
-Status Transport::reopen() { return Status::error(EOPNOTSUPP, "this netlink transport cannot reopen its socket"); }
-
-Status send_retrying_eintr(Transport& t, std::span<const iovec> iov) {
-  Status s;
-  for (int i = 0; i < kMaxEintr; ++i) {
-    s = t.send(iov);
-    if (s.err() != EINTR) return s;
-  }
-  return s;
-}
 
 Status NftSocket::reopen() {
   // Close first: see the header.
@@ -154,18 +144,19 @@ Result<size_t> NftSocket::receive(std::span<std::byte> buf, int timeout_ms) {
     ssize_t n = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT | MSG_TRUNC);
     if (n >= 0) {
       if (static_cast<size_t>(n) > buf.size()) {
-        return Status::error(ENOSPC, "receive from nfnetlink: message larger than the buffer");
+        return Status::error(EMSGSIZE, "receive from nfnetlink: a " + std::to_string(n) +
+                                           "-byte datagram did not fit the receive buffer");
       }
       return static_cast<size_t>(n);
     }
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) return errno_status(errno, "receive from nfnetlink");
-    if (timeout_ms == 0) return Status::error(EAGAIN, "receive from nfnetlink: nothing to read");
+    if (timeout_ms == 0) return Status::error(ETIMEDOUT, "receive from nfnetlink: nothing to read");
     pollfd pfd{fd, POLLIN, 0};
     int ready = poll(&pfd, 1, timeout_ms);
     if (ready < 0 && errno == EINTR) continue;
     if (ready < 0) return errno_status(errno, "poll nfnetlink socket");
-    if (ready == 0) return Status::error(EAGAIN, "receive from nfnetlink: timed out");
+    if (ready == 0) return Status::error(ETIMEDOUT, "receive from nfnetlink: timed out");
     timeout_ms = 0;  // Readable now: the next recv either succeeds or says why.
   }
 }

@@ -1,9 +1,8 @@
 // nft_socket.h - the netlink socket nf_tables transactions go through.
 //
-// Transport is the seam between the transaction logic (nft_txn.h) and the
-// kernel: send one datagram, receive one datagram, and say how big both may
-// be.  NftSocket is the real one, a NETLINK_NETFILTER socket on libmnl;
-// unit tests put a fake kernel behind the same interface.
+// NftSocket is the real Transport (transport.h) of the nf_tables clients, a
+// NETLINK_NETFILTER socket on libmnl; it reports errors with transport.h's
+// errno table.
 //
 // Return convention: a Status/Result that is ok, or a positive errno with a
 // message (see nl_error.h).  Nothing here throws.
@@ -16,55 +15,11 @@
 #include <span>
 
 #include "ctoffload/result.h"
+#include "netlink/transport.h"
 
 struct mnl_socket;
 
 namespace ctoffload::netlink {
-
-// What a transaction needs from a netlink socket.
-class Transport {
- public:
-  virtual ~Transport() = default;
-
-  // Sends the concatenation of 'iov' as one datagram (one sendmsg), retrying
-  // when interrupted (EINTR).  Returns EMSGSIZE when the datagram is larger
-  // than max_send_bytes(), or the errno of the failed send.
-  virtual Status send(std::span<const iovec> iov) = 0;
-
-  // Receives one datagram into 'buf', waiting at most 'timeout_ms'
-  // milliseconds for one to arrive (0: do not wait).  Returns its length.
-  // Fails with EAGAIN when nothing arrived in time, with ENOBUFS when the
-  // kernel had to drop messages because the receive buffer was full (the
-  // socket stays usable: later messages can still be read), and with
-  // ENOSPC when the datagram did not fit in 'buf' (it is lost).
-  virtual Result<size_t> receive(std::span<std::byte> buf, int timeout_ms) = 0;
-
-  // The socket's netlink port id; acknowledgements carry it.
-  virtual uint32_t portid() const = 0;
-
-  // The largest datagram send() accepts.
-  virtual size_t max_send_bytes() const = 0;
-
-  // How many bytes of kernel messages (counted as the kernel counts them,
-  // buffer overhead included) may wait to be read before the kernel drops
-  // the next one.
-  virtual size_t receive_buffer_bytes() const = 0;
-
-  // Replaces the socket with a fresh one after it failed for good (its
-  // descriptor was closed or replaced under us: EBADF, ENOTSOCK).  Whatever
-  // the old socket had queued is lost, so a caller that had sent a request
-  // on it no longer knows what became of it.  The default says EOPNOTSUPP:
-  // a transport that cannot reopen stays failed.
-  virtual Status reopen();
-};
-
-// How many EINTRs in a row a caller survives from a transport that lets one
-// through (a transport retries EINTR itself; this is the second line).
-inline constexpr int kMaxEintr = 64;
-
-// t.send(iov), sent again while it fails with EINTR (at most kMaxEintr
-// times): an interrupted send sent nothing.
-Status send_retrying_eintr(Transport& t, std::span<const iovec> iov);
 
 // What NftSocket::open() asks the kernel for.
 struct NftSocketOptions {
@@ -94,6 +49,7 @@ class NftSocket final : public Transport {
   NftSocket& operator=(const NftSocket&) = delete;
   ~NftSocket() override;
 
+  using Transport::send;
   Status send(std::span<const iovec> iov) override;
   Result<size_t> receive(std::span<std::byte> buf, int timeout_ms) override;
   uint32_t portid() const override { return portid_; }

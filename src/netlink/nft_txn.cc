@@ -36,6 +36,7 @@
 #include "log.h"
 #include "netlink/nft_socket.h"
 #include "netlink/nl_error.h"
+#include "netlink/request.h"
 
 namespace ctoffload::netlink {
 
@@ -180,20 +181,6 @@ struct Outcome {
   bool enobufs = false;
   bool eagain = false;
 };
-
-// Whether 'len' bytes are a sequence of whole netlink messages, each at
-// least a header long and none running past the end.
-bool well_framed(const std::byte* buf, size_t len) {
-  size_t off = 0;
-  while (off < len) {
-    if (len - off < sizeof(nlmsghdr)) return false;
-    nlmsghdr h;
-    std::memcpy(&h, buf + off, sizeof h);
-    if (h.nlmsg_len < sizeof(nlmsghdr) || h.nlmsg_len > len - off) return false;
-    off += std::min<size_t>(NLMSG_ALIGN(static_cast<size_t>(h.nlmsg_len)), len - off);
-  }
-  return true;
-}
 
 }  // namespace
 
@@ -790,7 +777,7 @@ void NftTxn::Impl::read_acks(Outcome& out) {
         out.enobufs = true;
         continue;
       }
-      if (r.err() != EAGAIN) out.transport = r.status();
+      if (r.err() != ETIMEDOUT) out.transport = r.status();  // ETIMEDOUT: acks missing, counted below.
       break;
     }
     // libmnl compares a message's length with the datagram's as signed ints:

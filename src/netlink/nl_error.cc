@@ -71,6 +71,25 @@ Result<KernelAck> parse_kernel_ack(const nlmsghdr* nlh, size_t len) {
   return ack;
 }
 
+Result<KernelAck> parse_kernel_done(const nlmsghdr* nlh, size_t len) {
+  if (nlh == nullptr || len < NLMSG_HDRLEN || nlh->nlmsg_len > len || nlh->nlmsg_type != NLMSG_DONE) {
+    return Status::error(EBADMSG, "netlink dump end: not an NLMSG_DONE message");
+  }
+  KernelAck done;
+  done.seq = nlh->nlmsg_seq;
+  if (mnl_nlmsg_get_payload_len(nlh) < sizeof(int)) return done;
+  int err = 0;
+  std::memcpy(&err, mnl_nlmsg_get_payload(nlh), sizeof err);
+  if (err < -kMaxErrno || err > kMaxErrno) {
+    return Status::error(EBADMSG, "netlink dump end: NLMSG_DONE carries " + std::to_string(err) + ", not an errno");
+  }
+  done.err = err < 0 ? -err : err;
+  if ((nlh->nlmsg_flags & NLM_F_ACK_TLVS) != 0 && mnl_nlmsg_get_payload_len(nlh) > sizeof(int)) {
+    (void)mnl_attr_parse(nlh, sizeof(int), extack_attr_cb, &done);
+  }
+  return done;
+}
+
 Status kernel_status(int err, std::string_view what, std::string_view extack) {
   if (err == 0) return Status();
   std::string msg;
@@ -93,7 +112,5 @@ Status kernel_status(const KernelAck& ack, std::string_view what) {
 }
 
 Status errno_status(int err, std::string_view what) { return kernel_status(err, what, {}); }
-
-bool socket_gone(int err) { return err == EBADF || err == ENOTSOCK; }
 
 }  // namespace ctoffload::netlink

@@ -20,6 +20,7 @@
 
 #include "ctoffload/result.h"
 #include "errno_text.h"
+#include "netlink/transport.h"
 
 struct nlmsghdr;
 
@@ -50,6 +51,15 @@ inline constexpr int kMaxErrno = 4095;
 // or unknown extended-ack attributes are ignored (the errno still counts).
 [[nodiscard]] Result<KernelAck> parse_kernel_ack(const nlmsghdr* nlh, size_t len);
 
+// Decodes the NLMSG_DONE message 'nlh' ending a dump, which must span 'len'
+// readable bytes, as a KernelAck: 'err' is the errno the dump ended with (0
+// when it completed, or when the message is too short to carry one, as from
+// kernels that sent a bare NLMSG_DONE), with the extended-ack message when
+// the kernel sent one (NLM_F_ACK_TLVS, after the errno).  Returns EBADMSG
+// when 'nlh' is not an NLMSG_DONE message or carries an error code beyond
+// kMaxErrno either way.
+[[nodiscard]] Result<KernelAck> parse_kernel_done(const nlmsghdr* nlh, size_t len);
+
 // The symbolic name of 'err' ("EEXIST"), or "errno N" when it has none
 // (errno_text.h).
 using ctoffload::errno_name;
@@ -65,10 +75,5 @@ Status kernel_status(const KernelAck& ack, std::string_view what);
 // The Status for a failed system call or library call that set errno 'err':
 // "what: strerror (ENAME)".  'err' 0 gives success.
 Status errno_status(int err, std::string_view what);
-
-// Whether a send or receive error 'err' means the socket itself is gone
-// (its descriptor closed or replaced under us: EBADF, ENOTSOCK), so that
-// only a new socket helps.
-bool socket_gone(int err);
 
 }  // namespace ctoffload::netlink

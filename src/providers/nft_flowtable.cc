@@ -45,6 +45,8 @@
 #include "netlink/nft_socket.h"
 #include "netlink/nft_txn.h"
 #include "netlink/nl_error.h"
+#include "netlink/reopen.h"
+#include "netlink/route.h"
 #include "providers/nft_layout.h"
 #include "providers/usage_store.h"
 
@@ -112,86 +114,9 @@ std::optional<size_t> read_conntrack_count() {
 }
 
 // ------------------------------------------------------------------------
-// The real device directory: link.h for names, features and events, plus a
-// route lookup (RTM_GETROUTE) that link.h does not have.
+// The real device directory: link.h for names, features and events, route.h
+// for route lookups (RTM_GETROUTE).
 // ------------------------------------------------------------------------
-
-class RouteClient {
- public:
-  static Result<RouteClient> open() {
-    mnl_socket* nl = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
-    if (nl == nullptr) return netlink::errno_status(errno, "open rtnetlink socket for route lookups");
-    if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
-      const int err = errno;
-      mnl_socket_close(nl);
-      return netlink::errno_status(err, "bind rtnetlink socket");
-    }
-    return RouteClient(nl);
-  }
-  RouteClient(RouteClient&& o) noexcept : nl_(std::exchange(o.nl_, nullptr)), seq_(o.seq_) {}
-  RouteClient& operator=(RouteClient&& o) noexcept {
-    std::swap(nl_, o.nl_);
-    std::swap(seq_, o.seq_);
-    return *this;
-  }
-  RouteClient(const RouteClient&) = delete;
-  RouteClient& operator=(const RouteClient&) = delete;
-  ~RouteClient() {
-    if (nl_ != nullptr) mnl_socket_close(nl_);
-  }
-
-  // The output device of the route to 'addr'.
-  Result<int> oif(uint8_t family, const Addr& addr) {
-    alignas(nlmsghdr) char buf[16384];
-    nlmsghdr* nlh = mnl_nlmsg_put_header(buf);
-    nlh->nlmsg_type = RTM_GETROUTE;
-    nlh->nlmsg_flags = NLM_F_REQUEST;
-    nlh->nlmsg_seq = ++seq_;
-    auto* rtm = static_cast<rtmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(rtmsg)));
-    rtm->rtm_family = family;
-    const size_t alen = family == AF_INET ? 4 : 16;
-    rtm->rtm_dst_len = static_cast<unsigned char>(alen * 8);
-    mnl_attr_put(nlh, RTA_DST, alen, addr.bytes);
-    const std::string what = "route lookup for " + format_address(family, addr);
-    if (mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len) < 0) return netlink::errno_status(errno, what);
-    const uint32_t portid = mnl_socket_get_portid(nl_);
-    for (;;) {
-      const ssize_t n = mnl_socket_recvfrom(nl_, buf, sizeof(buf));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return netlink::errno_status(errno, what);
-      }
-      int len = static_cast<int>(n);
-      for (auto* m = reinterpret_cast<const nlmsghdr*>(buf); mnl_nlmsg_ok(m, len); m = mnl_nlmsg_next(m, &len)) {
-        if (m->nlmsg_seq != seq_ || m->nlmsg_pid != portid) continue;
-        if (m->nlmsg_type == NLMSG_ERROR) {
-          auto ack = netlink::parse_kernel_ack(m, m->nlmsg_len);
-          if (!ack) return ack.status();
-          return ack->err ? netlink::kernel_status(*ack, what) : Status::error(ENOENT, what + ": no answer");
-        }
-        if (m->nlmsg_type != RTM_NEWROUTE) continue;
-        const auto* r = static_cast<const rtmsg*>(mnl_nlmsg_get_payload(m));
-        if (r->rtm_type == RTN_LOCAL) return Status::error(EADDRNOTAVAIL, what + ": the address is local");
-        if (r->rtm_type != RTN_UNICAST) return Status::error(EHOSTUNREACH, what + ": no unicast route");
-        int oif = 0;
-        const auto* end = reinterpret_cast<const char*>(mnl_nlmsg_get_payload_tail(m));
-        for (auto* a = static_cast<const nlattr*>(mnl_nlmsg_get_payload_offset(m, sizeof(rtmsg)));
-             mnl_attr_ok(a, static_cast<int>(end - reinterpret_cast<const char*>(a))); a = mnl_attr_next(a)) {
-          if (mnl_attr_get_type(a) == RTA_OIF && mnl_attr_get_payload_len(a) >= 4) {
-            oif = static_cast<int>(mnl_attr_get_u32(a));
-          }
-        }
-        if (oif <= 0) return Status::error(EHOSTUNREACH, what + ": the route has no output device");
-        return oif;
-      }
-    }
-  }
-
- private:
-  explicit RouteClient(mnl_socket* nl) : nl_(nl) {}
-  mnl_socket* nl_ = nullptr;
-  uint32_t seq_ = 0;
-};
 
 class RealDevices final : public NftDeviceDirectory {
  public:
@@ -222,11 +147,10 @@ class RealDevices final : public NftDeviceDirectory {
     return f->active;
   }
   Result<int> route_oif(uint8_t family, const Addr& addr) override {
-    auto r = routes_ ? routes_->oif(family, addr) : Result<int>(gone("route lookup"));
-    if (r || !netlink::socket_gone(r.err())) return r;
-    log::get("nft_flowtable")->warn("rtnetlink socket for route lookups failed ({}); reopening it", r.message());
-    if (Status s = open_routes(); !s) return s;
-    return routes_->oif(family, addr);
+    return netlink::reopen_once_and_resend(
+        "rtnetlink (route lookups)",
+        [&] { return routes_ ? routes_->oif(family, addr) : Result<int>(gone("route lookup")); },
+        [&] { return open_routes(); });
   }
   void poll_events(const std::function<void(const netlink::LinkEvent&)>& on_event) override {
     if (!monitor_) return;
@@ -262,7 +186,7 @@ class RealDevices final : public NftDeviceDirectory {
   }
   Status open_routes() {
     routes_.reset();
-    auto r = RouteClient::open();
+    auto r = netlink::RouteClient::open();
     if (!r) return r.status();
     routes_.emplace(std::move(*r));
     return {};
@@ -280,15 +204,13 @@ class RealDevices final : public NftDeviceDirectory {
   template <typename Fn>
   auto with_links(Fn fn) -> decltype(fn(std::declval<netlink::LinkClient&>())) {
     using R = decltype(fn(std::declval<netlink::LinkClient&>()));
-    R r = links_ ? fn(*links_) : R(gone("link lookup"));
-    if (r || !netlink::socket_gone(r.err())) return r;
-    log::get("nft_flowtable")->warn("rtnetlink socket for link lookups failed ({}); reopening it", r.message());
-    if (Status s = open_links(); !s) return s;
-    return fn(*links_);
+    return netlink::reopen_once_and_resend(
+        "rtnetlink (link lookups)", [&] { return links_ ? fn(*links_) : R(gone("link lookup")); },
+        [&] { return open_links(); });
   }
 
   std::optional<netlink::LinkClient> links_;
-  std::optional<RouteClient> routes_;
+  std::optional<netlink::RouteClient> routes_;
   std::optional<netlink::LinkMonitor> monitor_;
 };
 

@@ -30,6 +30,8 @@
 #include "log.h"
 #include "netlink/nft_socket.h"
 #include "netlink/nl_error.h"
+#include "netlink/reopen.h"
+#include "netlink/request.h"
 
 namespace ctoffload::nft {
 namespace {
@@ -636,51 +638,17 @@ Status query_once(netlink::Transport& t, nlmsghdr* nlh, std::string_view what,
 Status query(netlink::Transport& t, nlmsghdr* nlh, std::string_view what,
              const std::function<Status(const nlmsghdr*)>& on_msg) {
   bool delivered = false;
-  Status s = query_once(t, nlh, what, on_msg, &delivered);
-  if (s || !netlink::socket_gone(s.err())) return s;
-  if (Status r = t.reopen(); !r) return s;
-  log::get("netlink")->warn("{}: the nf_tables socket failed ({}); reopened it", what, s.message());
-  if (delivered) return s;
-  return query_once(t, nlh, what, on_msg, &delivered);
+  return netlink::reopen_once_and_resend(
+      "nf_tables", [&] { return query_once(t, nlh, what, on_msg, &delivered); }, [&] { return t.reopen(); },
+      [&] { return !delivered; });
 }
 
 Status query_once(netlink::Transport& t, nlmsghdr* nlh, std::string_view what,
                   const std::function<Status(const nlmsghdr*)>& on_msg, bool* delivered) {
-  const uint32_t seq = g_query_seq.fetch_add(1, std::memory_order_relaxed);
-  nlh->nlmsg_seq = seq;
-  iovec iov{nlh, nlh->nlmsg_len};
-  if (Status sent = netlink::send_retrying_eintr(t, std::span<const iovec>(&iov, 1)); !sent) {
-    return sent.with_context(std::string(what));
-  }
+  nlh->nlmsg_seq = g_query_seq.fetch_add(1, std::memory_order_relaxed);
   std::vector<std::byte> buf(kQueryBuffer);
-  const bool dump = (nlh->nlmsg_flags & NLM_F_DUMP) == NLM_F_DUMP;
-  Status first_error;
-  int eintr = 0;
-  for (;;) {
-    auto got = t.receive(buf, kQueryTimeoutMs);
-    if (!got && got.err() == EINTR && ++eintr < netlink::kMaxEintr) continue;  // Nothing was read.
-    if (!got) return got.status().with_context(std::string(what));
-    int len = static_cast<int>(*got);
-    for (auto* m = reinterpret_cast<const nlmsghdr*>(buf.data()); mnl_nlmsg_ok(m, len); m = mnl_nlmsg_next(m, &len)) {
-      if (m->nlmsg_seq != seq) continue;
-      if (m->nlmsg_type == NLMSG_DONE) return first_error;
-      if (m->nlmsg_type == NLMSG_ERROR) {
-        auto ack = netlink::parse_kernel_ack(m, m->nlmsg_len);
-        if (!ack) return ack.status().with_context(std::string(what));
-        if (ack->err != 0) return netlink::kernel_status(*ack, what);
-        // A plain GET ends with the ack that NLM_F_ACK asked for.
-        if (!dump) return first_error;
-        continue;
-      }
-      if (m->nlmsg_type == NLMSG_NOOP || m->nlmsg_type == NLMSG_OVERRUN) continue;
-      if (first_error.ok()) {
-        // After a decoding error the rest of the answer is still read, so
-        // the socket holds nothing of this request afterwards.
-        *delivered = true;
-        if (Status s = on_msg(m); !s) first_error = s;
-      }
-    }
-  }
+  const netlink::RequestIo io{buf, kQueryTimeoutMs, what};
+  return netlink::request_run(t, nlh, io, on_msg, delivered);
 }
 
 // A GET request buffer with room for the payload.

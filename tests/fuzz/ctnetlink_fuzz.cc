@@ -139,11 +139,22 @@ void check_message(const nlmsghdr* nlh, size_t rest) {
   FUZZ_CHECK(same_entry(a, c), "the entry encoded again decodes to another entry: %s", format_conn(c.conn).c_str());
 }
 
-class FakeCtKernel final : public netlink::NetlinkTransport {
+class FakeCtKernel final : public netlink::Transport {
  public:
   explicit FakeCtKernel(std::deque<Record> q) : queue_(std::move(q)) {}
 
-  Status send(const void* msg, size_t len) override {
+  Status send(std::span<const iovec> iov) override {
+    std::vector<unsigned char> d;
+    for (const iovec& v : iov) {
+      const auto* p = static_cast<const unsigned char*>(v.iov_base);
+      d.insert(d.end(), p, p + v.iov_len);
+    }
+    return send_flat(d.data(), d.size());
+  }
+  uint32_t portid() const override { return 0; }
+  size_t max_send_bytes() const override { return size_t{1} << 20; }
+  size_t receive_buffer_bytes() const override { return size_t{4} << 20; }
+  Status send_flat(const void* msg, size_t len) {
     FUZZ_CHECK(len >= sizeof(nlmsghdr), "a request of %zu bytes", len);
     nlmsghdr h;
     std::memcpy(&h, msg, sizeof h);
@@ -160,7 +171,7 @@ class FakeCtKernel final : public netlink::NetlinkTransport {
     return Status();
   }
 
-  Result<size_t> receive(std::span<unsigned char> buf) override {
+  Result<size_t> receive(std::span<std::byte> buf, int /*timeout_ms*/) override {
     if (queue_.empty() || queue_.front().kind == Record::kSendError) {
       return Status::error(ETIMEDOUT, "fake: the kernel did not answer");
     }
@@ -184,7 +195,7 @@ class FakeCtKernel final : public netlink::NetlinkTransport {
     return r.bytes.size();
   }
 
-  Status reset() override {
+  Status reopen() override {
     ++resets;
     return Status();
   }

@@ -14,8 +14,8 @@
 // W = 0xc0000000 | n: no bytes follow; a target whose kernel answers
 //                 request by request (nft_txn) starts the answers to the
 //                 next request here; others ignore it.
-// When the records run out, every receive() says "nothing came" (EAGAIN or
-// ETIMEDOUT, as the transport contract has it).
+// When the records run out, every receive() says "nothing came" (ETIMEDOUT,
+// as the transport's errno table has it).
 #pragma once
 
 #include <linux/netlink.h>

@@ -6,7 +6,7 @@
 // netlink::NftTxn (src/netlink/nft_txn.cc) to a fake kernel that answers
 // each batch with the input's datagrams: NLMSG_ERROR acks with or without
 // NLM_F_CAPPED, extended-ack messages and offsets, acks for other sequence
-// numbers, garbage, and injected ENOBUFS/EAGAIN/ENOSPC/EIO receive errors
+// numbers, garbage, and injected ENOBUFS/ETIMEDOUT/EMSGSIZE/EIO receive errors
 // and failed sends.  This covers read_acks() (mnl_cb_run2 and
 // parse_kernel_ack), locate_offset() on the kernel's NLMSGERR_ATTR_OFFS, and
 // the retry logic of resolve().

@@ -98,7 +98,7 @@ inline int send_errno(uint8_t code) {
   return kErr[code % 4];
 }
 inline int receive_errno(uint8_t code) {
-  static constexpr int kErr[] = {EAGAIN, ENOBUFS, ENOSPC, EIO};
+  static constexpr int kErr[] = {ETIMEDOUT, ENOBUFS, EMSGSIZE, EIO};
   return kErr[code % 4];
 }
 
@@ -140,11 +140,11 @@ class FakeNftKernel final : public netlink::Transport {
   Result<size_t> receive(std::span<std::byte> buf, int) override {
     if (pos_ >= records.size() || records[pos_].kind == Record::kSendError ||
         records[pos_].kind == Record::kNextRequest) {
-      return Status::error(EAGAIN, "fake: nothing came");
+      return Status::error(ETIMEDOUT, "fake: nothing came");
     }
     Record r = records[pos_++];
     if (r.kind == Record::kReceiveError) return netlink::errno_status(receive_errno(r.code), "fake receive");
-    if (r.bytes.size() > buf.size()) return Status::error(ENOSPC, "fake: datagram too big");
+    if (r.bytes.size() > buf.size()) return Status::error(EMSGSIZE, "fake: datagram too big");
     rewrite_seqs(r.bytes);
     note_acks(r.bytes);
     if (!r.bytes.empty()) std::memcpy(buf.data(), r.bytes.data(), r.bytes.size());

@@ -285,7 +285,7 @@ class FaultyNft final : public netlink::Transport {
 struct CtFaultLog {
   // Lose the datagram after this many datagrams of the next dump (-1: off).
   int enobufs_after = -1;
-  // The socket fails for good (EBADF until reset()): before the next send
+  // The socket fails for good (EBADF until reopen()): before the next send
   // (the request never leaves), or right after it (the kernel acts on it,
   // the answer stays on the dead socket).
   bool gone_before_send = false;
@@ -296,48 +296,52 @@ struct CtFaultLog {
   size_t datagrams = 0;  // datagrams received in the dump the fault hit
 };
 
-class FaultyCt final : public netlink::NetlinkTransport {
+class FaultyCt final : public netlink::Transport {
  public:
-  FaultyCt(std::unique_ptr<netlink::NetlinkTransport> real, CtFaultLog* log) : real_(std::move(real)), log_(log) {}
+  FaultyCt(std::unique_ptr<netlink::Transport> real, CtFaultLog* log) : real_(std::move(real)), log_(log) {}
 
-  Status send(const void* msg, size_t len) override {
+  Status send(std::span<const iovec> iov) override {
     if (std::exchange(log_->gone_before_send, false)) log_->gone = true;
     if (log_->gone) return Status::error(EBADF, "send netlink request: Bad file descriptor (injected)");
-    const auto* nlh = static_cast<const nlmsghdr*>(msg);
+    const auto* nlh = static_cast<const nlmsghdr*>(iov[0].iov_base);
     in_dump_ = (nlh->nlmsg_flags & NLM_F_DUMP) == NLM_F_DUMP && log_->enobufs_after >= 0;
     seen_ = 0;
-    Status sent = real_->send(msg, len);
+    Status sent = real_->send(iov);
     if (std::exchange(log_->gone_after_send, false)) log_->gone = true;
     return sent;
   }
 
-  Result<size_t> receive(std::span<unsigned char> buf) override {
+  Result<size_t> receive(std::span<std::byte> buf, int timeout_ms) override {
     if (log_->gone) return Status::error(EBADF, "receive netlink reply: Bad file descriptor (injected)");
     if (in_dump_ && seen_ == log_->enobufs_after) {
       // Really lose a datagram: read it and drop it.
       in_dump_ = false;
       log_->enobufs_after = -1;
-      auto lost = real_->receive(buf);
+      auto lost = real_->receive(buf, timeout_ms);
       if (lost) {
         ++log_->injected;
         return Status::error(ENOBUFS, "receive netlink reply: No buffer space available (injected)");
       }
       return lost;
     }
-    auto got = real_->receive(buf);
+    auto got = real_->receive(buf, timeout_ms);
     if (got && in_dump_) log_->datagrams = ++seen_;
     return got;
   }
 
-  Status reset() override {
+  uint32_t portid() const override { return real_->portid(); }
+  size_t max_send_bytes() const override { return real_->max_send_bytes(); }
+  size_t receive_buffer_bytes() const override { return real_->receive_buffer_bytes(); }
+
+  Status reopen() override {
     ++log_->resets;
     in_dump_ = false;
     log_->gone = false;  // The real socket, with whatever it had queued, is replaced too.
-    return real_->reset();
+    return real_->reopen();
   }
 
  private:
-  std::unique_ptr<netlink::NetlinkTransport> real_;
+  std::unique_ptr<netlink::Transport> real_;
   CtFaultLog* log_;
   bool in_dump_ = false;
   int seen_ = 0;
