@@ -141,7 +141,6 @@ Status parse_ct_message(const void* msg, size_t len, CtEntry* entry);
 // The client
 // ------------------------------------------------------------------------
 
-
 // Options of the libnl sockets opened here and in link.h.
 struct NlSocketOptions {
   // SO_RCVBUF asked for (SO_RCVBUFFORCE when privileged, so rmem_max does
