@@ -29,7 +29,7 @@ scenario() {
   local flood=$BG_PID
   nap 1
   ctl_add --iif r-c --proto udp --src "$C4:40010" --dst "$S4:5010"
-  poll_until 10 ct_hw_tuple || fail "the flood did not get [HW_OFFLOAD]: $(ct_get udp "$C4" 40010 "$S4" 5010)"
+  poll_until 30 ct_hw_tuple || fail "the flood did not get [HW_OFFLOAD]: $(ct_get udp "$C4" 40010 "$S4" 5010)"
   log "flood in hardware; NIC r-c hw_rx_packets $(nic r-c hw_rx_packets)"
   rmmod simnic || fail "rmmod simnic failed: $(dmesg | tail -n 3 | tr '\n' ' ')"
   log "simnic unloaded with its rules installed and the flood running"
