@@ -45,8 +45,8 @@ build=${CTOFFLOAD_BUILD_DIR:-$root/build}
 build_tsan=${CTOFFLOAD_TSAN_BUILD_DIR:-$root/build-tsan}
 build_asan=${CTOFFLOAD_ASAN_BUILD_DIR:-$root/build-asan}
 
-# socat, jq, strace and ethtool: the flowtable scenario suite; iperf3: the demo.
-"$root/scripts/install-deps.sh" socat jq strace ethtool iperf3 || exit 1
+# socat, jq, strace, ethtool and ping: the flowtable scenario suite; iperf3: the demo.
+"$root/scripts/install-deps.sh" socat jq strace ethtool iputils-ping iperf3 || exit 1
 
 stages=${CTOFFLOAD_STAGES:-unit tsan asan fuzz netns kernel demo package bench}
 want() { [[ " $stages " == *" $1 "* ]]; }

@@ -247,6 +247,20 @@ topo_basic() {
   log "topology up: client - router - server"
 }
 
+# router_neighbours: the router resolves its next hops (client and server,
+# IPv4 and IPv6), as a router that has carried traffic on its ports knows
+# them. The kernel puts a flow in hardware only if the neighbour of each
+# direction is valid when its offload work runs (nf_flow_offload's
+# flow_offload_eth_dst answers ENOENT otherwise); the flow then stays in
+# the software path until a packet at least a second later refreshes it.
+# Scenarios that re-create ports use this before they resume a stream.
+router_neighbours() {
+  local a
+  for a in "$C4" "$S4" "$C6" "$S6"; do
+    rx ping -q -c 1 -W 2 "$a" >/dev/null 2>&1 || fail "the router cannot reach $a"
+  done
+}
+
 # ---- Addresses ----
 
 # ep ADDR PORT -> "ADDR:PORT" or "[ADDR]:PORT".

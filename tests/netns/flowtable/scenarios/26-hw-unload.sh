@@ -49,6 +49,10 @@ scenario() {
   simnic_load
   LINK_KIND=simnic link_client c r-c c-r
   LINK_KIND=simnic link_server s r-s s-r
+  # New ports have an empty neighbour table; a stream resumed before its
+  # next hop is known stays in software until a later packet (see
+  # router_neighbours), which a short transfer may never send.
+  router_neighbours
   xfer_start b tcp c "$C4" 40003 "$S4" 5003 s
   xfer_send b 16384
   add_flow b
