@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# lint.sh - clang-format check and clang-tidy over the C++ sources, run
-# before a commit.  Needs a configured build directory (compile_commands).
+# lint.sh - clang-format check, then clang-tidy with clang's lock analysis
+# (-Wthread-safety) over the C++ sources, run before a commit.  Needs a
+# configured build directory (compile_commands).
 #   scripts/lint.sh [--fix]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,4 +15,6 @@ else
   clang-format --dry-run -Werror "${files[@]}"
 fi
 mapfile -t tus < <(printf '%s\n' "${files[@]}" | grep '^src/.*\.cc$')
-clang-tidy -p "$build" --quiet "${tus[@]}"
+# clang's lock analysis (src/sync.h) as an error, whatever compiler the
+# build directory was configured with.
+clang-tidy -p "$build" --quiet --extra-arg=-Wthread-safety --extra-arg=-Werror=thread-safety "${tus[@]}"

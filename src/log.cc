@@ -7,14 +7,16 @@
 #include <mutex>
 #include <vector>
 
+#include "sync.h"
+
 namespace ctoffload::log {
 namespace {
 
 struct State {
-  std::mutex mutex;
+  Mutex mutex;  // Guards the level and the loggers.
   spdlog::sink_ptr sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
-  spdlog::level::level_enum level = spdlog::level::warn;
-  std::vector<std::shared_ptr<spdlog::logger>> loggers;
+  spdlog::level::level_enum level CTO_GUARDED_BY(mutex) = spdlog::level::warn;
+  std::vector<std::shared_ptr<spdlog::logger>> loggers CTO_GUARDED_BY(mutex);
 
   State() {
     // Read once, when the first logger is made; the library never sets it.
@@ -35,7 +37,7 @@ State& state() {
 
 std::shared_ptr<spdlog::logger> get(const std::string& module) {
   State& s = state();
-  std::lock_guard lock(s.mutex);
+  MutexLock lock(s.mutex);
   const std::string name = "ctoffload." + module;
   for (const auto& l : s.loggers) {
     if (l->name() == name) return l;
@@ -64,7 +66,7 @@ Status set_level(std::string_view level) {
                                      "' (expected trace, debug, info, warn, error, critical or off)");
   }
   State& s = state();
-  std::lock_guard lock(s.mutex);
+  MutexLock lock(s.mutex);
   s.level = spdlog::level::from_str(std::string(level));
   for (auto& l : s.loggers) l->set_level(s.level);
   return {};

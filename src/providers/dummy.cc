@@ -13,6 +13,7 @@
 
 #include "conn_state.h"
 #include "ctoffload/ct-offload-dummy.h"
+#include "sync.h"
 
 namespace ctoffload {
 namespace {
@@ -34,13 +35,16 @@ struct Held {
 };
 
 struct Dummy {
-  std::mutex mutex;
-  std::unordered_map<ConnKey, Held, KeyHash> held;
-  ct_offload_dummy_counts counts{};
-  unsigned int n_added = 0, n_deleted = 0, n_updated = 0, n_established = 0;
-  int add_error = 0;
+  Mutex mutex;  // Guards what follows.
+  std::unordered_map<ConnKey, Held, KeyHash> held CTO_GUARDED_BY(mutex);
+  ct_offload_dummy_counts counts CTO_GUARDED_BY(mutex){};
+  unsigned int n_added CTO_GUARDED_BY(mutex) = 0;
+  unsigned int n_deleted CTO_GUARDED_BY(mutex) = 0;
+  unsigned int n_updated CTO_GUARDED_BY(mutex) = 0;
+  unsigned int n_established CTO_GUARDED_BY(mutex) = 0;
+  int add_error CTO_GUARDED_BY(mutex) = 0;
 
-  void reset_counters() {
+  void reset_counters() CTO_REQUIRES(mutex) {
     counts = {};
     n_added = n_deleted = n_updated = n_established = 0;
   }
@@ -52,7 +56,7 @@ Dummy& dummy() {
   return *d;
 }
 
-Held* find(Dummy& d, const ct_offload_conn* c) {
+Held* find(Dummy& d, const ct_offload_conn* c) CTO_REQUIRES(d.mutex) {
   if (c == nullptr) return nullptr;
   auto it = d.held.find(ConnKey::of(*c));
   return it == d.held.end() ? nullptr : &it->second;
@@ -60,14 +64,14 @@ Held* find(Dummy& d, const ct_offload_conn* c) {
 
 int dummy_init() {
   Dummy& d = dummy();
-  std::lock_guard lock(d.mutex);
+  MutexLock lock(d.mutex);
   ++d.counts.init;
   return 0;
 }
 
 int dummy_conn_add(const ct_offload_ctx* ctx) {
   Dummy& d = dummy();
-  std::lock_guard lock(d.mutex);
+  MutexLock lock(d.mutex);
   ++d.counts.conn_add;
   if (d.add_error != 0) {
     ++d.counts.conn_add_refused;
@@ -83,14 +87,14 @@ int dummy_conn_add(const ct_offload_ctx* ctx) {
 
 void dummy_conn_del(const ct_offload_ctx* ctx) {
   Dummy& d = dummy();
-  std::lock_guard lock(d.mutex);
+  MutexLock lock(d.mutex);
   ++d.counts.conn_del;
   if (d.held.erase(ConnKey::of(*ctx->conn)) != 0) ++d.n_deleted;
 }
 
 long long dummy_conn_update(const ct_offload_ctx* ctx) {
   Dummy& d = dummy();
-  std::lock_guard lock(d.mutex);
+  MutexLock lock(d.mutex);
   ++d.counts.conn_update;
   const Held* h = find(d, ctx->conn);
   if (h == nullptr) return 0;
@@ -100,7 +104,7 @@ long long dummy_conn_update(const ct_offload_ctx* ctx) {
 
 void dummy_conn_established(const ct_offload_ctx* ctx) {
   Dummy& d = dummy();
-  std::lock_guard lock(d.mutex);
+  MutexLock lock(d.mutex);
   ++d.counts.conn_established;
   Held* h = find(d, ctx->conn);
   if (h == nullptr) return;
@@ -111,14 +115,14 @@ void dummy_conn_established(const ct_offload_ctx* ctx) {
 
 bool dummy_can_offload(const ct_offload_ctx*) {
   Dummy& d = dummy();
-  std::lock_guard lock(d.mutex);
+  MutexLock lock(d.mutex);
   ++d.counts.can_offload;
   return true;
 }
 
 void dummy_flush() {
   Dummy& d = dummy();
-  std::lock_guard lock(d.mutex);
+  MutexLock lock(d.mutex);
   ++d.counts.flush;
   d.n_deleted += static_cast<unsigned int>(d.held.size());
   d.held.clear();
@@ -126,7 +130,7 @@ void dummy_flush() {
 
 bool dummy_conn_query(const ct_offload_ctx* ctx, ct_offload_conn_status* st) {
   Dummy& d = dummy();
-  std::lock_guard lock(d.mutex);
+  MutexLock lock(d.mutex);
   ++d.counts.conn_query;
   const Held* h = find(d, ctx->conn);
   if (h == nullptr) return false;
@@ -135,18 +139,12 @@ bool dummy_conn_query(const ct_offload_ctx* ctx, ct_offload_conn_status* st) {
   return true;
 }
 
-template <typename F>
-auto locked(F f) {
-  Dummy& d = dummy();
-  std::lock_guard lock(d.mutex);
-  return f(d);
-}
-
 }  // namespace
 }  // namespace ctoffload
 
 using ctoffload::Dummy;
-using ctoffload::locked;
+using ctoffload::dummy;
+using ctoffload::MutexLock;
 
 extern "C" {
 
@@ -175,73 +173,85 @@ void ct_offload_dummy_unregister(void) {
 }
 
 void ct_offload_dummy_reset(void) {
-  locked([](Dummy& d) {
-    d.held.clear();
-    d.reset_counters();
-    d.add_error = 0;
-    return 0;
-  });
+  Dummy& d = dummy();
+  MutexLock lock(d.mutex);
+  d.held.clear();
+  d.reset_counters();
+  d.add_error = 0;
 }
 
 void ct_offload_dummy_reset_counters(void) {
-  locked([](Dummy& d) {
-    d.reset_counters();
-    return 0;
-  });
+  Dummy& d = dummy();
+  MutexLock lock(d.mutex);
+  d.reset_counters();
 }
 
 void ct_offload_dummy_get_counts(struct ct_offload_dummy_counts* out) {
-  if (out != nullptr) *out = locked([](Dummy& d) { return d.counts; });
+  if (out == nullptr) return;
+  Dummy& d = dummy();
+  MutexLock lock(d.mutex);
+  *out = d.counts;
 }
 
 unsigned int ct_offload_dummy_n_added(void) {
-  return locked([](Dummy& d) { return d.n_added; });
+  Dummy& d = dummy();
+  MutexLock lock(d.mutex);
+  return d.n_added;
 }
 unsigned int ct_offload_dummy_n_deleted(void) {
-  return locked([](Dummy& d) { return d.n_deleted; });
+  Dummy& d = dummy();
+  MutexLock lock(d.mutex);
+  return d.n_deleted;
 }
 unsigned int ct_offload_dummy_n_updated(void) {
-  return locked([](Dummy& d) { return d.n_updated; });
+  Dummy& d = dummy();
+  MutexLock lock(d.mutex);
+  return d.n_updated;
 }
 unsigned int ct_offload_dummy_n_established(void) {
-  return locked([](Dummy& d) { return d.n_established; });
+  Dummy& d = dummy();
+  MutexLock lock(d.mutex);
+  return d.n_established;
 }
 unsigned int ct_offload_dummy_n_held(void) {
-  return locked([](Dummy& d) { return static_cast<unsigned int>(d.held.size()); });
+  Dummy& d = dummy();
+  MutexLock lock(d.mutex);
+  return static_cast<unsigned int>(d.held.size());
 }
 
 bool ct_offload_dummy_contains(const struct ct_offload_conn* conn) {
-  return locked([conn](Dummy& d) { return ctoffload::find(d, conn) != nullptr; });
+  Dummy& d = dummy();
+  MutexLock lock(d.mutex);
+  return ctoffload::find(d, conn) != nullptr;
 }
 
 bool ct_offload_dummy_is_bidirectional(const struct ct_offload_conn* conn) {
-  return locked([conn](Dummy& d) {
-    const ctoffload::Held* h = ctoffload::find(d, conn);
-    return h != nullptr && h->fwd_dev && h->rev_dev;
-  });
+  Dummy& d = dummy();
+  MutexLock lock(d.mutex);
+  const ctoffload::Held* h = ctoffload::find(d, conn);
+  return h != nullptr && h->fwd_dev && h->rev_dev;
 }
 
 long long ct_offload_dummy_touch(const struct ct_offload_conn* conn) {
-  return locked([conn](Dummy& d) -> long long {
-    ctoffload::Held* h = ctoffload::find(d, conn);
-    if (h == nullptr) return 0;
-    h->last_used = std::max(ctoffload::now_ms(), h->last_used + 1);
-    return h->last_used;
-  });
+  Dummy& d = dummy();
+  MutexLock lock(d.mutex);
+  ctoffload::Held* h = ctoffload::find(d, conn);
+  if (h == nullptr) return 0;
+  h->last_used = std::max(ctoffload::now_ms(), h->last_used + 1);
+  return h->last_used;
 }
 
 long long ct_offload_dummy_last_used(const struct ct_offload_conn* conn) {
-  return locked([conn](Dummy& d) -> long long {
-    const ctoffload::Held* h = ctoffload::find(d, conn);
-    return h != nullptr ? h->last_used : 0;
-  });
+  Dummy& d = dummy();
+  MutexLock lock(d.mutex);
+  const ctoffload::Held* h = ctoffload::find(d, conn);
+  return h != nullptr ? h->last_used : 0;
 }
 
 void ct_offload_dummy_set_add_error(int error) {
-  locked([error](Dummy& d) {
-    d.add_error = error;
-    return 0;
-  });
+  Dummy& d = dummy();
+  MutexLock lock(d.mutex);
+  d.add_error = error;
 }
 
 }  // extern "C"

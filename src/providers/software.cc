@@ -48,6 +48,7 @@
 #include <thread>
 
 #include "log.h"
+#include "sync.h"
 
 namespace ctoffload {
 namespace {
@@ -289,15 +290,15 @@ struct SoftwareProvider::Impl {
   Record& record_of(uint32_t s) const { return records[s & kIndexMask]; }
   Key key_of(Record& r, bool reply) const;
   Conn conn_of(Record& r) const;
-  void insert_slot(uint64_t h, uint32_t value);
-  void remove_slot(uint64_t h, uint32_t value);
-  uint32_t alloc_record();
-  void free_record(uint32_t index);
-  void write_record(uint32_t index, const Key& orig, const Key& reply);
-  void mark_free(uint32_t index);
-  int add(const Conn& c);
-  void del(const Conn& c);
-  void flush();
+  void insert_slot(uint64_t h, uint32_t value) CTO_REQUIRES(mutex);
+  void remove_slot(uint64_t h, uint32_t value) CTO_REQUIRES(mutex);
+  uint32_t alloc_record() CTO_REQUIRES(mutex);
+  void free_record(uint32_t index) CTO_REQUIRES(mutex);
+  void write_record(uint32_t index, const Key& orig, const Key& reply) CTO_REQUIRES(mutex);
+  void mark_free(uint32_t index) CTO_REQUIRES(mutex);
+  int add(const Conn& c) CTO_EXCLUDES(mutex);
+  void del(const Conn& c) CTO_EXCLUDES(mutex);
+  void flush() CTO_EXCLUDES(mutex);
 
   const size_t capacity;
   const size_t n_slots;
@@ -312,12 +313,14 @@ struct SoftwareProvider::Impl {
   alignas(64) std::atomic<uint64_t> moves{0};
   alignas(64) std::atomic<size_t> count{0};
 
-  std::mutex mutex;                // Serializes writers; guards what follows.
-  uint32_t next_unused = 0;        // Records [next_unused, capacity) never used.
-  uint32_t free_head = kNoRecord;  // FIFO of freed records, linked through
-  uint32_t free_tail = kNoRecord;  // Record::ports.
-  int64_t full_warned_ms = 0;      // When "table full" was last logged.
-  uint64_t full_refused = 0;       // ENOSPC answers since then.
+  Mutex mutex;  // Serializes writers; guards what follows.
+  // Records [next_unused, capacity) never used.
+  uint32_t next_unused CTO_GUARDED_BY(mutex) = 0;
+  // FIFO of freed records, linked through Record::ports.
+  uint32_t free_head CTO_GUARDED_BY(mutex) = kNoRecord;
+  uint32_t free_tail CTO_GUARDED_BY(mutex) = kNoRecord;
+  int64_t full_warned_ms CTO_GUARDED_BY(mutex) = 0;  // When "table full" was last logged.
+  uint64_t full_refused CTO_GUARDED_BY(mutex) = 0;   // ENOSPC answers since then.
 };
 
 // ---- Readers ----
@@ -701,7 +704,7 @@ int SoftwareProvider::Impl::add(const Conn& c) {
   const uint64_t ho = hash(orig);
   const uint64_t hr = hash(reply);
 
-  std::lock_guard lock(mutex);
+  MutexLock lock(mutex);
   for (const auto& [key, h] : {std::pair{orig, ho}, std::pair{reply, hr}}) {
     const size_t pos = find(key, h);
     if (pos == n_slots) continue;
@@ -746,7 +749,7 @@ void SoftwareProvider::Impl::del(const Conn& c) {
   const uint64_t ho = hash(orig);
   const uint64_t hr = hash(reply);
 
-  std::lock_guard lock(mutex);
+  MutexLock lock(mutex);
   const size_t pos = find(orig, ho);
   const uint32_t s = pos == n_slots ? kEmpty : load(slots[pos]);
   if (s == kEmpty || (s & kDirReply) != 0 || key_of(record_of(s), true) != reply) {
@@ -766,7 +769,7 @@ void SoftwareProvider::Impl::del(const Conn& c) {
 }
 
 void SoftwareProvider::Impl::flush() {
-  std::lock_guard lock(mutex);
+  MutexLock lock(mutex);
   const size_t n = count.load(std::memory_order_relaxed);
   // Records first: once a record is free no lookup counts on it; then the
   // slots, all at once (nothing held remains, so no lookup can be misled).
