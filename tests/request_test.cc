@@ -14,6 +14,8 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <netinet/in.h>
+// after <netinet/in.h>, whose definitions <linux/in.h> then defers to
+#include <linux/netfilter.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -320,6 +322,113 @@ TEST(EveryUser, RouteLookupReportsTheErrnoOfNlmsgDone) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.err(), EPERM);
   EXPECT_NE(r.status().message().find("refused at the end"), std::string::npos) << r.status().message();
+}
+
+// ---- A dump the kernel marks interrupted (NLM_F_DUMP_INTR) ----
+
+TEST_F(Engine, AnInterruptedDumpIsReadToItsEndThenEintr) {
+  k.answer = [](const nlmsghdr* r, ScriptKernel& kk) {
+    kk.queue.push_back(message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI));
+    kk.queue.push_back(cat({message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI | NLM_F_DUMP_INTR),
+                            done(r->nlmsg_seq, kk.port, 0)}));
+  };
+  Req r(99, NLM_F_DUMP, 7);
+  Status s = request_run(k, r.nlh, io(), collect());
+  EXPECT_EQ(s.err(), EINTR);
+  EXPECT_NE(s.message().find("NLM_F_DUMP_INTR"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("test request"), std::string::npos) << s.message();
+  EXPECT_EQ(seen.size(), 2u) << "every message is handed over";
+  EXPECT_TRUE(k.queue.empty()) << "the rest of the answer is read";
+}
+
+TEST_F(Engine, ACallerMayTakeAnInterruptedDumpAsItIs) {
+  k.answer = [](const nlmsghdr* r, ScriptKernel& kk) {
+    kk.queue.push_back(cat({message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI | NLM_F_DUMP_INTR),
+                            done(r->nlmsg_seq, kk.port, 0)}));
+  };
+  bool interrupted = false;
+  RequestIo with = io();
+  with.interrupted = &interrupted;
+  Req r(99, NLM_F_DUMP, 7);
+  EXPECT_TRUE(request_run(k, r.nlh, with, collect()).ok());
+  EXPECT_TRUE(interrupted);
+
+  // The flag says this dump's word, not an earlier one's.
+  k.answer = [](const nlmsghdr* rq, ScriptKernel& kk) {
+    kk.queue.push_back(
+        cat({message(100, rq->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI), done(rq->nlmsg_seq, kk.port, 0)}));
+  };
+  Req again(99, NLM_F_DUMP, 8);
+  EXPECT_TRUE(request_run(k, again.nlh, with, collect()).ok());
+  EXPECT_FALSE(interrupted);
+}
+
+TEST_F(Engine, AnErrorOfTheDumpWinsOverItsInterruption) {
+  k.answer = [](const nlmsghdr* r, ScriptKernel& kk) {
+    kk.queue.push_back(cat({message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI | NLM_F_DUMP_INTR),
+                            done(r->nlmsg_seq, kk.port, ENOBUFS, "dump failed")}));
+  };
+  Req r(99, NLM_F_DUMP, 7);
+  EXPECT_EQ(request_run(k, r.nlh, io(), collect()).err(), ENOBUFS);
+}
+
+// An nf_tables kernel holding table inet ctoffload and nothing in it, whose
+// chain dumps are marked interrupted 'interrupted_reads' times first.
+std::unique_ptr<ScriptKernel> empty_table_kernel(int interrupted_reads, int* chain_dumps) {
+  auto k = std::make_unique<ScriptKernel>();
+  k->answer = [interrupted_reads, chain_dumps](const nlmsghdr* r, ScriptKernel& kk) {
+    const uint16_t type = r->nlmsg_type & 0xff;
+    if (type == NFT_MSG_GETTABLE) {
+      Bytes b(512, 0);
+      nlmsghdr* nlh =
+          nftnl_nlmsg_build_hdr(reinterpret_cast<char*>(b.data()), NFT_MSG_NEWTABLE, NFPROTO_INET, 0, r->nlmsg_seq);
+      nlh->nlmsg_pid = kk.port;
+      mnl_attr_put_strz(nlh, NFTA_TABLE_NAME, "ctoffload");
+      b.resize(nlh->nlmsg_len);
+      kk.queue.push_back(cat({b, ack(r, kk.port, 0)}));
+      return;
+    }
+    uint16_t flags = 0;
+    if (type == NFT_MSG_GETCHAIN && (*chain_dumps)++ < interrupted_reads) flags = NLM_F_DUMP_INTR;
+    Bytes d = done(r->nlmsg_seq, kk.port, 0);
+    reinterpret_cast<nlmsghdr*>(d.data())->nlmsg_flags |= flags;
+    kk.queue.push_back(d);
+  };
+  return k;
+}
+
+TEST(EveryUser, NftLayoutIsReadAgainWhenADumpWasInterrupted) {
+  int chain_dumps = 0;
+  auto k = empty_table_kernel(2, &chain_dumps);
+  nft::LayoutOptions opts;
+  auto l = nft::read_layout(*k, opts);
+  ASSERT_TRUE(l.ok()) << l.status().message();
+  EXPECT_TRUE(l->table.exists);
+  EXPECT_EQ(chain_dumps, 3) << "two interrupted reads, then one whole";
+}
+
+TEST(EveryUser, NftLayoutChangingUnderEveryReadIsEintrSayingSo) {
+  int chain_dumps = 0;
+  auto k = empty_table_kernel(1000, &chain_dumps);
+  nft::LayoutOptions opts;
+  auto l = nft::read_layout(*k, opts);
+  ASSERT_FALSE(l.ok());
+  EXPECT_EQ(l.err(), EINTR);
+  EXPECT_NE(l.status().message().find("changed during each of 3 reads"), std::string::npos) << l.status().message();
+  EXPECT_EQ(chain_dumps, 3);
+}
+
+TEST(EveryUser, SetElementsAndConntrackDumpsAreTakenAsTheKernelGaveThem) {
+  auto k = std::make_unique<ScriptKernel>();
+  k->answer = [](const nlmsghdr* r, ScriptKernel& kk) {
+    Bytes d = done(r->nlmsg_seq, kk.port, 0);
+    reinterpret_cast<nlmsghdr*>(d.data())->nlmsg_flags |= NLM_F_DUMP_INTR;
+    kk.queue.push_back(d);
+  };
+  nft::LayoutOptions opts;
+  EXPECT_TRUE(nft::read_elements(*k, opts, nft::SelKey{AF_INET, 0, nft::FtKind::kSw}, [](nftnl_set_elem*) {}).ok());
+  auto c = Ctnetlink::with_transport(std::move(k));
+  EXPECT_TRUE(c.dump(CtFilter{}, [](const CtEntry&) {}).ok());
 }
 
 }  // namespace

@@ -581,7 +581,11 @@ Ctnetlink Ctnetlink::with_transport(std::unique_ptr<Transport> transport) {
 Status Ctnetlink::transact(void* request, const std::function<Status(const void*, size_t)>& on_entry) {
   auto* req = static_cast<nlmsghdr*>(request);
   req->nlmsg_seq = ++seq_;
-  const RequestIo io{{buf_.get(), kNetlinkReceiveBuffer}, timeout_ms_, "ctnetlink"};
+  RequestIo io{{buf_.get(), kNetlinkReceiveBuffer}, timeout_ms_, "ctnetlink"};
+  // A conntrack table is dumped as it moves (`conntrack -L` takes it so):
+  // an interrupted dump is not an error.
+  bool interrupted = false;
+  io.interrupted = &interrupted;
   return request_run(*transport_, req, io, [&](const nlmsghdr* m) { return on_entry(m, m->nlmsg_len); });
 }
 

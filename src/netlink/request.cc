@@ -5,7 +5,8 @@
 // (EPROTO) or port id (ESRCH), where answers to a request given up on are
 // expected here and skipped, and it stops a datagram part way on
 // NLM_F_DUMP_INTR (EINTR) without saying where, which would leave the rest
-// of the answer, NLMSG_DONE included, unread.  NLMSG_ERROR and NLMSG_DONE
+// of the answer, NLMSG_DONE included, unread; here the interruption is
+// noted and reported once the answer is read.  NLMSG_ERROR and NLMSG_DONE
 // are decoded by nl_error.h, the one place kernel errors become Status.
 #include "netlink/request.h"
 
@@ -48,6 +49,20 @@ Status request_run(Transport& t, nlmsghdr* req, const RequestIo& io, const OnAns
   // The first error of the answer's own messages; the rest is still read.
   Status first_error;
   int eintr = 0;
+  bool interrupted = false;  // A message carried NLM_F_DUMP_INTR.
+  // The answer's end: the first error of its messages, or the dump's
+  // interruption.
+  const auto finish = [&]() -> Status {
+    if (!first_error.ok() || !interrupted) return first_error;
+    if (io.interrupted != nullptr) {
+      *io.interrupted = true;
+      return {};
+    }
+    return Status::error(EINTR, what +
+                                    ": the dump was interrupted: what it lists changed while the kernel "
+                                    "dumped it (NLM_F_DUMP_INTR)");
+  };
+  if (io.interrupted != nullptr) *io.interrupted = false;
   for (;;) {
     auto got = t.receive(io.buf, io.timeout_ms);
     if (!got && got.err() == EINTR && ++eintr < kMaxEintr) continue;  // Nothing was read.
@@ -60,6 +75,7 @@ Status request_run(Transport& t, nlmsghdr* req, const RequestIo& io, const OnAns
     for (auto* m = reinterpret_cast<const nlmsghdr*>(base); mnl_nlmsg_ok(m, len); m = mnl_nlmsg_next(m, &len)) {
       if (m->nlmsg_seq != seq) continue;                                         // Another request's.
       if (m->nlmsg_pid != 0 && portid != 0 && m->nlmsg_pid != portid) continue;  // Another socket's.
+      if ((m->nlmsg_flags & NLM_F_DUMP_INTR) != 0) interrupted = true;
       switch (m->nlmsg_type) {
         case NLMSG_NOOP:
         case NLMSG_OVERRUN:
@@ -69,13 +85,13 @@ Status request_run(Transport& t, nlmsghdr* req, const RequestIo& io, const OnAns
           if (!ack) return ack.status().with_context(what);
           if (ack->err != 0) return kernel_status(*ack, what);
           if (dump) continue;  // A dump ends with NLMSG_DONE.
-          return first_error;
+          return finish();
         }
         case NLMSG_DONE: {
           auto done = parse_kernel_done(m, m->nlmsg_len);
           if (!done) return done.status().with_context(what);
           if (done->err != 0) return kernel_status(*done, what);
-          return first_error;
+          return finish();
         }
         default:
           if (first_error.ok()) {

@@ -22,6 +22,12 @@
 // Messages of other requests (another sequence number, or another port id
 // when both are known) are skipped, as are NLMSG_NOOP and NLMSG_OVERRUN.
 //
+// A dump whose messages carry NLM_F_DUMP_INTR (the kernel saw what it walks
+// change between two parts of the dump: nf_tables flags this when its
+// ruleset generation moved) is still read to its end, every message handed
+// over, and then reported: EINTR, unless the caller said it takes such a
+// dump as it is (RequestIo::interrupted).
+//
 // Return convention: a Status that is ok, or a positive errno with a
 // message (nl_error.h).  Nothing here throws.
 #pragma once
@@ -55,6 +61,11 @@ struct RequestIo {
   int timeout_ms = 5000;
   // Names the request in kernel errors: "what: strerror (ENAME) — kernel: ...".
   std::string_view what;
+  // Null: an interrupted dump (NLM_F_DUMP_INTR) is EINTR.  Otherwise the
+  // dump is accepted as the kernel gave it and *interrupted says whether it
+  // was (for dumps of things that move all the time, where a consistent
+  // snapshot cannot be had, as `nft list set` and `conntrack -L` take them).
+  bool* interrupted = nullptr;
 };
 
 // Sends 'req' over 't' as one datagram and reads the answer (see the top
@@ -63,7 +74,8 @@ struct RequestIo {
 // set once a message was handed to 'on_answer'.
 //
 // Returns ok; the kernel's errno from NLMSG_ERROR or NLMSG_DONE; the first
-// error 'on_answer' returned; EBADMSG for a malformed NLMSG_ERROR or
+// error 'on_answer' returned; EINTR for an interrupted dump (see above);
+// EBADMSG for a malformed NLMSG_ERROR or
 // NLMSG_DONE or a datagram that ends in a truncated message; or the
 // transport's errno (transport.h's table: ETIMEDOUT, ENOBUFS, EMSGSIZE,
 // EBADF/ENOTSOCK, ...), with 'io.what' as context.  After a transport error

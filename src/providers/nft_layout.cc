@@ -627,27 +627,30 @@ constexpr size_t kQueryBuffer = size_t{256} * 1024;
 constexpr int kQueryTimeoutMs = 5000;
 
 Status query_once(netlink::Transport& t, nlmsghdr* nlh, std::string_view what,
-                  const std::function<Status(const nlmsghdr*)>& on_msg, bool* delivered);
+                  const std::function<Status(const nlmsghdr*)>& on_msg, bool* delivered, bool* interrupted);
 
 // Sends the GET request in 'buf' (built with nftnl_nlmsg_build_hdr) and
 // hands every reply object message to 'on_msg' until the kernel's ack or
 // NLMSG_DONE.  Messages of other requests (stale sequence numbers) are
 // skipped.  A socket that is gone (EBADF, ENOTSOCK) is reopened and, when
 // nothing of the answer was handed over yet, the request is sent again: a
-// GET changes nothing, so asking twice is safe.
+// GET changes nothing, so asking twice is safe.  A dump the kernel marks
+// interrupted (NLM_F_DUMP_INTR) is EINTR, unless 'interrupted' is given:
+// request.h.
 Status query(netlink::Transport& t, nlmsghdr* nlh, std::string_view what,
-             const std::function<Status(const nlmsghdr*)>& on_msg) {
+             const std::function<Status(const nlmsghdr*)>& on_msg, bool* interrupted = nullptr) {
   bool delivered = false;
   return netlink::reopen_once_and_resend(
-      "nf_tables", [&] { return query_once(t, nlh, what, on_msg, &delivered); }, [&] { return t.reopen(); },
-      [&] { return !delivered; });
+      "nf_tables", [&] { return query_once(t, nlh, what, on_msg, &delivered, interrupted); },
+      [&] { return t.reopen(); }, [&] { return !delivered; });
 }
 
 Status query_once(netlink::Transport& t, nlmsghdr* nlh, std::string_view what,
-                  const std::function<Status(const nlmsghdr*)>& on_msg, bool* delivered) {
+                  const std::function<Status(const nlmsghdr*)>& on_msg, bool* delivered, bool* interrupted) {
   nlh->nlmsg_seq = g_query_seq.fetch_add(1, std::memory_order_relaxed);
   std::vector<std::byte> buf(kQueryBuffer);
-  const netlink::RequestIo io{buf, kQueryTimeoutMs, what};
+  netlink::RequestIo io{buf, kQueryTimeoutMs, what};
+  io.interrupted = interrupted;
   return netlink::request_run(t, nlh, io, on_msg, delivered);
 }
 
@@ -710,7 +713,33 @@ Result<TableState> read_table(netlink::Transport& transport, const std::string& 
   return st;
 }
 
+namespace {
+
+Result<LayoutState> read_layout_once(netlink::Transport& transport, const LayoutOptions& opts);
+
+}  // namespace
+
+// The layout decides what the provider repairs, so it is not taken from a
+// dump the kernel marks interrupted: the whole layout is read again, up to
+// kLayoutReads times (each read is a handful of small dumps; a ruleset that
+// changes under every one of them is reported, EINTR).
 Result<LayoutState> read_layout(netlink::Transport& transport, const LayoutOptions& opts) {
+  constexpr int kLayoutReads = 3;
+  for (int n = 1;; ++n) {
+    auto st = read_layout_once(transport, opts);
+    if (st || st.err() != EINTR || n == kLayoutReads) {
+      if (!st && st.err() == EINTR) {
+        return st.status().with_context("table inet " + opts.table + " changed during each of " +
+                                        std::to_string(kLayoutReads) + " reads");
+      }
+      return st;
+    }
+  }
+}
+
+namespace {
+
+Result<LayoutState> read_layout_once(netlink::Transport& transport, const LayoutOptions& opts) {
   LayoutState out;
   auto table = read_table(transport, opts.table);
   if (!table) return table.status();
@@ -831,8 +860,6 @@ Result<LayoutState> read_layout(netlink::Transport& transport, const LayoutOptio
   return out;
 }
 
-namespace {
-
 // Hands every element of set element message 'm' to 'visit'.
 Status visit_elements(const nlmsghdr* m, const std::function<void(nftnl_set_elem*)>& visit) {
   netlink::SetPtr got = netlink::make_set();
@@ -858,8 +885,13 @@ Status read_elements(netlink::Transport& transport, const LayoutOptions& opts, c
   netlink::SetPtr s = build_set_ref(opts, key);
   if (!s) return Status::error(ENOMEM, "out of memory");
   nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
-  return query(transport, nlh, "list elements of set " + set_name(key),
-               [&](const nlmsghdr* m) -> Status { return visit_elements(m, visit); });
+  // A set being written to while it is dumped is listed as the kernel gave
+  // it, as `nft list set` does: a consistent snapshot of a large set under
+  // writes cannot be had, and 'visit' has seen its elements already.
+  bool interrupted = false;
+  return query(
+      transport, nlh, "list elements of set " + set_name(key),
+      [&](const nlmsghdr* m) -> Status { return visit_elements(m, visit); }, &interrupted);
 }
 
 Status read_element(netlink::Transport& transport, const LayoutOptions& opts, const SelKey& key, const Conn& conn,
