@@ -49,6 +49,7 @@
 #include "netlink/route.h"
 #include "providers/nft_layout.h"
 #include "providers/usage_store.h"
+#include "sync.h"
 
 namespace ctoffload {
 
@@ -404,70 +405,72 @@ struct NftFlowtableProvider::Impl {
   }
 
   NftFlowtableOptions opts;
-  NftBackend backend;
+  NftBackend backend CTO_GUARDED_BY(mu);
   nft::LayoutOptions layout;
   std::shared_ptr<spdlog::logger> logger = log::get("nft_flowtable");
 
-  mutable std::mutex mu;
-  bool ready = false;
+  // Held by every public entry point for its whole run; every Impl
+  // method below runs with it held.
+  mutable Mutex mu;
+  bool ready CTO_GUARDED_BY(mu) = false;
   // Mirrors of 'ready' and conns.size() for can_offload(), which the
   // registry calls for every op and which must not wait for a batch.
   std::atomic<bool> ready_seen{false};
   std::atomic<size_t> held{0};
-  void publish() {
+  void publish() CTO_REQUIRES(mu) {
     ready_seen.store(ready, std::memory_order_relaxed);
     held.store(conns.size(), std::memory_order_relaxed);
   }
-  ConnTable conns;
-  std::vector<Device> devs;
-  std::unordered_map<std::string, uint16_t> dev_by_name;
-  std::map<SelKey, SetInfo> sets;
+  ConnTable conns CTO_GUARDED_BY(mu);
+  std::vector<Device> devs CTO_GUARDED_BY(mu);
+  std::unordered_map<std::string, uint16_t> dev_by_name CTO_GUARDED_BY(mu);
+  std::map<SelKey, SetInfo> sets CTO_GUARDED_BY(mu);
   // Readings shared with the other processes of this table (usage_store.h);
   // empty when opts.usage_dir is "" or the store could not be opened.
-  std::optional<UsageStore> usage;
-  std::string usage_failure;  // The last store error logged (logged once).
-  uint64_t table_handle = 0;
+  std::optional<UsageStore> usage CTO_GUARDED_BY(mu);
+  std::string usage_failure CTO_GUARDED_BY(mu);  // The last store error logged (logged once).
+  uint64_t table_handle CTO_GUARDED_BY(mu) = 0;
   // Every connection of the table is in 'conns' (false after a lazy
   // adoption, until ensure_complete()).
-  bool complete = true;
-  long long last_verify = 0;
-  long long last_refresh = 0;
-  bool verifying = false;
+  bool complete CTO_GUARDED_BY(mu) = true;
+  long long last_verify CTO_GUARDED_BY(mu) = 0;
+  long long last_refresh CTO_GUARDED_BY(mu) = 0;
+  bool verifying CTO_GUARDED_BY(mu) = false;
   static constexpr long long kRouteCacheMs = 1000;
   static constexpr size_t kRouteCacheMax = 65536;
-  std::unordered_map<std::string, std::pair<int, long long>> route_cache;
+  std::unordered_map<std::string, std::pair<int, long long>> route_cache CTO_GUARDED_BY(mu);
 
   // ---- Setup ----
-  int init();
+  int init() CTO_EXCLUDES(mu);  // Takes it.
   // Why the last init() failed (init_failure()), "" after a success.
-  std::string failure;
+  std::string failure CTO_GUARDED_BY(mu);
   // Records and logs an init() failure: 'err' and a sentence saying why.
-  int fail(int err, std::string why) {
+  int fail(int err, std::string why) CTO_REQUIRES(mu) {
     logger->warn("nft_flowtable unavailable: {}", why);
     failure = std::move(why);
     return err;
   }
-  Status open_backend();
-  Status setup_table();
-  Status create_baseline();
-  Status adopt(const nft::LayoutState& st);
+  Status open_backend() CTO_REQUIRES(mu);
+  Status setup_table() CTO_REQUIRES(mu);
+  Status create_baseline() CTO_REQUIRES(mu);
+  Status adopt(const nft::LayoutState& st) CTO_REQUIRES(mu);
   // Reads every element of every set (layout 1 sets with their keys).
-  Status adopt_elements(const nft::LayoutState& st, const std::set<SelKey>& legacy);
+  Status adopt_elements(const nft::LayoutState& st, const std::set<SelKey>& legacy) CTO_REQUIRES(mu);
   // A record for connection 'conn' found in set 'key' with comment 'note'.
-  size_t insert_adopted(const SelKey& key, const Conn& conn, const nft::ElemNote& note);
+  size_t insert_adopted(const SelKey& key, const Conn& conn, const nft::ElemNote& note) CTO_REQUIRES(mu);
   // Moves a layout 1 table (adopted whole) to layout 2.
-  Status migrate(const std::set<SelKey>& legacy, const std::vector<uint64_t>& legacy_rules);
+  Status migrate(const std::set<SelKey>& legacy, const std::vector<uint64_t>& legacy_rules) CTO_REQUIRES(mu);
   // The record of 'c' if we hold it: in memory, or (lazy adoption) found in
   // the kernel now and adopted.  ConnTable::npos when not held.  The set
   // 'kernel_checks' (if any) is not looked up: an add to it with
   // NLM_F_EXCL gets the kernel's EEXIST when the element is there.
-  size_t find_held(const Conn& c, const SelKey* kernel_checks = nullptr);
+  size_t find_held(const Conn& c, const SelKey* kernel_checks = nullptr) CTO_REQUIRES(mu);
   // Reads every element (once) when the adoption was lazy.
-  Status ensure_complete();
+  Status ensure_complete() CTO_REQUIRES(mu);
   // Drops the usage store's readings of connections not held (with the
   // whole table known).
-  void prune_usage();
-  void add_baseline_objects(netlink::NftTxn& txn);
+  void prune_usage() CTO_REQUIRES(mu);
+  void add_baseline_objects(netlink::NftTxn& txn) CTO_REQUIRES(mu);
   // Both selection rules of set 'key' (original and reply direction).
   void add_rules(netlink::NftTxn& txn, const SelKey& key) {
     for (nft::RuleDir dir : {nft::RuleDir::kOriginal, nft::RuleDir::kReply}) {
@@ -476,50 +479,53 @@ struct NftFlowtableProvider::Impl {
   }
 
   // ---- Operations ----
-  void process(std::span<Op> ops);
+  void process(std::span<Op> ops) CTO_REQUIRES(mu);
   // 'attempt' counts the times these ops were sent before (ENOENT
   // restores, lost verdicts settled by reading back).
-  void run_segment(std::span<Op> ops, const std::vector<size_t>& idx, int attempt);
+  void run_segment(std::span<Op> ops, const std::vector<size_t>& idx, int attempt) CTO_REQUIRES(mu);
   static constexpr int kMaxSegmentAttempts = 2;
   // The elements of selection sets 'keys' as the kernel has them: element
   // id (elem_id) -> the comment's note, normalised by format_note.
-  Result<std::map<std::string, std::string>> read_back(const std::set<SelKey>& keys);
-  void established(const Ctx& ctx);
-  void flush_all();
-  long long update(const Ctx& ctx);
+  Result<std::map<std::string, std::string>> read_back(const std::set<SelKey>& keys) CTO_REQUIRES(mu);
+  void established(const Ctx& ctx) CTO_REQUIRES(mu);
+  void flush_all() CTO_REQUIRES(mu);
+  long long update(const Ctx& ctx) CTO_REQUIRES(mu);
 
   // ---- Devices ----
-  Result<uint16_t> resolve_device(const Netdev* nd, uint8_t family, const Addr* peer, bool required);
+  Result<uint16_t> resolve_device(const Netdev* nd, uint8_t family, const Addr* peer, bool required) CTO_REQUIRES(mu);
   // The route lookup, cached for kRouteCacheMs (many connections share
   // their peers; link events clear the cache).
-  Result<int> route_oif(uint8_t family, const Addr& addr);
-  uint16_t device_slot(const std::string& name);
-  FtKind wanted_kind(Device& d);
-  std::map<uint16_t, Status> ensure_devices(const std::vector<uint16_t>& wanted);
-  void rollback_devices(const std::vector<uint16_t>& added);
-  void ensure_present_devices();
-  void on_link_event(const netlink::LinkEvent& ev);
+  Result<int> route_oif(uint8_t family, const Addr& addr) CTO_REQUIRES(mu);
+  uint16_t device_slot(const std::string& name) CTO_REQUIRES(mu);
+  FtKind wanted_kind(Device& d) CTO_REQUIRES(mu);
+  std::map<uint16_t, Status> ensure_devices(const std::vector<uint16_t>& wanted) CTO_REQUIRES(mu);
+  void rollback_devices(const std::vector<uint16_t>& added) CTO_REQUIRES(mu);
+  void ensure_present_devices() CTO_REQUIRES(mu);
+  void on_link_event(const netlink::LinkEvent& ev) CTO_REQUIRES(mu);
   // Applies the link events queued since the last call; every operation
   // starts with it, so no direct lookup is ever older than an event.
-  void sync_links() {
-    backend.devices->poll_events([this](const netlink::LinkEvent& ev) { on_link_event(ev); });
+  void sync_links() CTO_REQUIRES(mu) {
+    backend.devices->poll_events([this](const netlink::LinkEvent& ev) {
+      mu.assert_held();  // Called back from within poll_events().
+      on_link_event(ev);
+    });
   }
-  FtKind kind_for(uint16_t iif, uint16_t riif) const;
+  FtKind kind_for(uint16_t iif, uint16_t riif) const CTO_REQUIRES(mu);
 
   // ---- Consistency ----
-  void maybe_verify(bool force);
-  Status verify_and_restore(bool deep);
+  void maybe_verify(bool force) CTO_REQUIRES(mu);
+  Status verify_and_restore(bool deep) CTO_REQUIRES(mu);
   // Puts flowtable 'k''s flags right in 'txn' when the kernel's copy in
   // 'st' lost them; returns the repairs made (0 or 1).  Rules it has to
   // delete are taken out of 'have_rules' so they are added back.
   size_t repair_flowtable_flags(netlink::NftTxn& txn, const nft::LayoutState& st, FtKind k,
-                                std::set<std::string>& have_rules);
-  std::string note_dev(uint16_t i) const { return i == kNoDevice ? std::string() : devs[i].name; }
-  nft::ElemNote note_of(const Record& r) const;
-  nft::ElemNote note_of(const Conn& c, uint16_t iif, uint16_t riif) const;
+                                std::set<std::string>& have_rules) CTO_REQUIRES(mu);
+  std::string note_dev(uint16_t i) const CTO_REQUIRES(mu) { return i == kNoDevice ? std::string() : devs[i].name; }
+  nft::ElemNote note_of(const Record& r) const CTO_REQUIRES(mu);
+  nft::ElemNote note_of(const Conn& c, uint16_t iif, uint16_t riif) const CTO_REQUIRES(mu);
 
   // ---- Counters ----
-  void refresh(bool force);
+  void refresh(bool force) CTO_REQUIRES(mu);
   // Readings of held connections' counters are taken first (a conntrack
   // dump, or gets) and applied after, so that the usage store's lock is not
   // held while the kernel answers.
@@ -537,18 +543,18 @@ struct NftFlowtableProvider::Impl {
   // Applies 'readings' taken at 'now' (ms): a record's last used becomes
   // the time of the first reading that saw its counters move - a reading of
   // this process or, through the usage store, of any process of this table.
-  void observe(std::span<const Reading> readings, long long now);
-  void observe(Record& r, const Reading& rd, long long now, UsageStore::Session* s);
+  void observe(std::span<const Reading> readings, long long now) CTO_REQUIRES(mu);
+  void observe(Record& r, const Reading& rd, long long now, UsageStore::Session* s) CTO_REQUIRES(mu);
   // The usage store's lock for a series of readings; nullopt when there is
   // no store or its lock cannot be had (then readings stay in memory).
-  std::optional<UsageStore::Session> usage_session();
-  void open_usage_store();
-  NftConnInfo info_of(const Record& r, const std::optional<netlink::CtEntry>& e) const;
+  std::optional<UsageStore::Session> usage_session() CTO_REQUIRES(mu);
+  void open_usage_store() CTO_REQUIRES(mu);
+  NftConnInfo info_of(const Record& r, const std::optional<netlink::CtEntry>& e) const CTO_REQUIRES(mu);
 
-  long long now() const { return backend.clock ? backend.clock() : realtime_ms(); }
+  long long now() const CTO_REQUIRES(mu) { return backend.clock ? backend.clock() : realtime_ms(); }
   SelKey key_of(const Conn& c, FtKind k) const { return SelKey{c.family, c.zone, k}; }
   SelKey key_of(const Record& r) const { return key_of(r.conn, (r.flags & kRecHw) ? FtKind::kHw : FtKind::kSw); }
-  void ref(uint16_t i, int delta) {
+  void ref(uint16_t i, int delta) CTO_REQUIRES(mu) {
     if (i == kNoDevice) return;
     devs[i].refs = static_cast<uint32_t>(static_cast<int64_t>(devs[i].refs) + delta);
   }
@@ -671,7 +677,10 @@ Result<std::shared_ptr<NftFlowtableProvider>> NftFlowtableProvider::create(const
         EINVAL, "nft_flowtable.refresh_ms must be at most " + std::to_string(NftFlowtableOptions::kMaxRefreshMs));
   }
   auto impl = std::make_unique<Impl>(options, std::move(backend));
-  if (Status s = impl->conns.init(options.capacity); !s) return s;
+  {
+    MutexLock lock(impl->mu);
+    if (Status s = impl->conns.init(options.capacity); !s) return s;
+  }
   return std::shared_ptr<NftFlowtableProvider>(new NftFlowtableProvider(std::move(impl)));
 }
 
@@ -687,20 +696,20 @@ size_t NftFlowtableProvider::bytes_per_connection() {
 const NftFlowtableOptions& NftFlowtableProvider::options() const { return impl_->opts; }
 
 size_t NftFlowtableProvider::size() const {
-  std::lock_guard lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   return impl_->conns.size();
 }
 
 // ---- init ----
 
 std::string NftFlowtableProvider::init_failure() const {
-  std::lock_guard lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   return impl_->failure;
 }
 
 int NftFlowtableProvider::init() {
   const int err = impl_->init();
-  std::lock_guard lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   impl_->publish();
   return err;
 }
@@ -727,7 +736,7 @@ Status NftFlowtableProvider::Impl::open_backend() {
 }
 
 int NftFlowtableProvider::Impl::init() {
-  std::lock_guard lock(mu);
+  MutexLock lock(mu);
   if (ready) return 0;
   const bool injected = backend.nft != nullptr;
 
@@ -908,6 +917,7 @@ Status NftFlowtableProvider::Impl::adopt_elements(const nft::LayoutState& st, co
     if (!key) continue;
     const nft::Selector sel = legacy.count(*key) ? nft::Selector::kLegacyCtOriginal : nft::Selector::kPacket;
     Status s = nft::read_elements(*backend.nft, layout, *key, [&](nftnl_set_elem* e) {
+      mu.assert_held();  // Called back from within read_elements().
       auto d = nft::decode_element(*key, e, sel);
       if (!d) {
         ++bad;
@@ -1565,6 +1575,7 @@ void NftFlowtableProvider::Impl::refresh(bool force) {
   auto r = backend.ct->dump(
       filter,
       [&](const netlink::CtEntry& e) {
+        mu.assert_held();  // Called back from within dump().
         const size_t i = conns.find(e.conn.family, e.conn.proto, e.conn.zone, e.conn.orig);
         if (i != ConnTable::npos) readings.push_back(reading_of(i, e));
       },
@@ -2128,7 +2139,7 @@ int NftFlowtableProvider::conn_add(const Ctx& ctx) {
   Op op{};
   op.type = CT_OFFLOAD_OP_ADD;
   op.ctx = ctx;
-  std::lock_guard lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   if (!impl_->ready) return ENOTCONN;
   impl_->process(std::span<Op>(&op, 1));
   impl_->publish();
@@ -2139,21 +2150,21 @@ void NftFlowtableProvider::conn_del(const Ctx& ctx) {
   Op op{};
   op.type = CT_OFFLOAD_OP_DEL;
   op.ctx = ctx;
-  std::lock_guard lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   if (!impl_->ready) return;
   impl_->process(std::span<Op>(&op, 1));
   impl_->publish();
 }
 
 long long NftFlowtableProvider::conn_update(const Ctx& ctx) {
-  std::lock_guard lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   if (!impl_->ready || ctx.conn == nullptr) return 0;
   impl_->maybe_verify(false);
   return impl_->update(ctx);
 }
 
 void NftFlowtableProvider::conn_established(const Ctx& ctx) {
-  std::lock_guard lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   if (!impl_->ready || ctx.conn == nullptr) return;
   impl_->sync_links();
   impl_->established(ctx);
@@ -2167,14 +2178,14 @@ bool NftFlowtableProvider::can_offload(const Ctx& ctx) {
 }
 
 void NftFlowtableProvider::flush() {
-  std::lock_guard lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   if (!impl_->ready) return;
   impl_->flush_all();
   impl_->publish();
 }
 
 void NftFlowtableProvider::batch_submit(std::span<Op> ops) {
-  std::lock_guard lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   if (!impl_->ready) {
     for (auto& op : ops) op.error = op.type == CT_OFFLOAD_OP_ADD ? ENOTCONN : 0;
     return;
@@ -2185,7 +2196,7 @@ void NftFlowtableProvider::batch_submit(std::span<Op> ops) {
 
 bool NftFlowtableProvider::conn_query(const Ctx& ctx, ConnStatus* status) {
   if (ctx.conn == nullptr) return false;
-  std::lock_guard lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   if (!impl_->ready) return false;
   const size_t i = impl_->find_held(*ctx.conn);
   if (i == ConnTable::npos || !same_conn(impl_->conns.at(i).conn, *ctx.conn)) return false;
@@ -2210,7 +2221,7 @@ bool NftFlowtableProvider::conn_query(const Ctx& ctx, ConnStatus* status) {
 }
 
 std::vector<NftDeviceInfo> NftFlowtableProvider::devices() {
-  std::lock_guard lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   if (impl_->ready) impl_->sync_links();
   std::vector<NftDeviceInfo> out;
   for (const auto& d : impl_->devs) {
@@ -2227,7 +2238,7 @@ std::vector<NftDeviceInfo> NftFlowtableProvider::devices() {
 }
 
 std::vector<NftConnInfo> NftFlowtableProvider::entries() {
-  std::lock_guard lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   std::vector<NftConnInfo> out;
   if (!impl_->ready) return out;
   // A reader is often the only long-lived caller (watch): it is the one that
@@ -2244,6 +2255,7 @@ std::vector<NftConnInfo> NftFlowtableProvider::entries() {
   auto r = impl_->backend.ct->dump(
       netlink::CtFilter{},
       [&](const netlink::CtEntry& e) {
+        impl_->mu.assert_held();  // Called back from within dump().
         const size_t i = conns.find(e.conn.family, e.conn.proto, e.conn.zone, e.conn.orig);
         if (i == ConnTable::npos) return;
         readings.push_back(Impl::reading_of(i, e));
@@ -2261,7 +2273,7 @@ std::vector<NftConnInfo> NftFlowtableProvider::entries() {
 }
 
 std::optional<NftConnInfo> NftFlowtableProvider::lookup(const Conn& conn) {
-  std::lock_guard lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   if (!impl_->ready) return std::nullopt;
   const size_t i = impl_->find_held(conn);
   if (i == ConnTable::npos || !same_conn(impl_->conns.at(i).conn, conn)) return std::nullopt;
@@ -2275,7 +2287,7 @@ std::optional<NftConnInfo> NftFlowtableProvider::lookup(const Conn& conn) {
 }
 
 Status NftFlowtableProvider::resync() {
-  std::lock_guard lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   if (!impl_->ready) return Status::error(ENOTCONN, "nft_flowtable is not initialised");
   impl_->sync_links();
   if (Status s = impl_->ensure_complete(); !s) return s;
