@@ -11,11 +11,16 @@
 namespace ctoffload {
 namespace {
 
-std::function<Status(std::string_view)> uint_in(uint64_t min, uint64_t max) {
-  return [min, max](std::string_view v) -> Status {
-    auto r = parse_uint(v, min, max);
-    return r ? Status() : r.status();
-  };
+// A numeric option's row, from its one definition.
+BuiltinOption uint_option(const UintOption& o, std::string help) {
+  return BuiltinOption{.name = std::string(o.key),
+                       .default_value = std::to_string(o.def),
+                       .values = o.range(),
+                       .help = std::move(help),
+                       .validate = [o](std::string_view v) -> Status {
+                         auto r = o.parse(v);
+                         return r ? Status() : r.status();
+                       }};
 }
 
 template <typename Parse>
@@ -25,8 +30,6 @@ std::function<Status(std::string_view)> parses(Parse parse) {
     return r ? Status() : r.status();
   };
 }
-
-std::string range(uint64_t min, uint64_t max) { return std::to_string(min) + "-" + std::to_string(max); }
 
 std::vector<Builtin> make_table() {
   using N = NftFlowtableOptions;
@@ -53,16 +56,8 @@ std::vector<Builtin> make_table() {
                                 .help = "auto: hardware offload on devices advertising hw-tc-offload; on: ask on "
                                         "every device; off: never",
                                 .validate = parses(parse_hw_offload)},
-                  BuiltinOption{.name = "capacity",
-                                .default_value = std::to_string(N::kDefaultCapacity),
-                                .values = range(1, N::kMaxCapacity),
-                                .help = "connections held at most; beyond it conn_add says ENOSPC",
-                                .validate = uint_in(1, N::kMaxCapacity)},
-                  BuiltinOption{.name = "refresh_ms",
-                                .default_value = std::to_string(N::kDefaultRefreshMs),
-                                .values = range(0, N::kMaxRefreshMs),
-                                .help = "how old the conntrack counters behind conn_update may be (ms)",
-                                .validate = uint_in(0, N::kMaxRefreshMs)},
+                  uint_option(N::kCapacity, "connections held at most; beyond it conn_add says ENOSPC"),
+                  uint_option(N::kRefreshMs, "how old the conntrack counters behind conn_update may be (ms)"),
                   BuiltinOption{.name = "adopt",
                                 .default_value = std::string(adopt_mode_name(nft_defaults.adopt)),
                                 .values = "full, lazy",
@@ -87,11 +82,7 @@ std::vector<Builtin> make_table() {
       .name = SoftwareProvider::kName,
       .fallback = true,
       .help = "userspace exact-match flow cache; takes what the kernel provider cannot",
-      .options = {BuiltinOption{.name = "capacity",
-                                .default_value = std::to_string(S::kDefaultCapacity),
-                                .values = range(1, S::kMaxCapacity),
-                                .help = "connections the cache holds",
-                                .validate = uint_in(1, S::kMaxCapacity)}},
+      .options = {uint_option(S::kCapacity, "connections the cache holds")},
       .create = [](const ProviderOptions& opts) -> Result<std::shared_ptr<Provider>> {
         auto p = SoftwareProvider::create(opts);
         if (!p) return p.status();

@@ -7,9 +7,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <regex>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "ctoffload/registry.h"
 #include "providers/nft_flowtable.h"
@@ -62,6 +64,64 @@ TEST(Builtins, EveryDefaultPassesItsOwnCheckAndTheProviderTakesIt) {
   NftFlowtableOptions too_slow;
   too_slow.refresh_ms = NftFlowtableOptions::kMaxRefreshMs + 1;
   EXPECT_EQ(NftFlowtableProvider::create(too_slow).err(), EINVAL);
+}
+
+// A numeric option's bounds are written once (option_range.h): the
+// configuration, create() from configuration options and create() from the
+// options struct refuse the same values, in the same words.
+TEST(Builtins, ANumericOptionIsRefusedAlikeOnEveryPath) {
+  struct Case {
+    std::string provider;
+    std::string key;
+    uint64_t bad;
+    std::function<Status()> from_struct;
+  };
+  const std::vector<Case> cases = {
+      {"nft_flowtable", "capacity", 0,
+       [] {
+         NftFlowtableOptions o;
+         o.capacity = 0;
+         return NftFlowtableProvider::create(o).status();
+       }},
+      {"nft_flowtable", "refresh_ms", NftFlowtableOptions::kRefreshMs.max + 1,
+       [] {
+         NftFlowtableOptions o;
+         o.refresh_ms = NftFlowtableOptions::kRefreshMs.max + 1;
+         return NftFlowtableProvider::create(o).status();
+       }},
+      {"software", "capacity", SoftwareOptions::kCapacity.max + 1,
+       [] {
+         return SoftwareProvider::create(SoftwareOptions{.capacity = SoftwareOptions::kCapacity.max + 1}).status();
+       }},
+  };
+  for (const auto& c : cases) {
+    const std::string full = c.provider + "." + c.key;
+    const std::string text = std::to_string(c.bad);
+    const BuiltinOption* row = nullptr;
+    for (const auto& o : find_builtin(c.provider)->options) {
+      if (o.name == c.key) row = &o;
+    }
+    ASSERT_NE(row, nullptr) << full;
+    const auto bounds = row->values;  // "min-max"
+    const std::string range =
+        "[" + bounds.substr(0, bounds.find('-')) + ", " + bounds.substr(bounds.find('-') + 1) + "]";
+
+    Config cfg;
+    const Status by_config = cfg.set(full, text);
+    EXPECT_EQ(by_config.err(), EINVAL) << full;
+    EXPECT_NE(by_config.message().find("is out of range " + range), std::string::npos) << by_config.message();
+
+    ProviderOptions po;
+    po.set(c.key, text);
+    const Status by_options =
+        c.provider == "software" ? SoftwareProvider::create(po).status() : NftFlowtableProvider::create(po).status();
+    EXPECT_EQ(by_options.err(), EINVAL) << full;
+    EXPECT_EQ(by_options.message(), full + ": '" + text + "' is out of range " + range);
+
+    const Status by_struct = c.from_struct();
+    EXPECT_EQ(by_struct.err(), EINVAL) << full;
+    EXPECT_EQ(by_struct.message(), full + ": " + text + " is out of range " + range);
+  }
 }
 
 // docs/ARCHITECTURE.md shows the table options_markdown() makes, between

@@ -641,15 +641,11 @@ Result<std::shared_ptr<NftFlowtableProvider>> NftFlowtableProvider::create(const
   auto hw = parse_hw_offload(options.get("hw_offload", hw_offload_name(d.hw_offload)));
   if (!hw) return hw.status();
   o.hw_offload = *hw;
-  auto cap = options.get_uint("capacity", d.capacity);
+  auto cap = NftFlowtableOptions::kCapacity.read(kName, options);
   if (!cap) return cap.status();
   o.capacity = *cap;
-  auto refresh = options.get_uint("refresh_ms", d.refresh_ms);
+  auto refresh = NftFlowtableOptions::kRefreshMs.read(kName, options);
   if (!refresh) return refresh.status();
-  if (*refresh > NftFlowtableOptions::kMaxRefreshMs) {
-    return Status::error(
-        EINVAL, "nft_flowtable.refresh_ms must be at most " + std::to_string(NftFlowtableOptions::kMaxRefreshMs));
-  }
   o.refresh_ms = static_cast<uint32_t>(*refresh);
   o.usage_dir = options.get("usage_dir", d.usage_dir);
   auto adopt = parse_adopt_mode(options.get("adopt", adopt_mode_name(d.adopt)));
@@ -669,13 +665,8 @@ Result<std::shared_ptr<NftFlowtableProvider>> NftFlowtableProvider::create(const
                                      "' is not a valid nft table name (a letter, then letters, digits, '_' or "
                                      "'-', at most 31)");
   }
-  if (options.capacity == 0 || options.capacity > kMaxCapacity) {
-    return Status::error(EINVAL, "nft_flowtable.capacity must be 1.." + std::to_string(kMaxCapacity));
-  }
-  if (options.refresh_ms > NftFlowtableOptions::kMaxRefreshMs) {
-    return Status::error(
-        EINVAL, "nft_flowtable.refresh_ms must be at most " + std::to_string(NftFlowtableOptions::kMaxRefreshMs));
-  }
+  if (Status s = NftFlowtableOptions::kCapacity.check(kName, options.capacity); !s) return s;
+  if (Status s = NftFlowtableOptions::kRefreshMs.check(kName, options.refresh_ms); !s) return s;
   auto impl = std::make_unique<Impl>(options, std::move(backend));
   {
     MutexLock lock(impl->mu);

@@ -95,6 +95,7 @@
 #include "ctoffload/provider.h"
 #include "ctoffload/result.h"
 #include "netlink/link.h"
+#include "option_range.h"
 
 namespace ctoffload {
 
@@ -136,10 +137,12 @@ struct NftFlowtableOptions {
   // checks and the configuration table (builtins.cc, from which
   // docs/ARCHITECTURE.md's option table is checked) all read these.
   static constexpr std::string_view kDefaultTable = "ctoffload";
-  static constexpr size_t kDefaultCapacity = 262144;
-  static constexpr size_t kMaxCapacity = size_t{1} << 24;
-  static constexpr uint32_t kDefaultRefreshMs = 250;
-  static constexpr uint32_t kMaxRefreshMs = 60000;
+  static constexpr UintOption kCapacity{.key = "capacity", .def = 262144, .min = 1, .max = uint64_t{1} << 24};
+  static constexpr UintOption kRefreshMs{.key = "refresh_ms", .def = 250, .min = 0, .max = 60000};
+  static constexpr size_t kDefaultCapacity = kCapacity.def;
+  static constexpr size_t kMaxCapacity = kCapacity.max;
+  static constexpr uint32_t kDefaultRefreshMs = kRefreshMs.def;
+  static constexpr uint32_t kMaxRefreshMs = kRefreshMs.max;
   static constexpr std::string_view kDefaultUsageDir = "/run/ctoffload";
 
   std::string table{kDefaultTable};

@@ -789,10 +789,7 @@ void SoftwareProvider::Impl::flush() {
 
 Result<std::shared_ptr<SoftwareProvider>> SoftwareProvider::create(const SoftwareOptions& options) {
   auto log = log::get("software");
-  if (options.capacity == 0 || options.capacity > kMaxCapacity) {
-    return Status::error(EINVAL, "software provider: capacity " + std::to_string(options.capacity) +
-                                     " is out of range [1, " + std::to_string(kMaxCapacity) + "]");
-  }
+  if (Status s = SoftwareOptions::kCapacity.check(kName, options.capacity); !s) return s;
   const size_t cap = options.capacity;
   auto* recs = static_cast<Record*>(map_table(cap * sizeof(Record)));
   auto* slot_array = static_cast<uint32_t*>(map_table(cap * kSlotsPerConnection * sizeof(uint32_t)));
@@ -810,9 +807,8 @@ Result<std::shared_ptr<SoftwareProvider>> SoftwareProvider::create(const Softwar
 }
 
 Result<std::shared_ptr<SoftwareProvider>> SoftwareProvider::create(const ProviderOptions& options) {
-  auto cap = options.get_uint("capacity", kDefaultCapacity);
-  if (!cap) return Status::error(EINVAL, "software provider: " + cap.message());
-  // The range is checked once, by create(SoftwareOptions).
+  auto cap = SoftwareOptions::kCapacity.read(kName, options);
+  if (!cap) return cap.status();
   static_assert(sizeof(size_t) >= sizeof(uint64_t), "a capacity option is carried whole");
   return create(SoftwareOptions{.capacity = static_cast<size_t>(*cap)});
 }

@@ -48,13 +48,15 @@
 #include "ctoffload/config.h"
 #include "ctoffload/provider.h"
 #include "ctoffload/result.h"
+#include "option_range.h"
 
 namespace ctoffload {
 
 struct SoftwareOptions {
   // Defaults and limits, written once (see NftFlowtableOptions).
-  static constexpr size_t kDefaultCapacity = 65536;
-  static constexpr size_t kMaxCapacity = size_t{1} << 24;
+  static constexpr UintOption kCapacity{.key = "capacity", .def = 65536, .min = 1, .max = uint64_t{1} << 24};
+  static constexpr size_t kDefaultCapacity = kCapacity.def;
+  static constexpr size_t kMaxCapacity = kCapacity.max;
   size_t capacity = kDefaultCapacity;  // Connections; 1 .. kMaxCapacity.
 };
 
