@@ -10,7 +10,10 @@
 //                 then `flow add`s it at its next packet.  A device new to
 //                 the flowtables joins in a transaction of its own (two
 //                 when the kernel refuses hardware offload and it falls
-//                 back), the elements of a whole batch go in one more.
+//                 back), the elements of a whole batch go in one more;
+//                 each is sent again when its answer was lost, and a
+//                 device that joined for nothing leaves in one more.  With
+//                 known devices and answers that arrive: one transaction.
 //   conn_del      removes the element and deletes the conntrack entry over
 //                 ctnetlink, which ends the flowtable offload at once; the
 //                 connection goes on on the slow path (conntrack recreates
