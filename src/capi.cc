@@ -190,7 +190,7 @@ int ct_offload_conn_query(const struct ct_offload_ctx* ctx, struct ct_offload_co
   if (!status) return fail(EINVAL, "ct_offload_conn_query: null status");
   std::memset(status, 0, sizeof *status);
   if (!ctx_ok(ctx, "ct_offload_conn_query")) return EINVAL;
-  auto st = Registry::global().conn_status(*ctx);
+  auto st = Registry::global().conn_query(*ctx);
   if (!st) return fail(ENOENT, "no provider holds " + ctoffload::format_conn(*ctx->conn));
   *status = *st;
   return 0;

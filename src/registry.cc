@@ -612,7 +612,7 @@ Registry::ConnState Registry::conn_state(const Ctx& ctx) const {
   return static_cast<ConnState>(states_->get(*ctx.conn));
 }
 
-std::optional<ConnStatus> Registry::conn_status(const Ctx& ctx) {
+std::optional<ConnStatus> Registry::conn_query(const Ctx& ctx) {
   ReadGuard guard(current_);
   const Snapshot* s = guard.get();
   if (!s) {

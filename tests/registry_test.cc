@@ -373,7 +373,7 @@ TEST_F(RegistryTest, CClassIsCalledOnItsOwnPointersOnEveryPath) {
   // The batch callback gets the ADD and the FLUSH in one call.
   EXPECT_EQ(log_.take(), (Calls{"c:can", "c:batch2", "c:can", "c:can"}));
 
-  auto st = reg_.conn_status(ctx_);
+  auto st = reg_.conn_query(ctx_);
   ASSERT_TRUE(st.has_value());
   EXPECT_EQ(st->packets, 3u);
   EXPECT_STREQ(st->provider, "c-full");
@@ -630,7 +630,7 @@ TEST_F(FallbackTest, FallbackTakesWhatThePrimaryRefused) {
   primary_->add_error_ = EOPNOTSUPP;
   EXPECT_EQ(reg_.conn_add(ctx_), 0);
   EXPECT_EQ(log_.take(), (Calls{"primary:can", "primary:add", "fallback:can", "fallback:add"}));
-  auto st = reg_.conn_status(ctx_);
+  auto st = reg_.conn_query(ctx_);
   ASSERT_TRUE(st.has_value());
   EXPECT_STREQ(st->provider, "fallback");
   EXPECT_EQ(st->mode, CT_OFFLOAD_MODE_SW);
@@ -668,7 +668,7 @@ TEST_F(FallbackTest, BadInputFromAPrimaryIsNotOfferedToTheFallback) {
     primary_->add_error_ = err;
     EXPECT_EQ(reg_.conn_add(ctx_), err);
     EXPECT_EQ(log_.take(), (Calls{"primary:can", "primary:add"}));
-    EXPECT_FALSE(reg_.conn_status(ctx_).has_value()) << "nothing may hold it";
+    EXPECT_FALSE(reg_.conn_query(ctx_).has_value()) << "nothing may hold it";
     log_.take();
     std::vector<Op> ops = {Op{CT_OFFLOAD_OP_ADD, ctx_, 0, 0}};
     reg_.submit(ops);
@@ -739,9 +739,9 @@ TEST_F(FallbackTest, BatchAddsGoToFallbackOnlyWhereThePrimaryFailed) {
 
 TEST_F(RegistryTest, ConnStatusNamesTheProviderHoldingIt) {
   add("a");
-  EXPECT_FALSE(reg_.conn_status(ctx_).has_value());
+  EXPECT_FALSE(reg_.conn_query(ctx_).has_value());
   ASSERT_EQ(reg_.conn_add(ctx_), 0);
-  auto st = reg_.conn_status(ctx_);
+  auto st = reg_.conn_query(ctx_);
   ASSERT_TRUE(st.has_value());
   EXPECT_STREQ(st->provider, "a");
   EXPECT_EQ(st->packets, 7u);

@@ -116,8 +116,9 @@ class Registry {
   bool is_offloaded(const Ctx& ctx) const { return conn_state(ctx) != ConnState::kNone; }
   bool is_established(const Ctx& ctx) const { return conn_state(ctx) == ConnState::kEstablished; }
 
-  // Status from the first provider that holds ctx.conn, or nullopt.
-  std::optional<ConnStatus> conn_status(const Ctx& ctx);
+  // Status from the first provider that holds ctx.conn, or nullopt: the
+  // providers' conn_query, as ct_offload_conn_query() asks it.
+  std::optional<ConnStatus> conn_query(const Ctx& ctx);
 
   // ---- Introspection and configuration ----
 

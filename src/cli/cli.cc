@@ -660,7 +660,7 @@ int single_failed(const Globals& g, JsonWriter& j, const Status& st, std::ostrea
 int single_add(const Globals& g, Session& s, const OpSpec& op, JsonWriter& j, std::ostream& out, std::ostream& err) {
   const Ctx ctx = ctx_for(op);
   const int e = s.reg().conn_add(ctx);
-  auto st = s.reg().conn_status(ctx);
+  auto st = s.reg().conn_query(ctx);
   if (e != 0 || !st) {
     // No error and nobody holds it: no provider's can_offload said yes.
     const int code = e ? e : EOPNOTSUPP;
@@ -694,7 +694,7 @@ int single_add(const Globals& g, Session& s, const OpSpec& op, JsonWriter& j, st
 
 int single_del(const Globals& g, Session& s, const OpSpec& op, JsonWriter& j, std::ostream& out, std::ostream& err) {
   const Ctx ctx = ctx_for(op);
-  auto before = s.reg().conn_status(ctx);
+  auto before = s.reg().conn_query(ctx);
   s.reg().conn_del(ctx);
   if (!before) return single_failed(g, j, Status::error(ENOENT, op_failure(op, ENOENT)), out, err);
   j.field("ok", true).field("provider", std::string(before->provider)).end_object();
@@ -708,7 +708,7 @@ int single_del(const Globals& g, Session& s, const OpSpec& op, JsonWriter& j, st
 
 int single_update(const Globals& g, Session& s, const OpSpec& op, JsonWriter& j, std::ostream& out, std::ostream& err) {
   const Ctx ctx = ctx_for(op);
-  auto st = s.reg().conn_status(ctx);
+  auto st = s.reg().conn_query(ctx);
   const long long t = s.reg().conn_update(ctx);
   if (!st) return single_failed(g, j, Status::error(ENOENT, op_failure(op, ENOENT)), out, err);
   j.field("ok", true)

@@ -486,7 +486,7 @@ TEST_F(NftNetns, ModuleInitOnThisKernelPicksWhatTheKernelCanDo) {
     EXPECT_TRUE(s.ok()) << s.to_string();
     EXPECT_EQ(r.providers(), (std::vector<std::string>{"nft_flowtable", "software"}));
     EXPECT_EQ(r.conn_add(ctx), 0);
-    auto st = r.conn_status(ctx);
+    auto st = r.conn_query(ctx);
     ASSERT_TRUE(st.has_value());
     EXPECT_STREQ(st->provider, "nft_flowtable");
   } else {
@@ -496,7 +496,7 @@ TEST_F(NftNetns, ModuleInitOnThisKernelPicksWhatTheKernelCanDo) {
     EXPECT_NE(s.message().find("nft_flowtable"), std::string::npos) << s.message();
     EXPECT_EQ(r.providers(), std::vector<std::string>{"software"});
     EXPECT_EQ(r.conn_add(ctx), 0);
-    auto st = r.conn_status(ctx);
+    auto st = r.conn_query(ctx);
     ASSERT_TRUE(st.has_value());
     EXPECT_STREQ(st->provider, "software");
     EXPECT_EQ(output_of("nft list tables"), "") << "a failed init must leave nothing";
