@@ -434,7 +434,7 @@ struct NftFlowtableProvider::Impl {
   // adoption, until ensure_complete()).
   bool complete CTO_GUARDED_BY(mu) = true;
   long long last_verify CTO_GUARDED_BY(mu) = 0;
-  long long last_refresh CTO_GUARDED_BY(mu) = 0;
+  long long last_stats CTO_GUARDED_BY(mu) = 0;  // When read_stats() last read the counters.
   bool verifying CTO_GUARDED_BY(mu) = false;
   static constexpr long long kRouteCacheMs = 1000;
   static constexpr size_t kRouteCacheMax = 65536;
@@ -525,7 +525,9 @@ struct NftFlowtableProvider::Impl {
   nft::ElemNote note_of(const Conn& c, uint16_t iif, uint16_t riif) const CTO_REQUIRES(mu);
 
   // ---- Counters ----
-  void refresh(bool force) CTO_REQUIRES(mu);
+  // Reads the held connections' conntrack counters (the kernel's word:
+  // stats) when the last reading is older than refresh_ms, or 'force'.
+  void read_stats(bool force) CTO_REQUIRES(mu);
   // Readings of held connections' counters are taken first (a conntrack
   // dump, or gets) and applied after, so that the usage store's lock is not
   // held while the kernel answers.
@@ -1535,10 +1537,10 @@ std::optional<UsageStore::Session> NftFlowtableProvider::Impl::usage_session() {
   return std::move(*s);
 }
 
-void NftFlowtableProvider::Impl::refresh(bool force) {
+void NftFlowtableProvider::Impl::read_stats(bool force) {
   const long long t = now();
-  if (!force && last_refresh != 0 && t - last_refresh < static_cast<long long>(opts.refresh_ms)) return;
-  last_refresh = t;
+  if (!force && last_stats != 0 && t - last_stats < static_cast<long long>(opts.refresh_ms)) return;
+  last_stats = t;
   const size_t n = conns.size();
   if (n == 0) return;
   const std::optional<size_t> total = backend.conntrack_count ? backend.conntrack_count() : std::nullopt;
@@ -2118,8 +2120,8 @@ void NftFlowtableProvider::Impl::flush_all() {
 long long NftFlowtableProvider::Impl::update(const Ctx& ctx) {
   const size_t i = find_held(*ctx.conn);
   if (i == ConnTable::npos || !same_conn(conns.at(i).conn, *ctx.conn)) return 0;
-  refresh(false);
-  const size_t j = conns.find(*ctx.conn);  // Still the same index; refresh does not move records.
+  read_stats(false);
+  const size_t j = conns.find(*ctx.conn);  // Still the same index; read_stats() does not move records.
   const Record& r = conns.at(j);
   return (r.flags & kRecNoCounters) ? 0 : r.last_used;
 }

@@ -24,7 +24,7 @@
 //                 them move - a reading of this process, or of any process
 //                 of this table through the usage store (usage_store.h) -,
 //                 0 until then or when the entry has no counters.
-//                 All connections are refreshed together, at most once per
+//                 All connections' counters are read together, at most once per
 //                 'refresh_ms', by one conntrack dump (or one get per
 //                 connection when that is cheaper).
 //   conn_established  the reply direction's input device (ctx.netdev_in)
@@ -52,7 +52,7 @@
 // them at init (adopt=full), or each when an operation first names it
 // (adopt=lazy).  A table of layout 1 is migrated.  If the table or an
 // object in it goes away (`nft flush ruleset`), the next operation or
-// refresh notices (table handle, object count, rule list, or ENOENT from
+// counter read notices (table handle, object count, rule list, or ENOENT from
 // the kernel) and rebuilds it with every connection it knows.
 //
 // Errors (0 or a positive errno, ct-offload.h):
@@ -151,7 +151,9 @@ struct NftFlowtableOptions {
   std::string table{kDefaultTable};
   HwOffload hw_offload = HwOffload::kAuto;
   size_t capacity = kDefaultCapacity;
-  // How old cached counters may be before conn_update refreshes them.
+  // How old cached counters may be before conn_update reads them again
+  // (the key keeps its name; "refresh" is otherwise the kernel's word, for
+  // a flow seen again on the software path).
   uint32_t refresh_ms = kDefaultRefreshMs;
   // How often (at most) an operation checks that the table is intact.
   uint32_t verify_ms = 1000;
