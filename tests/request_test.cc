@@ -1,8 +1,8 @@
 // request_test.cc - the request engine (request.h), and that every client
 // on it reports what the kernel's last message says.
 //
-// The kernel is a scripted Transport: each request sent is handed to a
-// function that queues the datagrams of its answer.
+// The kernel is the tests' FakeKernel (support/fake_kernel.h): each request
+// sent is handed to a function that queues the datagrams of its answer.
 #include "netlink/request.h"
 
 #include <gtest/gtest.h>
@@ -24,47 +24,33 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "netlink/ctnetlink.h"
 #include "netlink/route.h"
 #include "providers/nft_layout.h"
+#include "support/fake_kernel.h"
 
 namespace ctoffload::netlink {
 namespace {
 
-using Bytes = std::vector<unsigned char>;
+using ctoffload::testing::Bytes;
+using ctoffload::testing::dump_interrupted;
 
-class ScriptKernel final : public Transport {
+// The kernel: each request sent goes to 'answer', which queues the
+// datagrams of its answer.
+class ScriptKernel final : public ctoffload::testing::FakeKernel {
  public:
-  // Queues the answer to each request sent (the whole datagram).
   std::function<void(const nlmsghdr* req, ScriptKernel& k)> answer;
-  std::deque<Bytes> queue;
-  uint32_t port = 4242;
-  size_t sent = 0;
 
-  using Transport::send;
-  Status send(std::span<const iovec> iov) override {
-    Bytes d;
-    for (const iovec& v : iov) {
-      const auto* p = static_cast<const unsigned char*>(v.iov_base);
-      d.insert(d.end(), p, p + v.iov_len);
-    }
-    ++sent;
-    if (answer) answer(reinterpret_cast<const nlmsghdr*>(d.data()), *this);
-    return {};
+  ScriptKernel() {
+    port = 4242;
+    rcvbuf = size_t{1} << 20;
+    on_request = [this](const Bytes& d, FakeKernel&) {
+      if (answer) answer(reinterpret_cast<const nlmsghdr*>(d.data()), *this);
+    };
   }
-  Result<size_t> receive(std::span<std::byte> buf, int /*timeout_ms*/) override {
-    if (queue.empty()) return Status::error(ETIMEDOUT, "script: nothing queued");
-    Bytes d = std::move(queue.front());
-    queue.pop_front();
-    if (d.size() > buf.size()) return Status::error(EMSGSIZE, "script: too big");
-    std::memcpy(buf.data(), d.data(), d.size());
-    return d.size();
-  }
-  uint32_t portid() const override { return port; }
-  size_t max_send_bytes() const override { return size_t{1} << 20; }
-  size_t receive_buffer_bytes() const override { return size_t{1} << 20; }
 };
 
 // One message: header, then 'payload'; 'pid' is the answer's port id.
@@ -147,8 +133,8 @@ const uint8_t kPayload[4] = {1, 2, 3, 4};
 
 TEST_F(Engine, DoneCarryingAnErrnoIsReportedWithTheKernelsText) {
   k.answer = [](const nlmsghdr* r, ScriptKernel& kk) {
-    kk.queue.push_back(cat({message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI),
-                            done(r->nlmsg_seq, kk.port, EPERM, "dump refused")}));
+    kk.push(cat({message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI),
+                 done(r->nlmsg_seq, kk.port, EPERM, "dump refused")}));
   };
   Req r(99, NLM_F_DUMP, 7);
   Status s = request_run(k, r.nlh, io(), collect());
@@ -160,9 +146,8 @@ TEST_F(Engine, DoneCarryingAnErrnoIsReportedWithTheKernelsText) {
 
 TEST_F(Engine, DoneWithoutAnErrnoEndsTheDump) {
   k.answer = [](const nlmsghdr* r, ScriptKernel& kk) {
-    kk.queue.push_back(message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI));
-    kk.queue.push_back(
-        cat({message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI), done(r->nlmsg_seq, kk.port, 0)}));
+    kk.push(message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI));
+    kk.push(cat({message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI), done(r->nlmsg_seq, kk.port, 0)}));
   };
   Req r(99, NLM_F_DUMP, 7);
   EXPECT_TRUE(request_run(k, r.nlh, io(), collect()).ok());
@@ -171,22 +156,20 @@ TEST_F(Engine, DoneWithoutAnErrnoEndsTheDump) {
 }
 
 TEST_F(Engine, BareDoneEndsTheDumpWithoutError) {
-  k.answer = [](const nlmsghdr* r, ScriptKernel& kk) {
-    kk.queue.push_back(message(NLMSG_DONE, r->nlmsg_seq, 0, nullptr, 0));
-  };
+  k.answer = [](const nlmsghdr* r, ScriptKernel& kk) { kk.push(message(NLMSG_DONE, r->nlmsg_seq, 0, nullptr, 0)); };
   Req r(99, NLM_F_DUMP, 7);
   EXPECT_TRUE(request_run(k, r.nlh, io(), collect()).ok());
 }
 
 TEST_F(Engine, DoneWithAnErrorCodeBeyondErrnoIsEbadmsg) {
-  k.answer = [](const nlmsghdr* r, ScriptKernel& kk) { kk.queue.push_back(done(r->nlmsg_seq, 0, 100000)); };
+  k.answer = [](const nlmsghdr* r, ScriptKernel& kk) { kk.push(done(r->nlmsg_seq, 0, 100000)); };
   Req r(99, NLM_F_DUMP, 7);
   EXPECT_EQ(request_run(k, r.nlh, io(), collect()).err(), EBADMSG);
 }
 
 TEST_F(Engine, AckEndsARequestThatIsNotADump) {
   k.answer = [](const nlmsghdr* r, ScriptKernel& kk) {
-    kk.queue.push_back(cat({message(100, r->nlmsg_seq, kk.port, kPayload, 4), ack(r, kk.port, 0)}));
+    kk.push(cat({message(100, r->nlmsg_seq, kk.port, kPayload, 4), ack(r, kk.port, 0)}));
   };
   Req r(99, NLM_F_ACK, 7);
   EXPECT_TRUE(request_run(k, r.nlh, io(), collect()).ok());
@@ -195,7 +178,7 @@ TEST_F(Engine, AckEndsARequestThatIsNotADump) {
 }
 
 TEST_F(Engine, KernelErrorCarriesErrnoAndExtack) {
-  k.answer = [](const nlmsghdr* r, ScriptKernel& kk) { kk.queue.push_back(ack(r, kk.port, ENOENT, "no such table")); };
+  k.answer = [](const nlmsghdr* r, ScriptKernel& kk) { kk.push(ack(r, kk.port, ENOENT, "no such table")); };
   Req r(99, NLM_F_ACK, 7);
   Status s = request_run(k, r.nlh, io(), collect());
   EXPECT_EQ(s.err(), ENOENT);
@@ -204,8 +187,8 @@ TEST_F(Engine, KernelErrorCarriesErrnoAndExtack) {
 
 TEST_F(Engine, AnAckInsideADumpDoesNotEndIt) {
   k.answer = [](const nlmsghdr* r, ScriptKernel& kk) {
-    kk.queue.push_back(cat({ack(r, kk.port, 0), message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI),
-                            done(r->nlmsg_seq, kk.port, 0)}));
+    kk.push(cat({ack(r, kk.port, 0), message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI),
+                 done(r->nlmsg_seq, kk.port, 0)}));
   };
   Req r(99, NLM_F_DUMP | NLM_F_ACK, 7);
   EXPECT_TRUE(request_run(k, r.nlh, io(), collect()).ok());
@@ -214,11 +197,11 @@ TEST_F(Engine, AnAckInsideADumpDoesNotEndIt) {
 
 TEST_F(Engine, OtherRequestsAndOtherSocketsAreSkipped) {
   k.answer = [](const nlmsghdr* r, ScriptKernel& kk) {
-    kk.queue.push_back(cat({done(r->nlmsg_seq - 1, kk.port, EPERM),  // an earlier request's
-                            done(r->nlmsg_seq, kk.port + 1, EPERM),  // another socket's
-                            message(NLMSG_NOOP, r->nlmsg_seq, kk.port, nullptr, 0),
-                            message(100, r->nlmsg_seq, 0, kPayload, 4, NLM_F_MULTI),  // port id 0: the kernel's
-                            done(r->nlmsg_seq, kk.port, 0)}));
+    kk.push(cat({done(r->nlmsg_seq - 1, kk.port, EPERM),  // an earlier request's
+                 done(r->nlmsg_seq, kk.port + 1, EPERM),  // another socket's
+                 message(NLMSG_NOOP, r->nlmsg_seq, kk.port, nullptr, 0),
+                 message(100, r->nlmsg_seq, 0, kPayload, 4, NLM_F_MULTI),  // port id 0: the kernel's
+                 done(r->nlmsg_seq, kk.port, 0)}));
   };
   Req r(99, NLM_F_DUMP, 7);
   EXPECT_TRUE(request_run(k, r.nlh, io(), collect()).ok());
@@ -227,9 +210,8 @@ TEST_F(Engine, OtherRequestsAndOtherSocketsAreSkipped) {
 
 TEST_F(Engine, TheFirstCallbackErrorIsKeptAndTheAnswerReadToTheEnd) {
   k.answer = [](const nlmsghdr* r, ScriptKernel& kk) {
-    kk.queue.push_back(message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI));
-    kk.queue.push_back(
-        cat({message(101, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI), done(r->nlmsg_seq, kk.port, 0)}));
+    kk.push(message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI));
+    kk.push(cat({message(101, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI), done(r->nlmsg_seq, kk.port, 0)}));
   };
   Req r(99, NLM_F_DUMP, 7);
   int calls = 0;
@@ -252,8 +234,8 @@ TEST_F(Engine, ADatagramEndingInATruncatedMessageIsEbadmsg) {
     Bytes d = message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI);
     Bytes cut = message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI);
     cut.resize(MNL_NLMSG_HDRLEN);  // Its header says 4 bytes more.
-    kk.queue.push_back(cat({d, cut}));
-    kk.queue.push_back(done(r->nlmsg_seq, kk.port, 0));
+    kk.push(cat({d, cut}));
+    kk.push(done(r->nlmsg_seq, kk.port, 0));
   };
   Req r(99, NLM_F_DUMP, 7);
   EXPECT_EQ(request_run(k, r.nlh, io(), collect()).err(), EBADMSG);
@@ -273,7 +255,7 @@ TEST_F(Engine, TransportErrorsComeThroughWithTheirErrno) {
 std::unique_ptr<ScriptKernel> refusing_kernel(ScriptKernel** raw) {
   auto k = std::make_unique<ScriptKernel>();
   k->answer = [](const nlmsghdr* r, ScriptKernel& kk) {
-    kk.queue.push_back(done(r->nlmsg_seq, kk.port, EPERM, "refused at the end"));
+    kk.push(done(r->nlmsg_seq, kk.port, EPERM, "refused at the end"));
   };
   if (raw != nullptr) *raw = k.get();
   return k;
@@ -328,9 +310,9 @@ TEST(EveryUser, RouteLookupReportsTheErrnoOfNlmsgDone) {
 
 TEST_F(Engine, AnInterruptedDumpIsReadToItsEndThenEintr) {
   k.answer = [](const nlmsghdr* r, ScriptKernel& kk) {
-    kk.queue.push_back(message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI));
-    kk.queue.push_back(cat({message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI | NLM_F_DUMP_INTR),
-                            done(r->nlmsg_seq, kk.port, 0)}));
+    kk.push(message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI));
+    kk.push(cat({dump_interrupted(message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI)),
+                 done(r->nlmsg_seq, kk.port, 0)}));
   };
   Req r(99, NLM_F_DUMP, 7);
   Status s = request_run(k, r.nlh, io(), collect());
@@ -343,8 +325,8 @@ TEST_F(Engine, AnInterruptedDumpIsReadToItsEndThenEintr) {
 
 TEST_F(Engine, ACallerMayTakeAnInterruptedDumpAsItIs) {
   k.answer = [](const nlmsghdr* r, ScriptKernel& kk) {
-    kk.queue.push_back(cat({message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI | NLM_F_DUMP_INTR),
-                            done(r->nlmsg_seq, kk.port, 0)}));
+    kk.push(cat({dump_interrupted(message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI)),
+                 done(r->nlmsg_seq, kk.port, 0)}));
   };
   bool interrupted = false;
   RequestIo with = io();
@@ -355,8 +337,7 @@ TEST_F(Engine, ACallerMayTakeAnInterruptedDumpAsItIs) {
 
   // The flag says this dump's word, not an earlier one's.
   k.answer = [](const nlmsghdr* rq, ScriptKernel& kk) {
-    kk.queue.push_back(
-        cat({message(100, rq->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI), done(rq->nlmsg_seq, kk.port, 0)}));
+    kk.push(cat({message(100, rq->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI), done(rq->nlmsg_seq, kk.port, 0)}));
   };
   Req again(99, NLM_F_DUMP, 8);
   EXPECT_TRUE(request_run(k, again.nlh, with, collect()).ok());
@@ -365,8 +346,8 @@ TEST_F(Engine, ACallerMayTakeAnInterruptedDumpAsItIs) {
 
 TEST_F(Engine, AnErrorOfTheDumpWinsOverItsInterruption) {
   k.answer = [](const nlmsghdr* r, ScriptKernel& kk) {
-    kk.queue.push_back(cat({message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI | NLM_F_DUMP_INTR),
-                            done(r->nlmsg_seq, kk.port, ENOBUFS, "dump failed")}));
+    kk.push(cat({dump_interrupted(message(100, r->nlmsg_seq, kk.port, kPayload, 4, NLM_F_MULTI)),
+                 done(r->nlmsg_seq, kk.port, ENOBUFS, "dump failed")}));
   };
   Req r(99, NLM_F_DUMP, 7);
   EXPECT_EQ(request_run(k, r.nlh, io(), collect()).err(), ENOBUFS);
@@ -385,14 +366,12 @@ std::unique_ptr<ScriptKernel> empty_table_kernel(int interrupted_reads, int* cha
       nlh->nlmsg_pid = kk.port;
       mnl_attr_put_strz(nlh, NFTA_TABLE_NAME, "ctoffload");
       b.resize(nlh->nlmsg_len);
-      kk.queue.push_back(cat({b, ack(r, kk.port, 0)}));
+      kk.push(cat({b, ack(r, kk.port, 0)}));
       return;
     }
-    uint16_t flags = 0;
-    if (type == NFT_MSG_GETCHAIN && (*chain_dumps)++ < interrupted_reads) flags = NLM_F_DUMP_INTR;
     Bytes d = done(r->nlmsg_seq, kk.port, 0);
-    reinterpret_cast<nlmsghdr*>(d.data())->nlmsg_flags |= flags;
-    kk.queue.push_back(d);
+    if (type == NFT_MSG_GETCHAIN && (*chain_dumps)++ < interrupted_reads) d = dump_interrupted(std::move(d));
+    kk.push(std::move(d));
   };
   return k;
 }
@@ -420,11 +399,7 @@ TEST(EveryUser, NftLayoutChangingUnderEveryReadIsEintrSayingSo) {
 
 TEST(EveryUser, SetElementsAndConntrackDumpsAreTakenAsTheKernelGaveThem) {
   auto k = std::make_unique<ScriptKernel>();
-  k->answer = [](const nlmsghdr* r, ScriptKernel& kk) {
-    Bytes d = done(r->nlmsg_seq, kk.port, 0);
-    reinterpret_cast<nlmsghdr*>(d.data())->nlmsg_flags |= NLM_F_DUMP_INTR;
-    kk.queue.push_back(d);
-  };
+  k->answer = [](const nlmsghdr* r, ScriptKernel& kk) { kk.push(dump_interrupted(done(r->nlmsg_seq, kk.port, 0))); };
   nft::LayoutOptions opts;
   EXPECT_TRUE(nft::read_elements(*k, opts, nft::SelKey{AF_INET, 0, nft::FtKind::kSw}, [](nftnl_set_elem*) {}).ok());
   auto c = Ctnetlink::with_transport(std::move(k));
