@@ -2,9 +2,10 @@
 //
 // Entry messages are built here with libmnl (an encoder independent of the
 // libnl code under test), decoded with parse_ct_message() and checked field
-// by field.  The client's request/reply logic runs against FakeKernel, a
-// scripted Transport that answers requests, reorders nothing, and
-// can fail a receive with ENOBUFS in the middle of a dump.
+// by field.  The client's request/reply logic runs against the tests'
+// FakeKernel (support/fake_kernel.h): each test's handler answers the
+// requests; the kernel reorders nothing, and can fail a receive with
+// ENOBUFS in the middle of a dump.
 #include "netlink/ctnetlink.h"
 
 #include <arpa/inet.h>
@@ -29,11 +30,13 @@
 #include <string>
 #include <vector>
 
+#include "support/fake_kernel.h"
 #include "test_support.h"
 
 namespace ctoffload::netlink {
 namespace {
 
+using ctoffload::testing::FakeKernel;
 using ctoffload::testing::tcp4;
 using ctoffload::testing::udp6;
 
@@ -496,12 +499,6 @@ TEST(CtFilterMatch, EachConditionMustHold) {
 // The client against a scripted kernel
 // ------------------------------------------------------------------------
 
-// One datagram the fake kernel hands out, or an error in its place.
-struct Datagram {
-  std::vector<unsigned char> bytes;
-  int err = 0;
-};
-
 std::vector<unsigned char> concat(const std::vector<std::vector<unsigned char>>& msgs) {
   std::vector<unsigned char> out;
   for (const auto& m : msgs) out.insert(out.end(), m.begin(), m.end());
@@ -536,60 +533,6 @@ std::vector<unsigned char> ack_msg(const std::vector<unsigned char>& request, in
   buf.resize(nlh->nlmsg_len);
   return buf;
 }
-
-class FakeKernel final : public Transport {
- public:
-  // Called for every request sent; it queues the answer.
-  std::function<void(const std::vector<unsigned char>& request, FakeKernel& k)> on_request;
-  std::deque<Datagram> queue;
-  std::vector<std::vector<unsigned char>> requests;
-  int resets = 0;
-  // The descriptor was closed under the client: send and receive fail with
-  // EBADF until reopen() makes a new socket (which fails while 'reopen_err').
-  bool gone = false;
-  int reopen_err = 0;
-
-  Status send(std::span<const iovec> iov) override {
-    std::vector<unsigned char> d;
-    for (const iovec& v : iov) {
-      const auto* p = static_cast<const unsigned char*>(v.iov_base);
-      d.insert(d.end(), p, p + v.iov_len);
-    }
-    return send_flat(d.data(), d.size());
-  }
-  uint32_t portid() const override { return 0; }
-  size_t max_send_bytes() const override { return size_t{1} << 20; }
-  size_t receive_buffer_bytes() const override { return size_t{4} << 20; }
-  Status send_flat(const void* msg, size_t len) {
-    if (gone) return Status::error(EBADF, "fake kernel: bad file descriptor");
-    const auto* p = static_cast<const unsigned char*>(msg);
-    requests.emplace_back(p, p + len);
-    if (on_request) on_request(requests.back(), *this);
-    return Status();
-  }
-
-  Result<size_t> receive(std::span<std::byte> buf, int /*timeout_ms*/) override {
-    if (gone) return Status::error(EBADF, "fake kernel: bad file descriptor");
-    if (queue.empty()) return Status::error(ETIMEDOUT, "fake kernel: nothing queued");
-    Datagram d = std::move(queue.front());
-    queue.pop_front();
-    if (d.err != 0) return Status::error(d.err, "fake kernel: scripted error");
-    if (d.bytes.size() > buf.size()) return Status::error(EMSGSIZE, "fake kernel: datagram too big");
-    std::memcpy(buf.data(), d.bytes.data(), d.bytes.size());
-    return d.bytes.size();
-  }
-
-  Status reopen() override {
-    ++resets;
-    queue.clear();  // A fresh socket has nothing queued.
-    if (reopen_err != 0) return Status::error(reopen_err, "fake kernel: cannot open a socket");
-    gone = false;
-    return Status();
-  }
-
-  void push(std::vector<unsigned char> bytes) { queue.push_back(Datagram{std::move(bytes), 0}); }
-  void push_error(int err) { queue.push_back(Datagram{{}, err}); }
-};
 
 uint32_t seq_of(const std::vector<unsigned char>& request) {
   return reinterpret_cast<const nlmsghdr*>(request.data())->nlmsg_seq;
@@ -821,7 +764,7 @@ TEST(CtClient, RemoveManyAsksAgainOnANewSocketForWhatALostAnswerLeftOpen) {
     }
   };
   const std::vector<Status> rs = c.ct.remove_many(keys);
-  EXPECT_EQ(c.kernel->resets, 1);
+  EXPECT_EQ(c.kernel->reopens, 1u);
   ASSERT_EQ(c.kernel->requests.size(), 2u);
   EXPECT_EQ(messages_of(c.kernel->requests[1]).size(), 9u) << "the answered request is not sent again";
   EXPECT_EQ(source_port_of(messages_of(c.kernel->requests[1])[0]), 1001);
@@ -839,9 +782,9 @@ TEST(CtClient, RemoveManyOnASocketClosedUnderUsSendsTheWindowOnANewOne) {
     const auto msgs = messages_of(dgram);
     k.push(ack_msg(msgs.back(), 0));
   };
-  c.kernel->gone = true;
+  c.kernel->gone = EBADF;
   const std::vector<Status> rs = c.ct.remove_many(keys);
-  EXPECT_EQ(c.kernel->resets, 1);
+  EXPECT_EQ(c.kernel->reopens, 1u);
   ASSERT_EQ(c.kernel->requests.size(), 1u);  // The first send never got out.
   EXPECT_EQ(messages_of(c.kernel->requests[0]).size(), 3u);
   for (const Status& r : rs) EXPECT_TRUE(r.ok()) << r.message();
@@ -853,7 +796,7 @@ TEST(CtClient, RemoveManyStopsWhenTheKernelDoesNotAnswer) {
   c.kernel->on_request = [](const std::vector<unsigned char>&, FakeKernel&) {};  // Silence.
   const std::vector<Status> rs = c.ct.remove_many(keys);
   ASSERT_EQ(c.kernel->requests.size(), 1u) << "nothing more is sent to a kernel that does not answer";
-  EXPECT_EQ(c.kernel->resets, 1) << "a fresh socket for what comes next";
+  EXPECT_EQ(c.kernel->reopens, 1u) << "a fresh socket for what comes next";
   for (size_t i = 0; i < rs.size(); ++i) EXPECT_EQ(rs[i].err(), ETIMEDOUT) << i;
   EXPECT_EQ(rs[0].message().find("not sent"), std::string::npos) << rs[0].message();
   EXPECT_NE(rs[299].message().find("not sent"), std::string::npos) << rs[299].message();
@@ -869,7 +812,7 @@ TEST(CtClient, RemoveManyTakesAnEpermForTheFirstRequestAsTheWholeDatagramsRefusa
   };
   const std::vector<Status> rs = c.ct.remove_many(keys);
   for (const Status& r : rs) EXPECT_EQ(r.err(), EPERM) << r.message();
-  EXPECT_EQ(c.kernel->resets, 0) << "no wait for answers that never come";
+  EXPECT_EQ(c.kernel->reopens, 0u) << "no wait for answers that never come";
 }
 
 TEST(CtClient, GetOnASocketClosedUnderUsReopensItAndAsksAgain) {
@@ -879,11 +822,11 @@ TEST(CtClient, GetOnASocketClosedUnderUsReopensItAndAsksAgain) {
     s.conn = tcp4("10.0.0.1", 1000, "10.0.0.2", 80);
     k.push(concat({build_entry(s, seq_of(req)), ack_msg(req, 0)}));
   };
-  c.kernel->gone = true;
+  c.kernel->gone = EBADF;
   auto e = c.ct.get(tcp4("10.0.0.1", 1000, "10.0.0.2", 80));
   ASSERT_TRUE(e.ok()) << e.message();
   EXPECT_EQ(e->conn.orig.src_port, 1000);
-  EXPECT_EQ(c.kernel->resets, 1);
+  EXPECT_EQ(c.kernel->reopens, 1u);
   EXPECT_EQ(c.kernel->requests.size(), 1u);  // The first send never got out.
 }
 
@@ -892,26 +835,26 @@ TEST(CtClient, RemoveWhoseSocketFailsAfterTheSendAsksAgain) {
   int sent = 0;
   c.kernel->on_request = [&](const std::vector<unsigned char>& req, FakeKernel& k) {
     if (++sent == 1) {
-      k.gone = true;  // Replaced right after the send: the answer is lost.
+      k.gone = EBADF;  // Replaced right after the send: the answer is lost.
       return;
     }
     k.push(ack_msg(req, ENOENT));  // The first delete did happen.
   };
   const Status s = c.ct.remove(tcp4("10.0.0.1", 1000, "10.0.0.2", 80));
   EXPECT_EQ(s.err(), ENOENT) << s.to_string();  // Callers take ENOENT as gone.
-  EXPECT_EQ(c.kernel->resets, 1);
+  EXPECT_EQ(c.kernel->reopens, 1u);
   EXPECT_EQ(c.kernel->requests.size(), 2u);
 }
 
 TEST(CtClient, SocketThatCannotBeReopenedSaysSo) {
   auto c = make_client();
-  c.kernel->gone = true;
-  c.kernel->reopen_err = EMFILE;
+  c.kernel->gone = EBADF;
+  c.kernel->reopen_errno = EMFILE;
   const Status s = c.ct.remove(tcp4("10.0.0.1", 1000, "10.0.0.2", 80));
   EXPECT_EQ(s.err(), EMFILE);
   EXPECT_NE(s.message().find("reopen ctnetlink socket"), std::string::npos) << s.message();
   // Nothing was sent, and the next request tries again.
-  c.kernel->reopen_err = 0;
+  c.kernel->reopen_errno = 0;
   c.kernel->on_request = [](const std::vector<unsigned char>& req, FakeKernel& k) { k.push(ack_msg(req, 0)); };
   EXPECT_TRUE(c.ct.remove(tcp4("10.0.0.1", 1000, "10.0.0.2", 80)).ok());
 }
@@ -988,7 +931,7 @@ TEST(CtClient, DumpRestartsAfterEnobufsAndReportsTheResync) {
   EXPECT_EQ(visited_at_resync, 30u);
   EXPECT_EQ(visited, 100u);  // Nothing lost.
   EXPECT_EQ(stats->entries, 100u);
-  EXPECT_EQ(c.kernel->resets, 1);
+  EXPECT_EQ(c.kernel->reopens, 1u);
   EXPECT_EQ(c.kernel->requests.size(), 2u);
 }
 
@@ -1009,13 +952,13 @@ TEST(CtClient, DumpWhoseSocketIsClosedMidwayRestartsOnANewOneAndLosesNothing) {
   auto stats = c.ct.dump(
       CtFilter{},
       [&](const CtEntry&) {
-        if (++visited == 30 && dumps == 1) c.kernel->gone = true;
+        if (++visited == 30 && dumps == 1) c.kernel->gone = EBADF;
       },
       [&] { visited = 0; });
   ASSERT_TRUE(stats.ok()) << stats.message();
   EXPECT_EQ(stats->resyncs, 1u);
   EXPECT_EQ(visited, 50u);
-  EXPECT_EQ(c.kernel->resets, 1);
+  EXPECT_EQ(c.kernel->reopens, 1u);
 }
 
 TEST(CtClient, DumpThatKeepsOverflowingFailsWithEnobufs) {
@@ -1026,7 +969,7 @@ TEST(CtClient, DumpThatKeepsOverflowingFailsWithEnobufs) {
   };
   auto stats = c.ct.dump(CtFilter{}, [](const CtEntry&) {});
   EXPECT_EQ(stats.err(), ENOBUFS);
-  EXPECT_EQ(c.kernel->resets, 8);
+  EXPECT_EQ(c.kernel->reopens, 8u);
 }
 
 TEST(CtClient, DumpPutsTheFilterTheKernelUnderstandsInTheRequest) {
@@ -1165,7 +1108,7 @@ TEST(CtClient, UnansweredRequestReturnsEtimedoutAndResetsTheSocket) {
   auto c = make_client();  // No on_request: the kernel never answers.
   auto e = c.ct.get(tcp4("10.0.0.1", 1, "10.0.0.2", 2));
   EXPECT_EQ(e.err(), ETIMEDOUT);
-  EXPECT_EQ(c.kernel->resets, 1);
+  EXPECT_EQ(c.kernel->reopens, 1u);
 }
 
 TEST(CtClient, DumpSkipsEntriesOfOtherFamilies) {

@@ -38,6 +38,7 @@
 
 #include "fuzz_support.h"
 #include "netlink/ctnetlink.h"
+#include "support/fake_kernel.h"
 
 namespace {
 
@@ -139,49 +140,44 @@ void check_message(const nlmsghdr* nlh, size_t rest) {
   FUZZ_CHECK(same_entry(a, c), "the entry encoded again decodes to another entry: %s", format_conn(c.conn).c_str());
 }
 
-class FakeCtKernel final : public netlink::Transport {
+// The kernel: the tests' FakeKernel, answering with the records as they
+// are read (one stream across requests and resyncs).
+class FakeCtKernel final : public testing::FakeKernel {
  public:
-  explicit FakeCtKernel(std::deque<Record> q) : queue_(std::move(q)) {}
+  explicit FakeCtKernel(std::deque<Record> q) : records_(std::move(q)) {
+    on_receive = [this](FakeKernel&) { next_answer(); };
+  }
 
   Status send(std::span<const iovec> iov) override {
-    std::vector<unsigned char> d;
-    for (const iovec& v : iov) {
-      const auto* p = static_cast<const unsigned char*>(v.iov_base);
-      d.insert(d.end(), p, p + v.iov_len);
-    }
-    return send_flat(d.data(), d.size());
-  }
-  uint32_t portid() const override { return 0; }
-  size_t max_send_bytes() const override { return size_t{1} << 20; }
-  size_t receive_buffer_bytes() const override { return size_t{4} << 20; }
-  Status send_flat(const void* msg, size_t len) {
-    FUZZ_CHECK(len >= sizeof(nlmsghdr), "a request of %zu bytes", len);
+    const testing::Bytes d = testing::flatten(iov);
+    FUZZ_CHECK(d.size() >= sizeof(nlmsghdr), "a request of %zu bytes", d.size());
     nlmsghdr h;
-    std::memcpy(&h, msg, sizeof h);
-    FUZZ_CHECK(h.nlmsg_len == len, "nlmsg_len %u for %zu bytes sent", h.nlmsg_len, len);
+    std::memcpy(&h, d.data(), sizeof h);
+    FUZZ_CHECK(h.nlmsg_len == d.size(), "nlmsg_len %u for %zu bytes sent", h.nlmsg_len, d.size());
     FUZZ_CHECK((h.nlmsg_flags & NLM_F_REQUEST) != 0, "a request without NLM_F_REQUEST");
     FUZZ_CHECK((h.nlmsg_type >> 8) == NFNL_SUBSYS_CTNETLINK, "request type %#x", h.nlmsg_type);
     seq_ = h.nlmsg_seq;
-    if (!queue_.empty() && queue_.front().kind == Record::kSendError) {
+    if (!records_.empty() && records_.front().kind == Record::kSendError) {
       static constexpr int kErr[] = {EPERM, ENOBUFS, EMSGSIZE, ECONNREFUSED};
-      const int err = kErr[queue_.front().code % 4];
-      queue_.pop_front();
+      const int err = kErr[records_.front().code % 4];
+      records_.pop_front();
       return Status::error(err, "fake send");
     }
-    return Status();
+    return FakeKernel::send(iov);
   }
 
-  Result<size_t> receive(std::span<std::byte> buf, int /*timeout_ms*/) override {
-    if (queue_.empty() || queue_.front().kind == Record::kSendError) {
-      return Status::error(ETIMEDOUT, "fake: the kernel did not answer");
-    }
-    Record r = std::move(queue_.front());
-    queue_.pop_front();
+ private:
+  // Queues the next record, unless a send error is next (then the kernel
+  // says nothing until the send that takes it).
+  void next_answer() {
+    if (!queue.empty() || records_.empty() || records_.front().kind == Record::kSendError) return;
+    Record r = std::move(records_.front());
+    records_.pop_front();
     if (r.kind == Record::kReceiveError) {
       static constexpr int kErr[] = {ENOBUFS, ETIMEDOUT, EMSGSIZE, EIO};
-      return Status::error(kErr[r.code % 4], "fake receive");
+      push_error(kErr[r.code % 4]);
+      return;
     }
-    if (r.bytes.size() > buf.size()) return Status::error(EMSGSIZE, "fake: datagram too big");
     size_t off = 0;
     while (off + sizeof(nlmsghdr) <= r.bytes.size()) {
       nlmsghdr h;
@@ -191,19 +187,10 @@ class FakeCtKernel final : public netlink::Transport {
       if (h.nlmsg_len < sizeof h) break;
       off += align4(h.nlmsg_len);
     }
-    if (!r.bytes.empty()) std::memcpy(buf.data(), r.bytes.data(), r.bytes.size());
-    return r.bytes.size();
+    push(std::move(r.bytes));
   }
 
-  Status reopen() override {
-    ++resets;
-    return Status();
-  }
-
-  size_t resets = 0;
-
- private:
-  std::deque<Record> queue_;
+  std::deque<Record> records_;
   uint32_t seq_ = 0;
 };
 
