@@ -1,7 +1,8 @@
 // nft_txn_test.cc - the nf_tables netlink layer against a fake kernel.
 //
-// FakeKernel sits behind the Transport seam: it records every datagram the
-// transaction sends, decodes the batch, and answers each message the way
+// FakeNfTables sits behind the Transport seam, on the tests' FakeKernel
+// (support/fake_kernel.h): it records every datagram the transaction sends,
+// decodes the batch, and answers each message the way
 // nfnetlink does (one NLMSG_ERROR per NLM_F_ACK message, error + extended ack
 // attributes, all-or-nothing commit).  It keeps a set of element keys so the
 // element tests see real EEXIST/ENOENT semantics, and it can be told to fail
@@ -43,6 +44,7 @@
 
 #include "netlink/nft_socket.h"
 #include "netlink/nl_error.h"
+#include "support/fake_kernel.h"
 
 namespace ctoffload::netlink {
 namespace {
@@ -127,7 +129,7 @@ struct Sent {
 };
 
 // Splits a datagram into its messages.
-std::vector<Sent> split_batch(const std::vector<char>& data) {
+std::vector<Sent> split_batch(const ctoffload::testing::Bytes& data) {
   std::vector<Sent> out;
   int len = static_cast<int>(data.size());
   auto* nlh = reinterpret_cast<const nlmsghdr*>(data.data());
@@ -189,12 +191,12 @@ struct Reply {
   std::optional<uint32_t> offset;
 };
 
-// A fake nfnetlink for nf_tables, behind the Transport seam.
-class FakeKernel final : public Transport {
+// A fake nfnetlink for nf_tables on the tests' FakeKernel (the socket and
+// its faults: max_send, rcvbuf, send_error, gone, gone_after_send, EINTR,
+// reopens; every batch received is in 'requests').
+class FakeNfTables final : public ctoffload::testing::FakeKernel {
  public:
   // --- knobs ---
-  size_t max_send = 64u << 20;
-  size_t rcvbuf = 64u << 20;
   // Acks the receive queue holds for a batch before dropping (ENOBUFS);
   // applies to batch number 'drop_in_batch' only.
   size_t ack_capacity = SIZE_MAX;
@@ -203,19 +205,8 @@ class FakeKernel final : public Transport {
   bool report_offsets = true;
   // Adds an attribute type the code does not know to every error ack.
   bool unknown_ack_attr = true;
-  // A send failure to return instead of taking the batch (0: none).
-  int fail_send_errno = 0;
   // Takes batches but never answers them.
   bool silent = false;
-  // One-shot faults of the socket: the next send fails with this errno
-  // without reaching the kernel; the next batch is taken and answered, and
-  // then the next receive fails with this errno and the answers are lost;
-  // EINTR for the next send or receive.
-  int send_gone_errno = 0;
-  int receive_gone_errno = 0;
-  bool eintr_send = false;
-  bool eintr_receive = false;
-  size_t reopens = 0;
   // Batches answered with EAGAIN on their first message (replay requests).
   int eagain_batches = 0;
   // An error for BATCH_BEGIN of the next batch (the whole batch refused).
@@ -224,78 +215,35 @@ class FakeKernel final : public Transport {
   // of the op message in the batch); a Reply with err != 0 fails it.
   std::function<Reply(size_t batch, size_t k, const Sent& msg)> force;
 
-  // --- state and record ---
-  std::set<std::string> keys;              // committed set elements
-  std::vector<std::vector<char>> batches;  // every datagram received
+  // --- state ---
+  std::set<std::string> keys;  // committed set elements
 
-  Status send(std::span<const iovec> iov) override {
-    std::vector<char> data;
-    for (const iovec& v : iov) {
-      const char* p = static_cast<const char*>(v.iov_base);
-      data.insert(data.end(), p, p + v.iov_len);
-    }
-    if (data.size() > max_send) return Status::error(EMSGSIZE, "fake: datagram too long");
-    if (fail_send_errno != 0) return Status::error(fail_send_errno, "send to nfnetlink: fake failure");
-    if (eintr_send) {
-      eintr_send = false;
-      return Status::error(EINTR, "send to nfnetlink: fake interruption");
-    }
-    if (send_gone_errno != 0) return Status::error(std::exchange(send_gone_errno, 0), "send to nfnetlink: fake");
-    batches.push_back(data);
-    if (silent) return Status();
-    process(batches.size() - 1);
-    return Status();
-  }
-
-  Result<size_t> receive(std::span<std::byte> buf, int /*timeout_ms*/) override {
-    if (overrun_) {
-      overrun_ = false;
-      return Status::error(ENOBUFS, "fake: receive buffer overrun");
-    }
-    if (eintr_receive) {
-      eintr_receive = false;
-      return Status::error(EINTR, "fake: receive interrupted");
-    }
-    if (receive_gone_errno != 0 && !batches.empty()) {
-      queue_.clear();  // The answers went with the socket.
-      return Status::error(std::exchange(receive_gone_errno, 0), "receive from nfnetlink: fake");
-    }
-    if (queue_.empty()) return Status::error(ETIMEDOUT, "fake: nothing to read");
-    std::vector<char> m = std::move(queue_.front());
-    queue_.pop_front();
-    if (m.size() > buf.size()) return Status::error(EMSGSIZE, "fake: too long");
-    std::memcpy(buf.data(), m.data(), m.size());
-    return m.size();
-  }
-
-  uint32_t portid() const override { return 4242; }
-  size_t max_send_bytes() const override { return max_send; }
-  size_t receive_buffer_bytes() const override { return rcvbuf; }
-  Status reopen() override {
-    ++reopens;
-    queue_.clear();
-    return Status();
+  FakeNfTables() {
+    port = 4242;
+    max_send = 64u << 20;
+    rcvbuf = 64u << 20;
+    on_request = [this](const ctoffload::testing::Bytes&, FakeKernel&) {
+      if (!silent) process(requests.size() - 1);
+    };
   }
 
   // Queues an ack for 'req' as if the kernel had sent it earlier.
   void inject_ack(const nlmsghdr* req, const Reply& r) { queue_ack(req, r); }
-  // Queues a datagram of raw bytes.
-  void inject_raw(std::vector<char> datagram) { queue_.push_back(std::move(datagram)); }
 
   // The op messages (between BEGIN and END) of batch 'b'.
   std::vector<Sent> op_messages(size_t b) const {
-    std::vector<Sent> all = split_batch(batches.at(b));
+    std::vector<Sent> all = split_batch(requests.at(b));
     if (all.size() < 2) return {};
     return std::vector<Sent>(all.begin() + 1, all.end() - 1);
   }
 
  private:
   void queue_ack(const nlmsghdr* req, const Reply& r) {
-    if (queue_.size() >= ack_capacity && batch_no_ == drop_in_batch) {
-      overrun_ = true;
+    if (queue.size() >= ack_capacity && batch_no_ == drop_in_batch) {
+      overrun = true;
       return;
     }
-    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+    ctoffload::testing::Bytes buf(MNL_SOCKET_BUFFER_SIZE);
     nlmsghdr* nlh = mnl_nlmsg_put_header(buf.data());
     nlh->nlmsg_type = NLMSG_ERROR;
     nlh->nlmsg_flags = NLM_F_CAPPED;
@@ -311,7 +259,7 @@ class FakeKernel final : public Transport {
       if (r.offset) mnl_attr_put_u32(nlh, NLMSGERR_ATTR_OFFS, *r.offset);
     }
     buf.resize(nlh->nlmsg_len);
-    queue_.push_back(std::move(buf));
+    push(std::move(buf));
   }
 
   // Element semantics of nf_tables: elements are processed in order and the
@@ -346,7 +294,7 @@ class FakeKernel final : public Transport {
 
   void process(size_t b) {
     batch_no_ = b;
-    std::vector<Sent> all = split_batch(batches[b]);
+    std::vector<Sent> all = split_batch(requests[b]);
     if (all.size() < 2 || all.front().nlh()->nlmsg_type != NFNL_MSG_BATCH_BEGIN ||
         all.back().nlh()->nlmsg_type != NFNL_MSG_BATCH_END) {
       ADD_FAILURE() << "batch not framed by BATCH_BEGIN/END";
@@ -385,8 +333,6 @@ class FakeKernel final : public Transport {
     }
   }
 
-  std::deque<std::vector<char>> queue_;
-  bool overrun_ = false;
   size_t batch_no_ = 0;
 };
 
@@ -528,14 +474,14 @@ TEST(NftSocket, MovedFromSocketOwnsNothingAndRefusesIo) {
 // ---------------------------------------------------------------- building
 
 TEST(NftTxnBuild, CommitFramesOpsInBatchBeginEndWithConsecutiveSeqsAndAcks) {
-  FakeKernel k;
+  FakeNfTables k;
   NftTxn txn(k);
   txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, make_test_table());
   txn.add_set(NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_EXCL, make_test_set());
   txn.add_elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE, elements_of(range(0, 3)));
   ASSERT_TRUE(txn.commit().ok());
-  ASSERT_EQ(k.batches.size(), 1u);
-  std::vector<Sent> all = split_batch(k.batches[0]);
+  ASSERT_EQ(k.requests.size(), 1u);
+  std::vector<Sent> all = split_batch(k.requests[0]);
   ASSERT_EQ(all.size(), 5u);
   const Sent& begin = all.front();
   const Sent& end = all.back();
@@ -561,7 +507,7 @@ TEST(NftTxnBuild, CommitFramesOpsInBatchBeginEndWithConsecutiveSeqsAndAcks) {
 }
 
 TEST(NftTxnBuild, TableMessageDecodesToNameFamilyAndFlags) {
-  FakeKernel k;
+  FakeNfTables k;
   NftTxn txn(k);
   TablePtr t = make_test_table("owned");
   nftnl_table_set_u32(t.get(), NFTNL_TABLE_FLAGS, NFT_TABLE_F_DORMANT);
@@ -577,7 +523,7 @@ TEST(NftTxnBuild, TableMessageDecodesToNameFamilyAndFlags) {
 }
 
 TEST(NftTxnBuild, ChainMessageDecodesToHookPriorityTypeAndPolicy) {
-  FakeKernel k;
+  FakeNfTables k;
   NftTxn txn(k);
   ChainPtr c = make_chain();
   nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, kTable);
@@ -603,7 +549,7 @@ TEST(NftTxnBuild, ChainMessageDecodesToHookPriorityTypeAndPolicy) {
 }
 
 TEST(NftTxnBuild, SetMessageDecodesToConcatKeyTypeLengthFlagsAndId) {
-  FakeKernel k;
+  FakeNfTables k;
   NftTxn txn(k);
   txn.add_set(NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_EXCL, make_test_set());
   ASSERT_TRUE(txn.commit().ok());
@@ -622,7 +568,7 @@ TEST(NftTxnBuild, SetMessageDecodesToConcatKeyTypeLengthFlagsAndId) {
 }
 
 TEST(NftTxnBuild, ElementMessageDecodesToKeysDataAndTimeoutInOrder) {
-  FakeKernel k;
+  FakeNfTables k;
   NftTxn txn(k);
   SetPtr s = elements_of(range(100, 4));
   // Give the elements data and a timeout, as a map with per-element expiry would.
@@ -676,7 +622,7 @@ TEST(NftTxnBuild, ElementMessageDecodesToKeysDataAndTimeoutInOrder) {
 }
 
 TEST(NftTxnBuild, FlowtableMessageDecodesToHookPriorityDevicesAndHwOffloadFlag) {
-  FakeKernel k;
+  FakeNfTables k;
   NftTxn txn(k);
   FlowtablePtr ft = make_flowtable();
   nftnl_flowtable_set_str(ft.get(), NFTNL_FLOWTABLE_TABLE, kTable);
@@ -708,7 +654,7 @@ TEST(NftTxnBuild, FlowtableMessageDecodesToHookPriorityDevicesAndHwOffloadFlag) 
 }
 
 TEST(NftTxnBuild, RuleMessageDecodesToItsExpressionsInOrder) {
-  FakeKernel k;
+  FakeNfTables k;
   NftTxn txn(k);
   RulePtr r = make_rule();
   nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, kTable);
@@ -746,13 +692,13 @@ TEST(NftTxnBuild, RuleMessageDecodesToItsExpressionsInOrder) {
 }
 
 TEST(NftTxnBuild, ElementListsOver64KiBAreSplitAcrossMessagesOfOneBatch) {
-  FakeKernel k;
+  FakeNfTables k;
   NftTxn txn(k);
   const std::vector<uint32_t> conns = range(0, 10000);  // ~360 KB of elements
   OpId op = txn.add_elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE, elements_of(conns), ids_of(conns));
   ASSERT_TRUE(txn.commit().ok());
   EXPECT_EQ(txn.element_count(op), 10000u);
-  ASSERT_EQ(k.batches.size(), 1u) << "one sendmsg for the whole transaction";
+  ASSERT_EQ(k.requests.size(), 1u) << "one sendmsg for the whole transaction";
   std::vector<Sent> msgs = k.op_messages(0);
   ASSERT_GT(msgs.size(), 4u);
   std::vector<std::string> keys;
@@ -771,7 +717,7 @@ TEST(NftTxnBuild, ElementListsOver64KiBAreSplitAcrossMessagesOfOneBatch) {
 }
 
 TEST(NftTxnBuild, WrongMessageTypeOrMissingFamilyFailsWithEinvalWithoutSending) {
-  FakeKernel k;
+  FakeNfTables k;
   NftTxn txn(k);
   OpId wrong = txn.add_table(NFT_MSG_NEWSET, 0, make_test_table());
   TablePtr nofam = make_table();
@@ -787,7 +733,7 @@ TEST(NftTxnBuild, WrongMessageTypeOrMissingFamilyFailsWithEinvalWithoutSending) 
   EXPECT_EQ(txn.status(null).err(), EINVAL);
   EXPECT_EQ(txn.status(bad_ids).err(), EINVAL);
   EXPECT_TRUE(txn.status(good).ok());
-  ASSERT_EQ(k.batches.size(), 1u);
+  ASSERT_EQ(k.requests.size(), 1u);
   EXPECT_EQ(k.op_messages(0).size(), 1u);
   EXPECT_EQ(txn.commit().err(), EALREADY);
 }
@@ -795,7 +741,7 @@ TEST(NftTxnBuild, WrongMessageTypeOrMissingFamilyFailsWithEinvalWithoutSending) 
 // ---------------------------------------------------------------- errors
 
 TEST(NftTxnErrors, FailedMessageGetsKernelErrnoAndTextAndTheOthersAreResubmitted) {
-  FakeKernel k;
+  FakeNfTables k;
   k.force = [](size_t batch, size_t idx, const Sent&) {
     return batch == 0 && idx == 2 ? Reply{EEXIST, "Set exists", std::nullopt} : Reply{};
   };
@@ -811,7 +757,7 @@ TEST(NftTxnErrors, FailedMessageGetsKernelErrnoAndTextAndTheOthersAreResubmitted
   EXPECT_TRUE(txn.status(table).ok());
   EXPECT_TRUE(txn.status(other).ok());
   EXPECT_TRUE(txn.status(elems).ok()) << txn.status(elems).message();
-  ASSERT_EQ(k.batches.size(), 2u);
+  ASSERT_EQ(k.requests.size(), 2u);
   std::vector<Sent> second = k.op_messages(1);
   ASSERT_EQ(second.size(), 3u);
   EXPECT_EQ(second[0].nft_type(), NFT_MSG_NEWTABLE);
@@ -825,7 +771,7 @@ TEST(NftTxnErrors, FailedMessageGetsKernelErrnoAndTextAndTheOthersAreResubmitted
 }
 
 TEST(NftTxnErrors, DuplicateElementsInsideBigMessagesFailAloneAndKeyedByCallerIds) {
-  FakeKernel k;
+  FakeNfTables k;
   k.keys.insert(key_str(conn_key(17)));
   k.keys.insert(key_str(conn_key(4242)));
   NftTxn txn(k);
@@ -848,11 +794,11 @@ TEST(NftTxnErrors, DuplicateElementsInsideBigMessagesFailAloneAndKeyedByCallerId
   EXPECT_EQ(k.keys.size(), 5000u) << "every other element landed";
   // First pass fails, the second finds the rest of the tails one by one,
   // the third commits: bounded, not one pass per element.
-  EXPECT_LE(k.batches.size(), 3u);
+  EXPECT_LE(k.requests.size(), 3u);
 }
 
 TEST(NftTxnErrors, WithoutAnOffsetFailingElementsAreFoundByResendingOnePerMessage) {
-  FakeKernel k;
+  FakeNfTables k;
   k.report_offsets = false;
   k.keys.insert(key_str(conn_key(3)));
   NftTxn txn(k);
@@ -863,7 +809,7 @@ TEST(NftTxnErrors, WithoutAnOffsetFailingElementsAreFoundByResendingOnePerMessag
   ASSERT_EQ(failed.size(), 1u);
   EXPECT_EQ(failed[0].id, 3u);
   EXPECT_EQ(failed[0].status.err(), EEXIST);
-  ASSERT_EQ(k.batches.size(), 3u);
+  ASSERT_EQ(k.requests.size(), 3u);
   EXPECT_EQ(k.op_messages(0).size(), 1u);  // all 8 in one message
   EXPECT_EQ(k.op_messages(1).size(), 8u);  // one per element
   for (const Sent& m : k.op_messages(1)) EXPECT_EQ(elements_in(m.nlh()).size(), 1u);
@@ -871,7 +817,7 @@ TEST(NftTxnErrors, WithoutAnOffsetFailingElementsAreFoundByResendingOnePerMessag
 }
 
 TEST(NftTxnErrors, DeletingMissingElementsFailsThoseWithEnoent) {
-  FakeKernel k;
+  FakeNfTables k;
   for (uint32_t c : {1u, 2u, 4u}) k.keys.insert(key_str(conn_key(c)));
   NftTxn txn(k);
   const std::vector<uint32_t> conns = {1, 2, 3, 4};
@@ -887,7 +833,7 @@ TEST(NftTxnErrors, DeletingMissingElementsFailsThoseWithEnoent) {
 }
 
 TEST(NftTxnErrors, ErrorAtTheSetAttributeFailsEveryElementWithoutResendingThem) {
-  FakeKernel k;
+  FakeNfTables k;
   k.force = [](size_t, size_t, const Sent& m) {
     uint32_t set_off = 0;
     (void)elements_in(m.nlh(), &set_off);
@@ -901,11 +847,11 @@ TEST(NftTxnErrors, ErrorAtTheSetAttributeFailsEveryElementWithoutResendingThem) 
     EXPECT_EQ(f.status.err(), ENOENT);
     EXPECT_NE(f.status.message().find("kernel: No such set"), std::string::npos);
   }
-  EXPECT_EQ(k.batches.size(), 1u);
+  EXPECT_EQ(k.requests.size(), 1u);
 }
 
 TEST(NftTxnErrors, EagainFromTheKernelResendsTheSameBatch) {
-  FakeKernel k;
+  FakeNfTables k;
   k.eagain_batches = 1;
   NftTxn txn(k);
   OpId t = txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, make_test_table());
@@ -913,14 +859,14 @@ TEST(NftTxnErrors, EagainFromTheKernelResendsTheSameBatch) {
   EXPECT_TRUE(txn.commit().ok());
   EXPECT_TRUE(txn.status(t).ok());
   EXPECT_TRUE(txn.status(e).ok());
-  ASSERT_EQ(k.batches.size(), 2u);
-  EXPECT_EQ(k.batches[0], k.batches[1]);
+  ASSERT_EQ(k.requests.size(), 2u);
+  EXPECT_EQ(k.requests[0], k.requests[1]);
   EXPECT_EQ(txn.stats().eagain_retries, 1u);
   EXPECT_EQ(k.keys.size(), 5u);
 }
 
 TEST(NftTxnErrors, EagainThatNeverStopsEndsInEagain) {
-  FakeKernel k;
+  FakeNfTables k;
   k.eagain_batches = 1000;
   NftTxnOptions o;
   o.max_eagain_retries = 3;
@@ -928,11 +874,11 @@ TEST(NftTxnErrors, EagainThatNeverStopsEndsInEagain) {
   OpId t = txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, make_test_table());
   EXPECT_EQ(txn.commit().err(), EAGAIN);
   EXPECT_EQ(txn.status(t).err(), EAGAIN);
-  EXPECT_EQ(k.batches.size(), 4u);
+  EXPECT_EQ(k.requests.size(), 4u);
 }
 
 TEST(NftTxnErrors, AcksLostToEnobufsGiveEnobufsNeverSuccess) {
-  FakeKernel k;
+  FakeNfTables k;
   k.ack_capacity = 2;
   NftTxn txn(k);
   std::vector<OpId> ops;
@@ -955,7 +901,7 @@ TEST(NftTxnErrors, AcksLostToEnobufsGiveEnobufsNeverSuccess) {
 }
 
 TEST(NftTxnErrors, AcksLostAfterAnErrorAckAreResentBecauseTheBatchWasAborted) {
-  FakeKernel k;
+  FakeNfTables k;
   k.ack_capacity = 2;
   k.force = [](size_t batch, size_t idx, const Sent&) {
     return batch == 0 && idx == 0 ? Reply{EEXIST, "", std::nullopt} : Reply{};
@@ -969,12 +915,12 @@ TEST(NftTxnErrors, AcksLostAfterAnErrorAckAreResentBecauseTheBatchWasAborted) {
   EXPECT_EQ(txn.commit().err(), EEXIST);
   EXPECT_EQ(txn.status(ops[0]).err(), EEXIST);
   for (int i = 1; i < 5; ++i) EXPECT_TRUE(txn.status(ops[i]).ok()) << i << ": " << txn.status(ops[i]).message();
-  ASSERT_EQ(k.batches.size(), 2u);
+  ASSERT_EQ(k.requests.size(), 2u);
   EXPECT_EQ(k.op_messages(1).size(), 4u);
 }
 
 TEST(NftTxnErrors, KernelRefusingTheWholeBatchFailsEveryOpWithItsErrno) {
-  FakeKernel k;
+  FakeNfTables k;
   k.refuse_next_batch = Reply{EPERM, "", std::nullopt};
   NftTxn txn(k);
   OpId t = txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, make_test_table());
@@ -986,11 +932,11 @@ TEST(NftTxnErrors, KernelRefusingTheWholeBatchFailsEveryOpWithItsErrno) {
   EXPECT_EQ(txn.element_failures(e)[2].status.err(), EPERM);
   EXPECT_FALSE(txn.element_failures(e)[2].outcome_unknown) << "a refused batch is known not applied";
   EXPECT_FALSE(txn.outcome_unknown(t));
-  EXPECT_EQ(k.batches.size(), 1u);
+  EXPECT_EQ(k.requests.size(), 1u);
 }
 
 TEST(NftTxnErrors, MessageLargerThanTheSendLimitFailsWithEmsgsize) {
-  FakeKernel k;
+  FakeNfTables k;
   k.max_send = 200;
   NftTxn txn(k);
   ChainPtr c = make_chain();
@@ -1002,13 +948,13 @@ TEST(NftTxnErrors, MessageLargerThanTheSendLimitFailsWithEmsgsize) {
   EXPECT_EQ(txn.commit().err(), EMSGSIZE);
   EXPECT_EQ(txn.status(big).err(), EMSGSIZE);
   EXPECT_TRUE(txn.status(small).ok());
-  ASSERT_EQ(k.batches.size(), 1u);
+  ASSERT_EQ(k.requests.size(), 1u);
   EXPECT_EQ(k.op_messages(0).size(), 1u);
 }
 
 TEST(NftTxnErrors, FailedSendFailsEveryOpWithTheSendErrno) {
-  FakeKernel k;
-  k.fail_send_errno = ECONNREFUSED;
+  FakeNfTables k;
+  k.send_error = Status::error(ECONNREFUSED, "send to nfnetlink: fake failure");
   NftTxn txn(k);
   OpId t = txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, make_test_table());
   OpId e = txn.add_elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE, elements_of(range(0, 2)), {5, 6});
@@ -1025,8 +971,8 @@ TEST(NftTxnErrors, FailedSendFailsEveryOpWithTheSendErrno) {
 
 TEST(NftTxnErrors, SendOnASocketThatIsGoneReopensItAndSendsTheBatchAgain) {
   for (int err : {EBADF, ENOTSOCK}) {
-    FakeKernel k;
-    k.send_gone_errno = err;
+    FakeNfTables k;
+    k.gone = err;
     NftTxn txn(k);
     OpId t = txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, make_test_table());
     OpId e = txn.add_elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE, elements_of(range(0, 2)), {5, 6});
@@ -1035,14 +981,14 @@ TEST(NftTxnErrors, SendOnASocketThatIsGoneReopensItAndSendsTheBatchAgain) {
     EXPECT_TRUE(txn.status(e).ok());
     EXPECT_EQ(k.reopens, 1u);
     EXPECT_EQ(txn.stats().reopens, 1u);
-    EXPECT_EQ(k.batches.size(), 1u) << "the failed send never reached the kernel";
+    EXPECT_EQ(k.requests.size(), 1u) << "the failed send never reached the kernel";
     EXPECT_EQ(k.keys.size(), 2u);
   }
 }
 
 TEST(NftTxnErrors, ReceiveOnASocketThatIsGoneAfterTheSendIsAnUnknownOutcome) {
-  FakeKernel k;
-  k.receive_gone_errno = ENOTSOCK;
+  FakeNfTables k;
+  k.gone_after_send = ENOTSOCK;
   NftTxn txn(k);
   OpId t = txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, make_test_table());
   OpId e = txn.add_elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE, elements_of(range(0, 2)), {5, 6});
@@ -1055,11 +1001,11 @@ TEST(NftTxnErrors, ReceiveOnASocketThatIsGoneAfterTheSendIsAnUnknownOutcome) {
   EXPECT_TRUE(txn.element_failures(e)[0].outcome_unknown);
   EXPECT_EQ(k.keys.size(), 2u) << "the kernel did commit: the verdict, not the batch, was lost";
   EXPECT_EQ(k.reopens, 1u) << "the socket is reopened for what follows";
-  EXPECT_EQ(k.batches.size(), 1u) << "a batch that may have been applied is never sent blindly again";
+  EXPECT_EQ(k.requests.size(), 1u) << "a batch that may have been applied is never sent blindly again";
 }
 
 TEST(NftTxnErrors, EintrThatGetsThroughTheTransportIsRetried) {
-  FakeKernel k;
+  FakeNfTables k;
   k.eintr_send = true;
   k.eintr_receive = true;
   NftTxn txn(k);
@@ -1067,25 +1013,25 @@ TEST(NftTxnErrors, EintrThatGetsThroughTheTransportIsRetried) {
   EXPECT_TRUE(txn.commit().ok()) << txn.status(e).message();
   EXPECT_FALSE(k.eintr_send);
   EXPECT_FALSE(k.eintr_receive);
-  EXPECT_EQ(k.batches.size(), 1u);
+  EXPECT_EQ(k.requests.size(), 1u);
   EXPECT_EQ(k.keys.size(), 3u);
 }
 
 TEST(NftTxnErrors, KernelThatNeverAnswersGivesEtimedoutNotSuccess) {
-  FakeKernel k;
+  FakeNfTables k;
   k.silent = true;
   NftTxn txn(k);
   OpId t = txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, make_test_table());
   EXPECT_EQ(txn.commit().err(), ETIMEDOUT);
   EXPECT_EQ(txn.status(t).err(), ETIMEDOUT);
   EXPECT_NE(txn.status(t).message().find("outcome unknown"), std::string::npos) << txn.status(t).message();
-  EXPECT_EQ(k.batches.size(), 1u);
+  EXPECT_EQ(k.requests.size(), 1u);
 }
 
 // ---------------------------------------------------------------- sizing
 
 TEST(NftTxnSizing, BatchOverTheSendLimitIsSplitIntoSeveralFramedTransactions) {
-  FakeKernel k;
+  FakeNfTables k;
   k.max_send = 8192;
   NftTxn txn(k);
   const std::vector<uint32_t> conns = range(0, 2000);  // ~72 KB
@@ -1094,16 +1040,16 @@ TEST(NftTxnSizing, BatchOverTheSendLimitIsSplitIntoSeveralFramedTransactions) {
   ASSERT_TRUE(txn.commit().ok());
   EXPECT_TRUE(txn.status(t).ok());
   EXPECT_TRUE(txn.status(e).ok());
-  ASSERT_GE(k.batches.size(), 8u);
+  ASSERT_GE(k.requests.size(), 8u);
   uint32_t last_seq = 0;
   size_t elements = 0;
-  for (size_t b = 0; b < k.batches.size(); ++b) {
-    EXPECT_LE(k.batches[b].size(), 8192u);
+  for (size_t b = 0; b < k.requests.size(); ++b) {
+    EXPECT_LE(k.requests[b].size(), 8192u);
     // Filled: one more 32-byte element would have crossed the limit.
-    if (b + 1 < k.batches.size()) {
-      EXPECT_GT(k.batches[b].size() + 32, 8192u) << "batch " << b;
+    if (b + 1 < k.requests.size()) {
+      EXPECT_GT(k.requests[b].size() + 32, 8192u) << "batch " << b;
     }
-    std::vector<Sent> all = split_batch(k.batches[b]);
+    std::vector<Sent> all = split_batch(k.requests[b]);
     EXPECT_EQ(all.front().nlh()->nlmsg_type, NFNL_MSG_BATCH_BEGIN);
     EXPECT_EQ(all.back().nlh()->nlmsg_type, NFNL_MSG_BATCH_END);
     if (b > 0) {
@@ -1117,14 +1063,14 @@ TEST(NftTxnSizing, BatchOverTheSendLimitIsSplitIntoSeveralFramedTransactions) {
 }
 
 TEST(NftTxnSizing, AcksThatWouldNotFitTheReceiveBufferSplitTheBatch) {
-  FakeKernel k;
+  FakeNfTables k;
   k.rcvbuf = size_t{10} * 1024;  // ten acks at the default budget of 1 KiB each
   NftTxn txn(k);
   for (int i = 0; i < 25; ++i) {
     txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, make_test_table(("t" + std::to_string(i)).c_str()));
   }
   ASSERT_TRUE(txn.commit().ok());
-  ASSERT_EQ(k.batches.size(), 3u);
+  ASSERT_EQ(k.requests.size(), 3u);
   EXPECT_EQ(k.op_messages(0).size(), 10u);
   EXPECT_EQ(k.op_messages(1).size(), 10u);
   EXPECT_EQ(k.op_messages(2).size(), 5u);
@@ -1134,14 +1080,14 @@ TEST(NftTxnErrors, DatagramsWhoseLengthsDoNotAddUpAreDroppedNotWalked) {
   // libmnl compares lengths as signed ints: 2 GiB and more would be walked
   // (a crash), a length that aligns to 0 loops forever.  Such datagrams are
   // dropped and the real acks behind them still count.
-  FakeKernel k;
+  FakeNfTables k;
   for (uint32_t len : {0x98000024u, 0xffffffffu, 0xfffffffdu, 8u, 37u}) {
-    std::vector<char> d(36, 0);
+    ctoffload::testing::Bytes d(36, 0);
     nlmsghdr h{};
     h.nlmsg_len = len;
     h.nlmsg_type = NLMSG_ERROR;
     std::memcpy(d.data(), &h, sizeof h);
-    k.inject_raw(std::move(d));
+    k.push(std::move(d));
   }
   NftTxn txn(k);
   OpId t = txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, make_test_table());
@@ -1152,7 +1098,7 @@ TEST(NftTxnErrors, DatagramsWhoseLengthsDoNotAddUpAreDroppedNotWalked) {
 TEST(NftTxnSizing, StaleAcksFromAnEarlierBatchAreIgnored) {
   // An ack left in the socket by an earlier transaction (one that gave up
   // waiting) must not be taken for an answer to a later one.
-  FakeKernel k;
+  FakeNfTables k;
   {
     NftTxn first(k);
     first.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, make_test_table());
