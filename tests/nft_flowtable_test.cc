@@ -43,6 +43,7 @@
 #include "netlink/nft_socket.h"
 #include "providers/nft_layout.h"
 #include "providers/usage_store.h"
+#include "support/fake_kernel.h"
 #include "test_support.h"
 
 namespace ctoffload {
@@ -132,8 +133,24 @@ struct Verdict {
   std::optional<uint32_t> offset;
 };
 
-class FakeNft final : public netlink::Transport {
+// The fake nf_tables kernel, on the tests' FakeKernel (the socket, its
+// receive queue and ENOBUFS).
+class FakeNft final : public testing::FakeKernel {
  public:
+  FakeNft() {
+    port = 777;
+    max_send = 16u << 20;
+    rcvbuf = 16u << 20;
+    on_request = [this](const testing::Bytes& data, FakeKernel&) {
+      auto* first = reinterpret_cast<const nlmsghdr*>(data.data());
+      if (first->nlmsg_type == NFNL_MSG_BATCH_BEGIN) {
+        batch(data);
+      } else {
+        get(first);
+      }
+    };
+  }
+
   // ---- knobs ----
   bool flowtables = true;  // false: NEWFLOWTABLE gives ENOENT (no CONFIG_NF_FLOW_TABLE)
   bool eperm = false;      // every batch refused with EPERM (no CAP_NET_ADMIN)
@@ -182,38 +199,9 @@ class FakeNft final : public netlink::Transport {
     }
   }
 
-  // ---- Transport ----
-  Status send(std::span<const iovec> iov) override {
-    std::vector<char> data;
-    for (const iovec& v : iov)
-      data.insert(data.end(), static_cast<const char*>(v.iov_base), static_cast<const char*>(v.iov_base) + v.iov_len);
-    auto* first = reinterpret_cast<const nlmsghdr*>(data.data());
-    if (first->nlmsg_type == NFNL_MSG_BATCH_BEGIN) {
-      batch(data);
-    } else {
-      get(first);
-    }
-    return {};
-  }
-  Result<size_t> receive(std::span<std::byte> buf, int) override {
-    if (enobufs_) {
-      enobufs_ = false;
-      return Status::error(ENOBUFS, "fake: receive buffer overrun");
-    }
-    if (queue_.empty()) return Status::error(ETIMEDOUT, "fake: nothing to read");
-    std::vector<char> m = std::move(queue_.front());
-    queue_.pop_front();
-    if (m.size() > buf.size()) return Status::error(EMSGSIZE, "fake: too long");
-    std::memcpy(buf.data(), m.data(), m.size());
-    return m.size();
-  }
-  uint32_t portid() const override { return 777; }
-  size_t max_send_bytes() const override { return 16u << 20; }
-  size_t receive_buffer_bytes() const override { return 16u << 20; }
-
  private:
   void ack(const nlmsghdr* req, const Verdict& v) {
-    std::vector<char> buf(1024);
+    testing::Bytes buf(1024);
     nlmsghdr* nlh = mnl_nlmsg_put_header(buf.data());
     nlh->nlmsg_type = NLMSG_ERROR;
     nlh->nlmsg_flags = NLM_F_CAPPED;
@@ -227,10 +215,10 @@ class FakeNft final : public netlink::Transport {
       mnl_attr_put_u32(nlh, NLMSGERR_ATTR_OFFS, *v.offset);
     }
     buf.resize(nlh->nlmsg_len);
-    queue_.push_back(std::move(buf));
+    push(std::move(buf));
   }
 
-  void batch(const std::vector<char>& data) {
+  void batch(const testing::Bytes& data) {
     ++batches;
     std::vector<const nlmsghdr*> msgs;
     int len = static_cast<int>(data.size());
@@ -241,7 +229,7 @@ class FakeNft final : public netlink::Transport {
       ack(msgs.front(), Verdict{EPERM, std::nullopt});
       return;
     }
-    const size_t queued = queue_.size();
+    const size_t queued = queue.size();
     FakeRuleset work = rs;
     bool failed = false, has_elems = false;
     for (size_t i = 1; i + 1 < msgs.size(); ++i) {
@@ -254,8 +242,8 @@ class FakeNft final : public netlink::Transport {
     if (has_elems) ++element_batches;
     if (has_elems && lose_next_element_acks) {
       lose_next_element_acks = false;
-      queue_.resize(queued);
-      enobufs_ = true;
+      queue.resize(queued);
+      overrun = true;
     }
     if (!failed) {
       rs = std::move(work);
@@ -395,12 +383,13 @@ class FakeNft final : public netlink::Transport {
   // Queues one object message answering request 'req'.
   template <typename Obj, typename Build>
   void reply(const nlmsghdr* req, uint16_t type, Obj* obj, Build build, bool multi) {
-    std::vector<char> buf(256 * 1024);
-    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), type, NFPROTO_INET, multi ? NLM_F_MULTI : 0, req->nlmsg_seq);
+    testing::Bytes buf(256 * 1024);
+    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(reinterpret_cast<char*>(buf.data()), type, NFPROTO_INET,
+                                          multi ? NLM_F_MULTI : 0, req->nlmsg_seq);
     nlh->nlmsg_pid = portid();
     build(nlh, obj);
     buf.resize(nlh->nlmsg_len);
-    queue_.push_back(std::move(buf));
+    push(std::move(buf));
   }
   static void renumber_elements(nlmsghdr* nlh) {
     char* tail = static_cast<char*>(mnl_nlmsg_get_payload_tail(nlh));
@@ -416,7 +405,7 @@ class FakeNft final : public netlink::Transport {
   }
 
   void done(const nlmsghdr* req) {
-    std::vector<char> buf(64);
+    testing::Bytes buf(64);
     nlmsghdr* nlh = mnl_nlmsg_put_header(buf.data());
     nlh->nlmsg_type = NLMSG_DONE;
     nlh->nlmsg_flags = NLM_F_MULTI;
@@ -424,7 +413,7 @@ class FakeNft final : public netlink::Transport {
     auto* v = static_cast<int*>(mnl_nlmsg_put_extra_header(nlh, sizeof(int)));
     *v = 0;
     buf.resize(nlh->nlmsg_len);
-    queue_.push_back(std::move(buf));
+    push(std::move(buf));
   }
 
   void get(const nlmsghdr* req) {
@@ -580,7 +569,7 @@ class FakeNft final : public netlink::Transport {
         // the kernel's dumps (and libnftnl's parser) use NFTA_LIST_ELEM for
         // every one.
         reply(req, NFT_MSG_NEWSETELEM, o.get(), nftnl_set_elems_nlmsg_build_payload, dump);
-        renumber_elements(reinterpret_cast<nlmsghdr*>(queue_.back().data()));
+        renumber_elements(reinterpret_cast<nlmsghdr*>(queue.back().bytes.data()));
         if (dump) {
           done(req);
         } else {
@@ -594,22 +583,6 @@ class FakeNft final : public netlink::Transport {
   }
 
   uint64_t next_handle_ = 100;
-  std::deque<std::vector<char>> queue_;
-  bool enobufs_ = false;
-};
-
-// The FakeNft lives in the test; the provider gets a forwarding transport.
-class NftRef final : public netlink::Transport {
- public:
-  explicit NftRef(FakeNft* k) : k_(k) {}
-  Status send(std::span<const iovec> iov) override { return k_->send(iov); }
-  Result<size_t> receive(std::span<std::byte> b, int t) override { return k_->receive(b, t); }
-  uint32_t portid() const override { return k_->portid(); }
-  size_t max_send_bytes() const override { return k_->max_send_bytes(); }
-  size_t receive_buffer_bytes() const override { return k_->receive_buffer_bytes(); }
-
- private:
-  FakeNft* k_;
 };
 
 // ---------------------------------------------------------------------------
@@ -712,40 +685,32 @@ CtKey decode_request(const nlmsghdr* nlh) {
   return k;
 }
 
-class FakeCt final : public netlink::Transport {
+// A conntrack table behind ctnetlink: the tests' FakeKernel answering
+// every message of each datagram in turn, like the kernel.
+class FakeCt final : public testing::FakeKernel {
  public:
-  explicit FakeCt(FakeCtState* s) : s_(s) {}
-  // Like the kernel: every message of the datagram in turn.
-  Status send(std::span<const iovec> iov) override {
-    std::vector<unsigned char> d;
-    for (const iovec& v : iov) {
-      const auto* p = static_cast<const unsigned char*>(v.iov_base);
-      d.insert(d.end(), p, p + v.iov_len);
-    }
-    return send_flat(d.data(), d.size());
+  explicit FakeCt(FakeCtState* s) : s_(s) {
+    on_request = [this](const testing::Bytes& d, FakeKernel&) {
+      ++s_->datagrams;
+      auto* nlh = reinterpret_cast<const nlmsghdr*>(d.data());
+      int rem = static_cast<int>(d.size());
+      for (; mnl_nlmsg_ok(nlh, rem); nlh = mnl_nlmsg_next(nlh, &rem)) one(nlh);
+    };
   }
-  uint32_t portid() const override { return 0; }
-  size_t max_send_bytes() const override { return size_t{1} << 20; }
-  size_t receive_buffer_bytes() const override { return size_t{4} << 20; }
-  Status send_flat(const void* msg, size_t len) {
-    ++s_->datagrams;
-    auto* nlh = static_cast<const nlmsghdr*>(msg);
-    int rem = static_cast<int>(len);
-    for (; mnl_nlmsg_ok(nlh, rem); nlh = mnl_nlmsg_next(nlh, &rem)) one(nlh);
-    return {};
-  }
+
+ private:
   void one(const nlmsghdr* nlh) {
     const uint8_t type = nlh->nlmsg_type & 0xff;
     if ((nlh->nlmsg_flags & NLM_F_DUMP) == NLM_F_DUMP) {
       ++s_->dumps;
-      for (const auto& e : s_->entries) q_.push_back(encode_entry(e, nlh->nlmsg_seq, true));
-      std::vector<unsigned char> d(64);
+      for (const auto& e : s_->entries) push(encode_entry(e, nlh->nlmsg_seq, true));
+      testing::Bytes d(64);
       nlmsghdr* dn = mnl_nlmsg_put_header(d.data());
       dn->nlmsg_type = NLMSG_DONE;
       dn->nlmsg_seq = nlh->nlmsg_seq;
       *static_cast<int*>(mnl_nlmsg_put_extra_header(dn, sizeof(int))) = 0;
       d.resize(dn->nlmsg_len);
-      q_.push_back(d);
+      push(std::move(d));
       return;
     }
     const CtKey k = decode_request(nlh);
@@ -761,10 +726,10 @@ class FakeCt final : public netlink::Transport {
       s_->entries.erase(it);
     } else {
       ++s_->gets;
-      q_.push_back(encode_entry(*it, nlh->nlmsg_seq, false));
+      push(encode_entry(*it, nlh->nlmsg_seq, false));
     }
     if (err == 0 && (nlh->nlmsg_flags & NLM_F_ACK) == 0) return;  // Success is acknowledged only when asked.
-    std::vector<unsigned char> a(256);
+    testing::Bytes a(256);
     nlmsghdr* an = mnl_nlmsg_put_header(a.data());
     an->nlmsg_type = NLMSG_ERROR;
     an->nlmsg_flags = NLM_F_CAPPED;
@@ -773,23 +738,10 @@ class FakeCt final : public netlink::Transport {
     e->error = -err;
     e->msg = *nlh;
     a.resize(an->nlmsg_len);
-    q_.push_back(a);
-  }
-  Result<size_t> receive(std::span<std::byte> buf, int /*timeout_ms*/) override {
-    if (q_.empty()) return Status::error(ETIMEDOUT, "fake ct: nothing");
-    auto m = std::move(q_.front());
-    q_.pop_front();
-    std::memcpy(buf.data(), m.data(), m.size());
-    return m.size();
-  }
-  Status reopen() override {
-    q_.clear();
-    return {};
+    push(std::move(a));
   }
 
- private:
   FakeCtState* s_;
-  std::deque<std::vector<unsigned char>> q_;
 };
 
 // ---------------------------------------------------------------------------
@@ -857,7 +809,8 @@ class NftFlowtableTest : public ::testing::Test {
     // Each test has a usage store of its own (the default is /run/ctoffload).
     if (o.usage_dir == NftFlowtableOptions{}.usage_dir) o.usage_dir = usage_dir_;
     NftBackend b;
-    b.nft = std::make_unique<NftRef>(&nft_);
+    // The FakeNft lives in the test; the provider gets a forwarder to it.
+    b.nft = std::make_unique<testing::FaultyTransport>(nft_);
     b.ct = std::make_unique<netlink::Ctnetlink>(netlink::Ctnetlink::with_transport(std::make_unique<FakeCt>(&ct_)));
     b.devices = std::make_unique<FakeDevices>(&dev_);
     b.acct_path = acct_path_;

@@ -66,6 +66,7 @@
 #include "netlink/nft_socket.h"
 #include "netns_support.h"
 #include "providers/nft_flowtable.h"
+#include "support/fake_kernel.h"
 #include "test_support.h"
 
 namespace ctoffload {
@@ -120,22 +121,25 @@ struct FaultLog {
   int send_errno = 0;  // errno of the last failed send of the real socket
 };
 
-class FaultyNft final : public netlink::Transport {
+// The faults go through the tests' FaultyTransport (support/fake_kernel.h):
+// EINTR, the EAGAIN acks queued in the kernel's place, ENOBUFS.
+class FaultyNft final : public testing::FaultyTransport {
  public:
-  FaultyNft(netlink::NftSocket real, FaultLog* log) : real_(std::move(real)), log_(log) {}
+  FaultyNft(netlink::NftSocket real, FaultLog* log)
+      : FaultyNft(std::make_unique<netlink::NftSocket>(std::move(real)), log) {}
 
   Status send(std::span<const iovec> iov) override {
     if (log_->armed == Fault::kEintrSend) {
       fire();
-      return Status::error(EINTR, "injected: send interrupted");
+      eintr_send = true;
+      return FaultyTransport::send(iov);
     }
-    std::string data;
-    for (const iovec& v : iov) data.append(static_cast<const char*>(v.iov_base), v.iov_len);
+    const testing::Bytes data = testing::flatten(iov);
     auto* first = reinterpret_cast<const nlmsghdr*>(data.data());
     const bool batch = data.size() >= sizeof(nlmsghdr) && first->nlmsg_type == NFNL_MSG_BATCH_BEGIN;
     if (!batch) {
       ++log_->gets;
-      return real_.send(iov);
+      return FaultyTransport::send(iov);
     }
     if (log_->element_batches_only && !carries_elements(data)) return forward(iov);
     if (log_->before_batch) {
@@ -143,7 +147,7 @@ class FaultyNft final : public netlink::Transport {
       log_->before_batch = nullptr;
       hook();
     }
-    const int fd = real_.borrow_fd_do_not_close();
+    const int fd = sock_->borrow_fd_do_not_close();
     switch (log_->armed) {
       case Fault::kEagain:
         fire();
@@ -170,11 +174,11 @@ class FaultyNft final : public netlink::Transport {
         // The kernel queued every ack before sendmsg returned: drop them all.
         std::vector<std::byte> buf(256 * 1024);
         for (;;) {
-          auto got = real_.receive(buf, 0);
+          auto got = sock_->receive(buf, 0);
           if (!got) break;
           count_dropped(buf.data(), *got);
         }
-        enobufs_ = true;
+        overrun = true;
         return Status();
       }
       default:
@@ -183,39 +187,29 @@ class FaultyNft final : public netlink::Transport {
   }
 
   Result<size_t> receive(std::span<std::byte> buf, int timeout_ms) override {
-    if (!queued_.empty()) {
-      std::string m = std::move(queued_.front());
-      queued_.pop_front();
-      std::memcpy(buf.data(), m.data(), m.size());
-      return m.size();
-    }
-    if (enobufs_) {
-      enobufs_ = false;
-      return Status::error(ENOBUFS, "receive from nfnetlink: No buffer space available (injected)");
-    }
     if (log_->armed == Fault::kEintrReceive) {
       fire();
-      return Status::error(EINTR, "injected: receive interrupted");
+      eintr_receive = true;
     }
-    return real_.receive(buf, timeout_ms);
+    return FaultyTransport::receive(buf, timeout_ms);
   }
 
-  uint32_t portid() const override { return real_.portid(); }
-  size_t max_send_bytes() const override { return real_.max_send_bytes(); }
-  size_t receive_buffer_bytes() const override { return real_.receive_buffer_bytes(); }
   Status reopen() override {
     ++log_->reopens;
-    return real_.reopen();
+    return FaultyTransport::reopen();
   }
 
  private:
+  FaultyNft(std::unique_ptr<netlink::NftSocket> real, FaultLog* log)
+      : FaultyTransport(*real), sock_(std::move(real)), log_(log) {}
+
   void fire() {
     log_->armed = Fault::kNone;
     ++log_->injected;
   }
 
   Status forward(std::span<const iovec> iov) {
-    Status s = real_.send(iov);
+    Status s = FaultyTransport::send(iov);
     if (s) {
       ++log_->forwarded;
     } else {
@@ -231,7 +225,7 @@ class FaultyNft final : public netlink::Transport {
     ::close(null);
   }
 
-  static bool carries_elements(const std::string& data) {
+  static bool carries_elements(const testing::Bytes& data) {
     int len = static_cast<int>(data.size());
     for (auto* m = reinterpret_cast<const nlmsghdr*>(data.data()); mnl_nlmsg_ok(m, len); m = mnl_nlmsg_next(m, &len)) {
       const int type = m->nlmsg_type & 0xff;
@@ -244,22 +238,22 @@ class FaultyNft final : public netlink::Transport {
 
   // The kernel's answer to a batch it aborted with EAGAIN: an error ack
   // (capped: NETLINK_CAP_ACK is on) for each message that asked for one.
-  void eagain_acks(const std::string& data) {
+  void eagain_acks(const testing::Bytes& data) {
     int len = static_cast<int>(data.size());
     for (auto* m = reinterpret_cast<const nlmsghdr*>(data.data()); mnl_nlmsg_ok(m, len); m = mnl_nlmsg_next(m, &len)) {
       if (m->nlmsg_type == NFNL_MSG_BATCH_BEGIN || m->nlmsg_type == NFNL_MSG_BATCH_END) continue;
       if ((m->nlmsg_flags & NLM_F_ACK) == 0) continue;
-      std::string ack(NLMSG_SPACE(sizeof(nlmsgerr)), '\0');
+      testing::Bytes ack(NLMSG_SPACE(sizeof(nlmsgerr)), 0);
       auto* nlh = reinterpret_cast<nlmsghdr*>(ack.data());
       nlh->nlmsg_len = static_cast<uint32_t>(ack.size());
       nlh->nlmsg_type = NLMSG_ERROR;
       nlh->nlmsg_flags = NLM_F_CAPPED;
       nlh->nlmsg_seq = m->nlmsg_seq;
-      nlh->nlmsg_pid = real_.portid();
+      nlh->nlmsg_pid = portid();
       auto* err = static_cast<nlmsgerr*>(NLMSG_DATA(nlh));
       err->error = -EAGAIN;
       err->msg = *m;
-      queued_.push_back(std::move(ack));
+      push(std::move(ack));
     }
   }
 
@@ -272,10 +266,8 @@ class FaultyNft final : public netlink::Transport {
     }
   }
 
-  netlink::NftSocket real_;
+  std::unique_ptr<netlink::NftSocket> sock_;
   FaultLog* log_;
-  std::deque<std::string> queued_;
-  bool enobufs_ = false;
 };
 
 // ---------------------------------------------------------------------------
@@ -290,54 +282,48 @@ struct CtFaultLog {
   // the answer stays on the dead socket).
   bool gone_before_send = false;
   bool gone_after_send = false;
-  bool gone = false;
   size_t injected = 0;
   size_t resets = 0;
   size_t datagrams = 0;  // datagrams received in the dump the fault hit
 };
 
-class FaultyCt final : public netlink::Transport {
+class FaultyCt final : public testing::FaultyTransport {
  public:
-  FaultyCt(std::unique_ptr<netlink::Transport> real, CtFaultLog* log) : real_(std::move(real)), log_(log) {}
+  FaultyCt(std::unique_ptr<netlink::Transport> real, CtFaultLog* log)
+      : FaultyTransport(*real), real_(std::move(real)), log_(log) {}
 
   Status send(std::span<const iovec> iov) override {
-    if (std::exchange(log_->gone_before_send, false)) log_->gone = true;
-    if (log_->gone) return Status::error(EBADF, "send netlink request: Bad file descriptor (injected)");
-    const auto* nlh = static_cast<const nlmsghdr*>(iov[0].iov_base);
-    in_dump_ = (nlh->nlmsg_flags & NLM_F_DUMP) == NLM_F_DUMP && log_->enobufs_after >= 0;
-    seen_ = 0;
-    Status sent = real_->send(iov);
-    if (std::exchange(log_->gone_after_send, false)) log_->gone = true;
-    return sent;
+    if (std::exchange(log_->gone_before_send, false)) gone = EBADF;
+    if (gone == 0) {
+      const auto* nlh = static_cast<const nlmsghdr*>(iov[0].iov_base);
+      in_dump_ = (nlh->nlmsg_flags & NLM_F_DUMP) == NLM_F_DUMP && log_->enobufs_after >= 0;
+      seen_ = 0;
+      if (std::exchange(log_->gone_after_send, false)) gone_after_send = EBADF;
+    }
+    return FaultyTransport::send(iov);
   }
 
   Result<size_t> receive(std::span<std::byte> buf, int timeout_ms) override {
-    if (log_->gone) return Status::error(EBADF, "receive netlink reply: Bad file descriptor (injected)");
-    if (in_dump_ && seen_ == log_->enobufs_after) {
+    if (gone == 0 && in_dump_ && seen_ == log_->enobufs_after) {
       // Really lose a datagram: read it and drop it.
       in_dump_ = false;
       log_->enobufs_after = -1;
-      auto lost = real_->receive(buf, timeout_ms);
+      auto lost = FaultyTransport::receive(buf, timeout_ms);
       if (lost) {
         ++log_->injected;
         return Status::error(ENOBUFS, "receive netlink reply: No buffer space available (injected)");
       }
       return lost;
     }
-    auto got = real_->receive(buf, timeout_ms);
+    auto got = FaultyTransport::receive(buf, timeout_ms);
     if (got && in_dump_) log_->datagrams = ++seen_;
     return got;
   }
 
-  uint32_t portid() const override { return real_->portid(); }
-  size_t max_send_bytes() const override { return real_->max_send_bytes(); }
-  size_t receive_buffer_bytes() const override { return real_->receive_buffer_bytes(); }
-
   Status reopen() override {
     ++log_->resets;
     in_dump_ = false;
-    log_->gone = false;  // The real socket, with whatever it had queued, is replaced too.
-    return real_->reopen();
+    return FaultyTransport::reopen();  // The real socket, with whatever it had queued, is replaced too.
   }
 
  private:
