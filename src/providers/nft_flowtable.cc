@@ -1,15 +1,22 @@
 // nft_flowtable.cc - the kernel provider.
 //
 // The flow of one conn_add (follow the names):
-//   conn_add -> process(ops) -> run_segment()
+//   conn_add -> process(ops) -> run_segment(): a loop over the rounds of
+//   kSegmentSettle (netlink/settle.h), each a segment_round():
 //     validate, resolve_device() for both directions (route_oif() when the
 //     context does not say), capacity
 //     -> ensure_devices(): new devices join a flowtable (hardware first when
 //        asked for, software when refused) in their own transaction
 //     -> one NftTxn: NEWSET/NEWRULE for a selection set not made yet, then
 //        NEWSETELEM of the connection's original tuple (nft_layout.h)
-//     -> per-element results; on success the record goes into 'conns'
+//     -> per-element results; on success the record goes into 'conns';
+//        a lost verdict is read back (read_back()) and what the kernel does
+//        not have is handed to the next round
 //     -> rollback_devices(): devices that joined for nothing leave again.
+//
+// Every site that commits (the probe, ensure_devices(), segment_round(),
+// established(), flush_all()) settles lost verdicts by one policy,
+// netlink/settle.h; each site's round count is a named constant on Impl.
 //
 // Bookkeeping: ConnTable is an open-addressing index over dense 104-byte
 // records; devices and selection sets are small shared tables.
@@ -47,6 +54,7 @@
 #include "netlink/nl_error.h"
 #include "netlink/reopen.h"
 #include "netlink/route.h"
+#include "netlink/settle.h"
 #include "providers/nft_layout.h"
 #include "providers/usage_store.h"
 #include "sync.h"
@@ -480,10 +488,35 @@ struct NftFlowtableProvider::Impl {
 
   // ---- Operations ----
   void process(std::span<Op> ops) CTO_REQUIRES(mu);
-  // 'attempt' counts the times these ops were sent before (ENOENT
-  // restores, lost verdicts settled by reading back).
-  void run_segment(std::span<Op> ops, const std::vector<size_t>& idx, int attempt) CTO_REQUIRES(mu);
-  static constexpr int kMaxSegmentAttempts = 2;
+  // A segment (consecutive adds and deletes of distinct connections, ops
+  // 'idx'): segment_round() once per round of kSegmentSettle, each on the
+  // ops the one before gave back to send again.
+  void run_segment(std::span<Op> ops, const std::vector<size_t>& idx) CTO_REQUIRES(mu);
+  // One send of ops 'idx': plan (devices resolved, new ones joined), one
+  // element transaction, each op's verdict settled, memory updated.
+  // Returns the ops to send again in the next round (an ENOENT restore, or
+  // what a read back found not applied); empty in the last round.
+  std::vector<size_t> segment_round(std::span<Op> ops, const std::vector<size_t>& idx,
+                                    const netlink::Settle::Round& round) CTO_REQUIRES(mu);
+  // How many times the commit, read back, resend policy (settle.h) sends
+  // the same ops at each site, and why the counts differ:
+  //   segment      the first send, then a resend after an ENOENT restore or
+  //                of elements a read back found missing, and one more of
+  //                elements whose resend lost its verdict too ("at most
+  //                twice", 8508627).
+  //   devices      the first send, the software fallback of a device the
+  //                hardware flowtable refused, and a resend of a lost
+  //                verdict.
+  //   established  the first send and one resend: a resend that moves the
+  //                element to another set meets ENOENT from its delete,
+  //                which is then checked against the kernel's copy.
+  //   flush        one send: a refused or lost flush is read back (the
+  //                table's handle) and reported, never sent again - the
+  //                caller may flush again.
+  static constexpr netlink::Settle kSegmentSettle{3};
+  static constexpr netlink::Settle kDeviceSettle{3};
+  static constexpr netlink::Settle kEstablishedSettle{2};
+  static constexpr netlink::Settle kFlushSettle{1};
   // The elements of selection sets 'keys' as the kernel has them: element
   // id (elem_id) -> the comment's note, normalised by format_note.
   Result<std::map<std::string, std::string>> read_back(const std::set<SelKey>& keys) CTO_REQUIRES(mu);
@@ -566,13 +599,19 @@ struct NftFlowtableProvider::Impl {
 
 namespace {
 
+// The probe's sends: the first with `flags owner`, the second without it,
+// which a kernel before 5.12 refuses (EOPNOTSUPP).  A lost verdict is not
+// read back or resent: the transaction deletes its table whatever happened,
+// and the lost verdict is the probe's answer.
+constexpr netlink::Settle kProbeSettle{2};
+
 NftProbe probe_with(netlink::Transport& t, bool want_flowtable) {
   NftProbe p;
   nft::LayoutOptions lo;
   lo.table = "ctoffload_probe_" + std::to_string(getpid());
   lo.table_flags = NFT_TABLE_F_OWNER;
   lo.comment = "ctoffload probe; deleted at once";
-  for (int attempt = 0; attempt < 2; ++attempt) {
+  for (const netlink::Settle::Round& round : kProbeSettle) {
     netlink::NftTxn txn(t);
     const auto t_op = txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, nft::build_table(lo));
     std::optional<netlink::OpId> f_op;
@@ -584,7 +623,7 @@ NftProbe probe_with(netlink::Transport& t, bool want_flowtable) {
     const auto d_op = txn.add_table(NFT_MSG_DELTABLE, 0, nft::build_table_ref(lo));
     (void)txn.commit();
     const Status& ts = txn.status(t_op);
-    if (ts.err() == EOPNOTSUPP && lo.table_flags != 0) {
+    if (ts.err() == EOPNOTSUPP && lo.table_flags != 0 && round.more()) {
       lo.table_flags = 0;  // A kernel before 5.12 has no `flags owner`.
       continue;
     }
@@ -593,7 +632,7 @@ NftProbe probe_with(netlink::Transport& t, bool want_flowtable) {
       p.privileges = ts.err() != EPERM && ts.err() != EACCES;
       p.reason = p.privileges ? "nf_tables refused a table: " + ts.to_string()
                               : "no privileges for nf_tables (CAP_NET_ADMIN is needed): " + ts.to_string();
-      return p;
+      break;
     }
     p.privileges = true;
     if (f_op) {
@@ -603,7 +642,7 @@ NftProbe probe_with(netlink::Transport& t, bool want_flowtable) {
         p.reason = fs.err() == ENOENT
                        ? "this kernel has no nftables flowtables (creating one failed: " + fs.to_string() + ")"
                        : "cannot create a flowtable: " + fs.to_string();
-        return p;
+        break;
       }
     }
     p.flowtable = want_flowtable;
@@ -612,7 +651,7 @@ NftProbe probe_with(netlink::Transport& t, bool want_flowtable) {
     } else {
       p.reason = want_flowtable ? "flowtables available" : "nf_tables available";
     }
-    return p;
+    break;
   }
   return p;
 }
@@ -1171,10 +1210,7 @@ std::map<uint16_t, Status> NftFlowtableProvider::Impl::ensure_devices(const std:
     const FtKind k = d.mode == FtMode::kNone ? wanted_kind(d) : (d.mode == FtMode::kHw ? FtKind::kHw : FtKind::kSw);
     todo.emplace_back(i, k);
   }
-  // Rounds: the first try, the software fallback of refused hardware, and
-  // a resend of ops whose verdict was lost (NEWFLOWTABLE with NLM_F_CREATE
-  // is idempotent: a device already listed is fine).
-  for (int round = 0; round < 3 && !todo.empty(); ++round) {
+  for (const netlink::Settle::Round& round : kDeviceSettle) {
     netlink::NftTxn txn(*backend.nft);
     std::vector<netlink::OpId> ids;
     ids.reserve(todo.size());
@@ -1198,12 +1234,16 @@ std::map<uint16_t, Status> NftFlowtableProvider::Impl::ensure_devices(const std:
         result[i] = Status();
         continue;
       }
-      if (txn.outcome_unknown(ids[n]) && round + 1 < 3) {
-        again.emplace_back(i, k);
+      if (txn.outcome_unknown(ids[n])) {
+        // NEWFLOWTABLE with NLM_F_CREATE is idempotent (a device already
+        // listed is fine): resent without reading back.  Out of rounds, the
+        // lost verdict is the device's error.
         result[i] = s;
+        if (round.lost(netlink::ReadBack::kIdempotent) == netlink::Fate::kResend) again.emplace_back(i, k);
         continue;
       }
-      if (k == FtKind::kHw && s.err() != ENOENT && s.err() != ENODEV && s.err() != EPERM) {
+      if (k == FtKind::kHw && s.err() != ENOENT && s.err() != ENODEV && s.err() != EPERM &&
+          round.again() == netlink::Fate::kResend) {
         // Refused for hardware (EOPNOTSUPP on veth and most drivers):
         // the device takes the software flowtable.
         d.note = "hardware offload refused: " + s.message();
@@ -1220,6 +1260,7 @@ std::map<uint16_t, Status> NftFlowtableProvider::Impl::ensure_devices(const std:
       }
     }
     todo = std::move(again);
+    if (todo.empty()) break;
   }
   return result;
 }
@@ -1620,7 +1661,7 @@ void NftFlowtableProvider::Impl::process(std::span<Op> ops) {
         seg.push_back(i);
         ++i;
       }
-      run_segment(ops, seg, 0);
+      run_segment(ops, seg);
       continue;
     }
     op.error = 0;
@@ -1644,7 +1685,19 @@ void NftFlowtableProvider::Impl::process(std::span<Op> ops) {
   }
 }
 
-void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vector<size_t>& idx, int attempt) {
+void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vector<size_t>& idx) {
+  std::vector<size_t> pending = idx;
+  for (const netlink::Settle::Round& round : kSegmentSettle) {
+    std::vector<size_t> again = segment_round(ops, pending, round);
+    if (again.empty()) break;
+    std::sort(again.begin(), again.end());
+    for (size_t k : again) ops[k].error = 0;
+    pending = std::move(again);
+  }
+}
+
+std::vector<size_t> NftFlowtableProvider::Impl::segment_round(std::span<Op> ops, const std::vector<size_t>& idx,
+                                                              const netlink::Settle::Round& round) {
   std::vector<AddPlan> adds;
   std::vector<DelPlan> dels;
   size_t pending = 0;
@@ -1849,7 +1902,7 @@ void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vecto
           unknown_adds.push_back(g.plans[n]);
           continue;
         }
-        if (err[n] == ENOENT && attempt == 0) {
+        if (err[n] == ENOENT && round.first()) {
           // The set or table is gone (tampering): restore, then try again.
           saw_enoent = true;
           retry_ops.push_back(a.op);
@@ -1902,27 +1955,37 @@ void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vecto
         continue;
       }
       auto it = back->find(elem_id(a.key, *a.conn));
-      if (it == back->end()) {
-        // Not applied: the add is made again, and gets its own verdict.
-        if (attempt < kMaxSegmentAttempts) {
-          retry_ops.push_back(a.op);
-        } else {
-          ops[a.op].error = unknown_why[a.op].err();
-        }
-      } else if (it->second == nft::format_note(*a.conn, note_of(*a.conn, a.iif, a.riif))) {
-        a.failed = false;  // Applied: the element is ours.
-      } else {
+      if (it != back->end() && it->second != nft::format_note(*a.conn, note_of(*a.conn, a.iif, a.riif))) {
         ops[a.op].error = EEXIST;  // An element for this connection that we did not make.
+        continue;
+      }
+      switch (round.lost(it == back->end() ? netlink::ReadBack::kNotApplied : netlink::ReadBack::kApplied)) {
+        case netlink::Fate::kApplied:
+          a.failed = false;  // Applied: the element is ours.
+          break;
+        case netlink::Fate::kResend:  // Not applied: made again, with its own verdict.
+          retry_ops.push_back(a.op);
+          break;
+        case netlink::Fate::kFailed:
+          ops[a.op].error = unknown_why[a.op].err();
+          break;
       }
     }
     for (size_t di : unknown_dels) {
       DelPlan& d = dels[di];
-      if (back && back->count(elem_id(d.key, d.conn)) == 0) {
-        d.done = true;  // Applied.
-      } else if (back && attempt < kMaxSegmentAttempts) {
-        retry_ops.push_back(d.op);  // Still there: delete it again.
-      } else {
-        ops[d.op].error = unknown_why[d.op].err();
+      const auto seen = !back                                      ? netlink::ReadBack::kFailed
+                        : back->count(elem_id(d.key, d.conn)) == 0 ? netlink::ReadBack::kApplied
+                                                                   : netlink::ReadBack::kNotApplied;
+      switch (round.lost(seen)) {
+        case netlink::Fate::kApplied:
+          d.done = true;
+          break;
+        case netlink::Fate::kResend:  // Still there: deleted again.
+          retry_ops.push_back(d.op);
+          break;
+        case netlink::Fate::kFailed:
+          ops[d.op].error = unknown_why[d.op].err();
+          break;
       }
     }
   }
@@ -1980,11 +2043,7 @@ void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vecto
     }
     (void)verify_and_restore(false);
   }
-  if (!retry_ops.empty()) {
-    std::sort(retry_ops.begin(), retry_ops.end());
-    for (size_t k : retry_ops) ops[k].error = 0;
-    run_segment(ops, retry_ops, attempt + 1);
-  }
+  return retry_ops;
 }
 
 Result<std::map<std::string, std::string>> NftFlowtableProvider::Impl::read_back(const std::set<SelKey>& keys) {
@@ -2036,7 +2095,7 @@ void NftFlowtableProvider::Impl::established(const Ctx& ctx) {
   // first commit makes the delete fail with ENOENT, which is then checked
   // against the kernel's copy.
   bool applied = false;
-  for (int round = 0; round < 2 && !applied; ++round) {
+  for (const netlink::Settle::Round& round : kEstablishedSettle) {
     netlink::NftTxn txn(*backend.nft);
     std::optional<netlink::OpId> set_op;
     if (!sets[new_key].exists) {
@@ -2055,21 +2114,31 @@ void NftFlowtableProvider::Impl::established(const Ctx& ctx) {
       applied = true;
       break;
     }
-    const bool lost = txn.outcome_unknown(add_op) || (round > 0 && txn.status(del_op).err() == ENOENT);
+    const bool lost = txn.outcome_unknown(add_op) || (!round.first() && txn.status(del_op).err() == ENOENT);
     if (!lost) {
       logger->warn("conn_established {}: {}", format_conn(r.conn), txn.status(add_op).to_string());
       break;
     }
     if (set_op && txn.outcome_unknown(*set_op)) (void)verify_and_restore(false);
-    auto back = read_back({old_key, new_key});
-    if (back) {
+    // Read back: the element in the new set with the new note, and gone
+    // from the old one.  When the kernel cannot be read, the transaction
+    // is sent again as it is (see above: safe whatever happened).
+    auto seen = netlink::ReadBack::kIdempotent;
+    if (auto back = read_back({old_key, new_key})) {
       auto it = back->find(elem_id(new_key, r.conn));
       const std::string want = nft::format_note(r.conn, note_of(r.conn, r.iif, *dev));
-      applied =
+      const bool there =
           it != back->end() && it->second == want && (old_key == new_key || !back->count(elem_id(old_key, r.conn)));
+      seen = there ? netlink::ReadBack::kApplied : netlink::ReadBack::kNotApplied;
     }
-    if (!applied)
+    const netlink::Fate fate = round.lost(seen);
+    applied = fate == netlink::Fate::kApplied;
+    if (fate == netlink::Fate::kResend) {
       logger->warn("conn_established {}: {}; sending it again", format_conn(r.conn), txn.status(add_op).to_string());
+    } else if (fate == netlink::Fate::kFailed) {
+      logger->warn("conn_established {}: {}; not applied", format_conn(r.conn), txn.status(add_op).to_string());
+    }
+    if (fate != netlink::Fate::kResend) break;
   }
   if (!applied) {
     rollback_devices(added);
@@ -2088,20 +2157,32 @@ void NftFlowtableProvider::Impl::established(const Ctx& ctx) {
 void NftFlowtableProvider::Impl::flush_all() {
   // Deleting the table tears down every flow of its flowtables at once;
   // the baseline comes back in the same transaction.
-  netlink::NftTxn txn(*backend.nft);
-  txn.add_table(NFT_MSG_DELTABLE, 0, nft::build_table_ref(layout));
-  add_baseline_objects(txn);
-  if (Status s = txn.commit(); !s) {
+  bool flushed = false;
+  for (const netlink::Settle::Round& round : kFlushSettle) {
+    netlink::NftTxn txn(*backend.nft);
+    txn.add_table(NFT_MSG_DELTABLE, 0, nft::build_table_ref(layout));
+    add_baseline_objects(txn);
+    Status s = txn.commit();
+    if (s) {
+      flushed = true;
+      break;
+    }
     // Refused, or the verdict was lost: the table's handle tells whether
     // the old table is still there.  Memory follows the kernel.
     auto t = nft::read_table(*backend.nft, opts.table);
-    if (!t || (t->exists && t->handle == table_handle)) {
+    const auto seen = !t                                         ? netlink::ReadBack::kFailed
+                      : (t->exists && t->handle == table_handle) ? netlink::ReadBack::kNotApplied
+                                                                 : netlink::ReadBack::kApplied;
+    flushed = round.lost(seen) == netlink::Fate::kApplied;
+    if (!flushed) {
       logger->error("flush: {}; the connections stay offloaded{}", s.to_string(),
                     t ? "" : " (reading the table back failed too: " + t.status().to_string() + ")");
-      return;
+      break;
     }
     logger->warn("flush: {}; the old table is gone, so it was flushed", s.to_string());
+    break;
   }
+  if (!flushed) return;
   conns.clear();
   complete = true;  // The table is empty: nothing is left to read.
   if (auto session = usage_session()) session->clear();
