@@ -309,7 +309,7 @@ TEST(EveryUser, NftLayoutReadsReportTheErrnoOfNlmsgDone) {
   auto l = nft::read_layout(*k, opts);
   ASSERT_FALSE(l.ok());
   EXPECT_EQ(l.err(), EPERM);
-  Status e = nft::read_elements(*k, opts, nft::SelKey{AF_INET, 0, nft::FtKind::kSw}, [](nftnl_set_elem*) {});
+  Status e = nft::read_elements(*k, opts, nft::SelKey{AF_INET, 0, FtMode::kSw}, [](nftnl_set_elem*) {});
   EXPECT_EQ(e.err(), EPERM);
 }
 
@@ -426,7 +426,7 @@ TEST(EveryUser, SetElementsAndConntrackDumpsAreTakenAsTheKernelGaveThem) {
     kk.queue.push_back(d);
   };
   nft::LayoutOptions opts;
-  EXPECT_TRUE(nft::read_elements(*k, opts, nft::SelKey{AF_INET, 0, nft::FtKind::kSw}, [](nftnl_set_elem*) {}).ok());
+  EXPECT_TRUE(nft::read_elements(*k, opts, nft::SelKey{AF_INET, 0, FtMode::kSw}, [](nftnl_set_elem*) {}).ok());
   auto c = Ctnetlink::with_transport(std::move(k));
   EXPECT_TRUE(c.dump(CtFilter{}, [](const CtEntry&) {}).ok());
 }

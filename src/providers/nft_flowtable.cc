@@ -61,7 +61,6 @@
 
 namespace ctoffload {
 
-using nft::FtKind;
 using nft::SelKey;
 
 Result<HwOffload> parse_hw_offload(std::string_view text) {
@@ -93,21 +92,7 @@ Result<AdoptMode> parse_adopt_mode(std::string_view text) {
   return Status::error(EINVAL, "adopt must be full or lazy, not '" + std::string(text) + "'");
 }
 
-std::string_view ft_mode_name(FtMode mode) {
-  switch (mode) {
-    case FtMode::kNone:
-      return "none";
-    case FtMode::kSw:
-      return "sw";
-    case FtMode::kHw:
-      return "hw";
-  }
-  return "?";
-}
-
 namespace {
-
-FtMode mode_of(FtKind k) { return k == FtKind::kHw ? FtMode::kHw : FtMode::kSw; }
 
 long long realtime_ms() {
   timespec ts{};
@@ -234,7 +219,6 @@ constexpr uint16_t kNoDevice = 0xffff;
 constexpr size_t kMaxLoggedCtFailures = 8;
 
 // Record flags.
-constexpr uint8_t kRecHw = 0x1;          // In a hardware-flowtable set.
 constexpr uint8_t kRecSeen = 0x2;        // Counters observed at least once.
 constexpr uint8_t kRecNoCounters = 0x4;  // The conntrack entry has no accounting.
 
@@ -245,6 +229,7 @@ struct Record {
   uint16_t iif;       // Device of the original direction (index into devices).
   uint16_t riif;      // Device of the reply direction, kNoDevice if unknown.
   uint8_t flags;
+  FtMode ft;  // The flowtable its selection set's rule adds it to: kSw or kHw.
 };
 static_assert(sizeof(Conn) == 80, "Conn layout changed");
 static_assert(sizeof(Record) <= 104, "keep per-connection bookkeeping compact");
@@ -530,7 +515,7 @@ struct NftFlowtableProvider::Impl {
   // their peers; link events clear the cache).
   Result<int> route_oif(uint8_t family, const Addr& addr) CTO_REQUIRES(mu);
   uint16_t device_slot(const std::string& name) CTO_REQUIRES(mu);
-  FtKind wanted_kind(Device& d) CTO_REQUIRES(mu);
+  FtMode wanted_mode(Device& d) CTO_REQUIRES(mu);
   std::map<uint16_t, Status> ensure_devices(const std::vector<uint16_t>& wanted) CTO_REQUIRES(mu);
   void rollback_devices(const std::vector<uint16_t>& added) CTO_REQUIRES(mu);
   void ensure_present_devices() CTO_REQUIRES(mu);
@@ -543,7 +528,7 @@ struct NftFlowtableProvider::Impl {
       on_link_event(ev);
     });
   }
-  FtKind kind_for(uint16_t iif, uint16_t riif) const CTO_REQUIRES(mu);
+  FtMode mode_for(uint16_t iif, uint16_t riif) const CTO_REQUIRES(mu);
 
   // ---- Consistency ----
   void maybe_verify(bool force) CTO_REQUIRES(mu);
@@ -551,7 +536,7 @@ struct NftFlowtableProvider::Impl {
   // Puts flowtable 'k''s flags right in 'txn' when the kernel's copy in
   // 'st' lost them; returns the repairs made (0 or 1).  Rules it has to
   // delete are taken out of 'have_rules' so they are added back.
-  size_t repair_flowtable_flags(netlink::NftTxn& txn, const nft::LayoutState& st, FtKind k,
+  size_t repair_flowtable_flags(netlink::NftTxn& txn, const nft::LayoutState& st, FtMode k,
                                 std::set<std::string>& have_rules) CTO_REQUIRES(mu);
   std::string note_dev(uint16_t i) const CTO_REQUIRES(mu) { return i == kNoDevice ? std::string() : devs[i].name; }
   nft::ElemNote note_of(const Record& r) const CTO_REQUIRES(mu);
@@ -587,8 +572,8 @@ struct NftFlowtableProvider::Impl {
   NftConnInfo info_of(const Record& r, const std::optional<netlink::CtEntry>& e) const CTO_REQUIRES(mu);
 
   long long now() const CTO_REQUIRES(mu) { return backend.clock ? backend.clock() : realtime_ms(); }
-  SelKey key_of(const Conn& c, FtKind k) const { return SelKey{c.family, c.zone, k}; }
-  SelKey key_of(const Record& r) const { return key_of(r.conn, (r.flags & kRecHw) ? FtKind::kHw : FtKind::kSw); }
+  SelKey key_of(const Conn& c, FtMode k) const { return SelKey{c.family, c.zone, k}; }
+  SelKey key_of(const Record& r) const { return key_of(r.conn, r.ft); }
   void ref(uint16_t i, int delta) CTO_REQUIRES(mu) {
     if (i == kNoDevice) return;
     devs[i].refs = static_cast<uint32_t>(static_cast<int64_t>(devs[i].refs) + delta);
@@ -616,7 +601,7 @@ NftProbe probe_with(netlink::Transport& t, bool want_flowtable) {
     const auto t_op = txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, nft::build_table(lo));
     std::optional<netlink::OpId> f_op;
     if (want_flowtable) {
-      f_op = txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(lo, FtKind::kSw, {}),
+      f_op = txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(lo, FtMode::kSw, {}),
                                "add flowtable (probe)");
     }
     // Deleted in the same transaction: nothing is left whatever happens.
@@ -817,13 +802,13 @@ int NftFlowtableProvider::Impl::init() {
 
 // The selection sets every table has from the start: zone 0, software
 // flowtable, one per family.
-constexpr SelKey kBaselineSets[] = {{AF_INET, 0, FtKind::kSw}, {AF_INET6, 0, FtKind::kSw}};
+constexpr SelKey kBaselineSets[] = {{AF_INET, 0, FtMode::kSw}, {AF_INET6, 0, FtMode::kSw}};
 
 void NftFlowtableProvider::Impl::add_baseline_objects(netlink::NftTxn& txn) {
   txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, nft::build_table(layout));
   txn.add_chain(NFT_MSG_NEWCHAIN, NLM_F_CREATE, nft::build_chain(layout));
   if (layout.flowtables) {
-    txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(layout, FtKind::kSw, {}));
+    txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(layout, FtMode::kSw, {}));
   }
   for (const SelKey& key : kBaselineSets) {
     txn.add_set(NFT_MSG_NEWSET, NLM_F_CREATE, nft::build_set(layout, key));
@@ -880,9 +865,9 @@ Status NftFlowtableProvider::Impl::adopt(const nft::LayoutState& st) {
   // Devices, from the flowtables.
   for (const auto& ft : st.flowtables) {
     FtMode m;
-    if (ft.name == nft::flowtable_name(FtKind::kSw)) {
+    if (ft.name == nft::flowtable_name(FtMode::kSw)) {
       m = FtMode::kSw;
-    } else if (ft.name == nft::flowtable_name(FtKind::kHw)) {
+    } else if (ft.name == nft::flowtable_name(FtMode::kHw)) {
       m = FtMode::kHw;
     } else {
       continue;
@@ -981,7 +966,8 @@ size_t NftFlowtableProvider::Impl::insert_adopted(const SelKey& key, const Conn&
   r.conn = conn;
   r.iif = note.iif.empty() ? kNoDevice : device_slot(note.iif);
   r.riif = note.reply_iif.empty() ? kNoDevice : device_slot(note.reply_iif);
-  r.flags = key.kind == FtKind::kHw ? kRecHw : 0;
+  r.flags = 0;
+  r.ft = key.kind;
   const size_t i = conns.insert(r);
   ref(r.iif, +1);
   ref(r.riif, +1);
@@ -1036,7 +1022,7 @@ size_t NftFlowtableProvider::Impl::find_held(const Conn& c, const SelKey* kernel
   if (i != ConnTable::npos || complete || conns.size() >= conns.capacity()) return i;
   // Not known yet: ask the kernel, in each set the connection could be in
   // (its family and zone; software or hardware flowtable).
-  for (FtKind kind : {FtKind::kSw, FtKind::kHw}) {
+  for (FtMode kind : {FtMode::kSw, FtMode::kHw}) {
     const SelKey key = key_of(c, kind);
     if (kernel_checks != nullptr && key == *kernel_checks) continue;
     auto it = sets.find(key);
@@ -1175,21 +1161,21 @@ Result<uint16_t> NftFlowtableProvider::Impl::resolve_device(const Netdev* nd, ui
   return i;
 }
 
-FtKind NftFlowtableProvider::Impl::wanted_kind(Device& d) {
+FtMode NftFlowtableProvider::Impl::wanted_mode(Device& d) {
   switch (opts.hw_offload) {
     case HwOffload::kOff:
       d.note = "hw_offload=off";
-      return FtKind::kSw;
+      return FtMode::kSw;
     case HwOffload::kOn:
-      return FtKind::kHw;
+      return FtMode::kHw;
     case HwOffload::kAuto: {
       auto hw = backend.devices->hw_tc_offload(d.name);
-      if (hw && *hw) return FtKind::kHw;
+      if (hw && *hw) return FtMode::kHw;
       d.note = hw ? "device does not advertise hw-tc-offload" : "hw-tc-offload unknown: " + hw.message();
-      return FtKind::kSw;
+      return FtMode::kSw;
     }
   }
-  return FtKind::kSw;
+  return FtMode::kSw;
 }
 
 std::map<uint16_t, Status> NftFlowtableProvider::Impl::ensure_devices(const std::vector<uint16_t>& wanted) {
@@ -1204,10 +1190,10 @@ std::map<uint16_t, Status> NftFlowtableProvider::Impl::ensure_devices(const std:
   }
   // First attempt: each device to the flowtable it wants (its earlier mode
   // if it had one), one op per device so each gets its own verdict.
-  std::vector<std::pair<uint16_t, FtKind>> todo;
+  std::vector<std::pair<uint16_t, FtMode>> todo;
   for (uint16_t i : wanted) {
     Device& d = devs[i];
-    const FtKind k = d.mode == FtMode::kNone ? wanted_kind(d) : (d.mode == FtMode::kHw ? FtKind::kHw : FtKind::kSw);
+    const FtMode k = d.mode == FtMode::kNone ? wanted_mode(d) : d.mode;
     todo.emplace_back(i, k);
   }
   for (const netlink::Settle::Round& round : kDeviceSettle) {
@@ -1220,17 +1206,17 @@ std::map<uint16_t, Status> NftFlowtableProvider::Impl::ensure_devices(const std:
                             "add device " + devs[i].name + " to flowtable " + std::string(nft::flowtable_name(k))));
     }
     (void)txn.commit();
-    std::vector<std::pair<uint16_t, FtKind>> again;
+    std::vector<std::pair<uint16_t, FtMode>> again;
     for (size_t n = 0; n < todo.size(); ++n) {
       auto [i, k] = todo[n];
       Device& d = devs[i];
       const Status& s = txn.status(ids[n]);
       if (s) {
-        d.mode = mode_of(k);
+        d.mode = k;
         d.in_kernel = true;
-        if (k == FtKind::kHw) d.note = "hardware offload accepted";
+        if (k == FtMode::kHw) d.note = "hardware offload accepted";
         logger->info("device {} joined flowtable {} ({} offload{}{})", d.name, nft::flowtable_name(k),
-                     k == FtKind::kHw ? "hardware" : "software", d.note.empty() ? "" : ": ", d.note);
+                     k == FtMode::kHw ? "hardware" : "software", d.note.empty() ? "" : ": ", d.note);
         result[i] = Status();
         continue;
       }
@@ -1242,13 +1228,13 @@ std::map<uint16_t, Status> NftFlowtableProvider::Impl::ensure_devices(const std:
         if (round.lost(netlink::ReadBack::kIdempotent) == netlink::Fate::kResend) again.emplace_back(i, k);
         continue;
       }
-      if (k == FtKind::kHw && s.err() != ENOENT && s.err() != ENODEV && s.err() != EPERM &&
+      if (k == FtMode::kHw && s.err() != ENOENT && s.err() != ENODEV && s.err() != EPERM &&
           round.again() == netlink::Fate::kResend) {
         // Refused for hardware (EOPNOTSUPP on veth and most drivers):
         // the device takes the software flowtable.
         d.note = "hardware offload refused: " + s.message();
         logger->info("device {}: {}; using the software flowtable", d.name, d.note);
-        again.emplace_back(i, FtKind::kSw);
+        again.emplace_back(i, FtMode::kSw);
         continue;
       }
       if (s.err() == ENOENT) {
@@ -1276,8 +1262,7 @@ void NftFlowtableProvider::Impl::rollback_devices(const std::vector<uint16_t>& a
   if (drop.empty()) return;
   netlink::NftTxn txn(*backend.nft);
   for (auto& [m, names] : drop) {
-    txn.add_flowtable(NFT_MSG_DELFLOWTABLE, 0,
-                      nft::build_flowtable(layout, m == FtMode::kHw ? FtKind::kHw : FtKind::kSw, names),
+    txn.add_flowtable(NFT_MSG_DELFLOWTABLE, 0, nft::build_flowtable(layout, m, names),
                       "remove unused devices from a flowtable");
   }
   if (Status s = txn.commit(); !s) {
@@ -1328,10 +1313,10 @@ void NftFlowtableProvider::Impl::ensure_present_devices() {
   }
 }
 
-FtKind NftFlowtableProvider::Impl::kind_for(uint16_t iif, uint16_t riif) const {
-  if (iif == kNoDevice || devs[iif].mode != FtMode::kHw) return FtKind::kSw;
-  if (riif != kNoDevice && devs[riif].mode != FtMode::kHw) return FtKind::kSw;
-  return FtKind::kHw;
+FtMode NftFlowtableProvider::Impl::mode_for(uint16_t iif, uint16_t riif) const {
+  if (iif == kNoDevice || devs[iif].mode != FtMode::kHw) return FtMode::kSw;
+  if (riif != kNoDevice && devs[riif].mode != FtMode::kHw) return FtMode::kSw;
+  return FtMode::kHw;
 }
 
 nft::ElemNote NftFlowtableProvider::Impl::note_of(const Conn& c, uint16_t iif, uint16_t riif) const {
@@ -1394,17 +1379,17 @@ Status NftFlowtableProvider::Impl::verify_and_restore(bool deep) {
   if (layout.flowtables) {
     bool need_hw = false;
     for (const auto& d : devs) need_hw = need_hw || d.mode == FtMode::kHw;
-    for (FtKind k : {FtKind::kSw, FtKind::kHw}) {
+    for (FtMode k : {FtMode::kSw, FtMode::kHw}) {
       const std::string fname(nft::flowtable_name(k));
       const bool exists = ft_devs.count(fname) != 0;
-      if (!exists && (k == FtKind::kSw || need_hw)) {
+      if (!exists && (k == FtMode::kSw || need_hw)) {
         txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(layout, k, {}));
         ++repairs;
       }
       if (exists) repairs += repair_flowtable_flags(txn, *st, k, have_rules);
       for (size_t i = 0; i < devs.size(); ++i) {
         Device& d = devs[i];
-        if (d.mode != mode_of(k)) continue;
+        if (d.mode != k) continue;
         const bool listed = exists && ft_devs[fname].count(d.name) != 0;
         d.in_kernel = listed;
         if (!listed && d.refs > 0) {
@@ -1481,7 +1466,7 @@ Status NftFlowtableProvider::Impl::verify_and_restore(bool deep) {
   return result;
 }
 
-size_t NftFlowtableProvider::Impl::repair_flowtable_flags(netlink::NftTxn& txn, const nft::LayoutState& st, FtKind k,
+size_t NftFlowtableProvider::Impl::repair_flowtable_flags(netlink::NftTxn& txn, const nft::LayoutState& st, FtMode k,
                                                           std::set<std::string>& have_rules) {
   const std::string fname(nft::flowtable_name(k));
   auto ft = std::find_if(st.flowtables.begin(), st.flowtables.end(),
@@ -1621,7 +1606,7 @@ void NftFlowtableProvider::Impl::read_stats(bool force) {
 NftConnInfo NftFlowtableProvider::Impl::info_of(const Record& r, const std::optional<netlink::CtEntry>& e) const {
   NftConnInfo info;
   info.conn = r.conn;
-  info.flowtable = (r.flags & kRecHw) ? FtMode::kHw : FtMode::kSw;
+  info.flowtable = r.ft;
   info.iif = note_dev(r.iif);
   info.reply_iif = note_dev(r.riif);
   info.last_used_ms = (r.flags & kRecNoCounters) ? 0 : r.last_used;
@@ -1781,7 +1766,7 @@ std::vector<size_t> NftFlowtableProvider::Impl::segment_round(std::span<Op> ops,
       if (s.ok()) added.push_back(d);
     }
   }
-  for (auto& a : adds) a.key = key_of(*a.conn, kind_for(a.iif, a.riif));
+  for (auto& a : adds) a.key = key_of(*a.conn, mode_for(a.iif, a.riif));
   // A lazily adopted table may hold a connection this process has not
   // seen.  The set it goes to needs no lookup: the add carries
   // NLM_F_EXCL, and the kernel's EEXIST for it is read back below.  Only
@@ -1997,7 +1982,8 @@ std::vector<size_t> NftFlowtableProvider::Impl::segment_round(std::span<Op> ops,
     r.conn = *a.conn;
     r.iif = a.iif;
     r.riif = a.riif;
-    r.flags = a.key.kind == FtKind::kHw ? kRecHw : 0;
+    r.flags = 0;
+    r.ft = a.key.kind;
     conns.insert(r);
     ref(a.iif, +1);
     ref(a.riif, +1);
@@ -2087,7 +2073,7 @@ void NftFlowtableProvider::Impl::established(const Ctx& ctx) {
     added.push_back(*dev);
   }
   const SelKey old_key = key_of(r);
-  const SelKey new_key = key_of(r.conn, kind_for(r.iif, *dev));
+  const SelKey new_key = key_of(r.conn, mode_for(r.iif, *dev));
   // Delete and add in one transaction: the element carries the new reply
   // device in its comment (and may move to the other flowtable's set).
   // When the verdict is lost, the same transaction is sent once more: in
@@ -2150,7 +2136,7 @@ void NftFlowtableProvider::Impl::established(const Ctx& ctx) {
   --sets[old_key].count;
   ++sets[new_key].count;
   rec.riif = *dev;
-  rec.flags = static_cast<uint8_t>((rec.flags & ~kRecHw) | (new_key.kind == FtKind::kHw ? kRecHw : 0));
+  rec.ft = new_key.kind;
   logger->debug("conn_established {}: reply device {}", format_conn(rec.conn), devs[*dev].name);
 }
 
@@ -2286,7 +2272,7 @@ bool NftFlowtableProvider::conn_query(const Ctx& ctx, ConnStatus* status) {
     (void)std::snprintf(status->provider, sizeof(status->provider), "%s", kName);
     // Hardware only when the kernel says this connection is in hardware;
     // held otherwise (in the software flowtable, or until its next packet).
-    status->mode = info.mode == FtMode::kHw ? CT_OFFLOAD_MODE_HW : CT_OFFLOAD_MODE_SW;
+    status->mode = to_c(info.mode == FtMode::kHw ? FtMode::kHw : FtMode::kSw);
     status->packets = info.packets;
     status->bytes = info.bytes;
     status->last_used = info.last_used_ms;
