@@ -251,7 +251,7 @@ nft::LayoutOptions test_layout() {
   return o;
 }
 
-const nft::SelKey kSel4{AF_INET, 0, nft::FtKind::kSw};
+const nft::SelKey kSel4{AF_INET, 0, FtMode::kSw};
 
 // What the provider's baseline transaction creates (table, chain, sel4 and
 // sel6 with their rules), test variant without flowtables.
@@ -261,7 +261,7 @@ void create_layout(netlink::NftSocket& sock) {
   txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, nft::build_table(lo));
   txn.add_chain(NFT_MSG_NEWCHAIN, NLM_F_CREATE, nft::build_chain(lo));
   for (uint8_t family : {uint8_t{AF_INET}, uint8_t{AF_INET6}}) {
-    const nft::SelKey key{family, 0, nft::FtKind::kSw};
+    const nft::SelKey key{family, 0, FtMode::kSw};
     txn.add_set(NFT_MSG_NEWSET, NLM_F_CREATE, nft::build_set(lo, key));
     for (nft::RuleDir dir : {nft::RuleDir::kOriginal, nft::RuleDir::kReply}) {
       txn.add_rule(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, nft::build_rule(lo, key, dir));

@@ -190,7 +190,7 @@ TEST(NftLayout, ChainIsAFilterChainOnTheForwardHookAfterFilterPriority) {
 }
 
 TEST(NftLayout, SoftwareFlowtableCountsAndHooksIngressOfItsDevices) {
-  FlowtablePtr f = round_trip(build_flowtable(opts(), FtKind::kSw, {"eth0", "veth1"}).get());
+  FlowtablePtr f = round_trip(build_flowtable(opts(), FtMode::kSw, {"eth0", "veth1"}).get());
   EXPECT_STREQ(nftnl_flowtable_get_str(f.get(), NFTNL_FLOWTABLE_NAME), "ft_sw");
   EXPECT_STREQ(nftnl_flowtable_get_str(f.get(), NFTNL_FLOWTABLE_TABLE), "ctoffload");
   EXPECT_EQ(nftnl_flowtable_get_u32(f.get(), NFTNL_FLOWTABLE_HOOKNUM), static_cast<uint32_t>(NF_NETDEV_INGRESS));
@@ -204,22 +204,22 @@ TEST(NftLayout, SoftwareFlowtableCountsAndHooksIngressOfItsDevices) {
 }
 
 TEST(NftLayout, HardwareFlowtableAsksForOffload) {
-  FlowtablePtr f = round_trip(build_flowtable(opts(), FtKind::kHw, {"swp1"}).get());
+  FlowtablePtr f = round_trip(build_flowtable(opts(), FtMode::kHw, {"swp1"}).get());
   EXPECT_STREQ(nftnl_flowtable_get_str(f.get(), NFTNL_FLOWTABLE_NAME), "ft_hw");
   EXPECT_EQ(nftnl_flowtable_get_u32(f.get(), NFTNL_FLOWTABLE_FLAGS),
             static_cast<uint32_t>(NFT_FLOWTABLE_HW_OFFLOAD | NFT_FLOWTABLE_COUNTER));
-  EXPECT_EQ(flowtable_flags(FtKind::kHw), static_cast<uint32_t>(NFT_FLOWTABLE_HW_OFFLOAD | NFT_FLOWTABLE_COUNTER));
-  EXPECT_EQ(flowtable_flags(FtKind::kSw), static_cast<uint32_t>(NFT_FLOWTABLE_COUNTER));
+  EXPECT_EQ(flowtable_flags(FtMode::kHw), static_cast<uint32_t>(NFT_FLOWTABLE_HW_OFFLOAD | NFT_FLOWTABLE_COUNTER));
+  EXPECT_EQ(flowtable_flags(FtMode::kSw), static_cast<uint32_t>(NFT_FLOWTABLE_COUNTER));
 }
 
 TEST(NftLayout, FlowtableWithoutDevicesHasNoDeviceList) {
-  FlowtablePtr f = round_trip(build_flowtable(opts(), FtKind::kSw, {}).get());
+  FlowtablePtr f = round_trip(build_flowtable(opts(), FtMode::kSw, {}).get());
   EXPECT_FALSE(nftnl_flowtable_is_set(f.get(), NFTNL_FLOWTABLE_DEVICES));
   EXPECT_EQ(nftnl_flowtable_get_u32(f.get(), NFTNL_FLOWTABLE_HOOKNUM), static_cast<uint32_t>(NF_NETDEV_INGRESS));
 }
 
 TEST(NftLayout, Ipv4SetKeyIsTheFiveFieldConcatenation) {
-  SetPtr s = round_trip(build_set(opts(), SelKey{AF_INET, 0, FtKind::kSw}).get());
+  SetPtr s = round_trip(build_set(opts(), SelKey{AF_INET, 0, FtMode::kSw}).get());
   EXPECT_STREQ(nftnl_set_get_str(s.get(), NFTNL_SET_NAME), "sel4");
   EXPECT_STREQ(nftnl_set_get_str(s.get(), NFTNL_SET_TABLE), "ctoffload");
   // ipv4_addr(7) . ipv4_addr(7) . inet_proto(12) . inet_service(13) .
@@ -240,7 +240,7 @@ TEST(NftLayout, Ipv4SetKeyIsTheFiveFieldConcatenation) {
 }
 
 TEST(NftLayout, Ipv6HardwareZoneSetIsNamedAndTypedForItsFamily) {
-  SetPtr s = round_trip(build_set(opts(), SelKey{AF_INET6, 7, FtKind::kHw}).get());
+  SetPtr s = round_trip(build_set(opts(), SelKey{AF_INET6, 7, FtMode::kHw}).get());
   EXPECT_STREQ(nftnl_set_get_str(s.get(), NFTNL_SET_NAME), "sel6_z7_hw");
   EXPECT_EQ(nftnl_set_get_u32(s.get(), NFTNL_SET_KEY_TYPE), (((((8u << 6 | 8u) << 6) | 12u) << 6 | 13u) << 6) | 13u);
   EXPECT_EQ(nftnl_set_get_u32(s.get(), NFTNL_SET_KEY_LEN), 44u);
@@ -250,15 +250,15 @@ TEST(NftLayout, Ipv6HardwareZoneSetIsNamedAndTypedForItsFamily) {
 }
 
 TEST(NftLayout, SetIdsDifferBetweenSets) {
-  SetPtr a = build_set(opts(), SelKey{AF_INET, 0, FtKind::kSw});
-  SetPtr b = build_set(opts(), SelKey{AF_INET, 0, FtKind::kSw});
+  SetPtr a = build_set(opts(), SelKey{AF_INET, 0, FtMode::kSw});
+  SetPtr b = build_set(opts(), SelKey{AF_INET, 0, FtMode::kSw});
   EXPECT_NE(nftnl_set_get_u32(a.get(), NFTNL_SET_ID), nftnl_set_get_u32(b.get(), NFTNL_SET_ID));
 }
 
 TEST(NftLayout, SetNamesRoundTripAndForeignNamesAreRejected) {
   for (uint8_t family : {uint8_t{AF_INET}, uint8_t{AF_INET6}}) {
     for (uint16_t zone : {uint16_t{0}, uint16_t{1}, uint16_t{42}, uint16_t{65535}}) {
-      for (FtKind kind : {FtKind::kSw, FtKind::kHw}) {
+      for (FtMode kind : {FtMode::kSw, FtMode::kHw}) {
         const SelKey k{family, zone, kind};
         auto back = parse_set_name(set_name(k));
         ASSERT_TRUE(back.has_value()) << set_name(k);
@@ -266,9 +266,9 @@ TEST(NftLayout, SetNamesRoundTripAndForeignNamesAreRejected) {
       }
     }
   }
-  EXPECT_EQ(set_name(SelKey{AF_INET, 0, FtKind::kSw}), "sel4");
-  EXPECT_EQ(set_name(SelKey{AF_INET6, 5, FtKind::kSw}), "sel6_z5");
-  EXPECT_EQ(set_name(SelKey{AF_INET, 0, FtKind::kHw}), "sel4_hw");
+  EXPECT_EQ(set_name(SelKey{AF_INET, 0, FtMode::kSw}), "sel4");
+  EXPECT_EQ(set_name(SelKey{AF_INET6, 5, FtMode::kSw}), "sel6_z5");
+  EXPECT_EQ(set_name(SelKey{AF_INET, 0, FtMode::kHw}), "sel4_hw");
   for (const char* bad : {"sel5", "sel4_z0", "sel4_z007", "sel4_z65536", "sel4_hwx", "sel4_", "sel4_z", "ft_sw",
                           "sel4_sw", "xsel4", ""}) {
     EXPECT_FALSE(parse_set_name(bad).has_value()) << bad;
@@ -296,7 +296,7 @@ std::string rule_comment_of(nftnl_rule* r) {
 }
 
 TEST(NftLayout, Ipv4OriginalRuleLooksUpThePacketHeaderFields) {
-  RulePtr r = round_trip(build_rule(opts(), SelKey{AF_INET, 0, FtKind::kSw}, RuleDir::kOriginal).get());
+  RulePtr r = round_trip(build_rule(opts(), SelKey{AF_INET, 0, FtMode::kSw}, RuleDir::kOriginal).get());
   EXPECT_STREQ(nftnl_rule_get_str(r.get(), NFTNL_RULE_TABLE), "ctoffload");
   EXPECT_STREQ(nftnl_rule_get_str(r.get(), NFTNL_RULE_CHAIN), "forward");
   const auto x = exprs_of(r.get());
@@ -331,7 +331,7 @@ TEST(NftLayout, Ipv4OriginalRuleLooksUpThePacketHeaderFields) {
 }
 
 TEST(NftLayout, ReplyRuleReadsTheSameFieldsSwapped) {
-  RulePtr r = round_trip(build_rule(opts(), SelKey{AF_INET, 0, FtKind::kSw}, RuleDir::kReply).get());
+  RulePtr r = round_trip(build_rule(opts(), SelKey{AF_INET, 0, FtMode::kSw}, RuleDir::kReply).get());
   const auto x = exprs_of(r.get());
   ASSERT_EQ(x.size(), 12u);
   // ip daddr . ip saddr . meta l4proto . th dport . th sport: a reply
@@ -346,7 +346,7 @@ TEST(NftLayout, ReplyRuleReadsTheSameFieldsSwapped) {
 }
 
 TEST(NftLayout, Ipv6ZoneRuleUsesWideRegistersAndItsZone) {
-  RulePtr r = round_trip(build_rule(opts(), SelKey{AF_INET6, 513, FtKind::kHw}, RuleDir::kOriginal).get());
+  RulePtr r = round_trip(build_rule(opts(), SelKey{AF_INET6, 513, FtMode::kHw}, RuleDir::kOriginal).get());
   const auto x = exprs_of(r.get());
   ASSERT_EQ(x.size(), 12u);
   EXPECT_EQ(cmp_data(x[1].e), std::string(1, static_cast<char>(NFPROTO_IPV6)));
@@ -363,7 +363,7 @@ TEST(NftLayout, Ipv6ZoneRuleUsesWideRegistersAndItsZone) {
 }
 
 TEST(NftLayout, LegacyRuleLoadsTheOriginalTupleFromConntrack) {
-  RulePtr r = round_trip(build_legacy_rule(opts(), SelKey{AF_INET6, 7, FtKind::kSw}).get());
+  RulePtr r = round_trip(build_legacy_rule(opts(), SelKey{AF_INET6, 7, FtMode::kSw}).get());
   const auto x = exprs_of(r.get());
   ASSERT_EQ(x.size(), 12u);
   expect_ct(x[4], NFT_CT_SRC_IP6, 0, NFT_REG32_00);
@@ -376,7 +376,7 @@ TEST(NftLayout, LegacyRuleLoadsTheOriginalTupleFromConntrack) {
 
 TEST(NftLayout, RuleCommentsNameSetDirectionAndLayout) {
   for (uint8_t family : {uint8_t{AF_INET}, uint8_t{AF_INET6}}) {
-    for (FtKind kind : {FtKind::kSw, FtKind::kHw}) {
+    for (FtMode kind : {FtMode::kSw, FtMode::kHw}) {
       for (RuleDir dir : {RuleDir::kOriginal, RuleDir::kReply}) {
         const SelKey k{family, 42, kind};
         auto id = parse_rule_comment(rule_comment(k, dir));
@@ -390,7 +390,7 @@ TEST(NftLayout, RuleCommentsNameSetDirectionAndLayout) {
   auto legacy = parse_rule_comment("sel4_z3");
   ASSERT_TRUE(legacy.has_value());
   EXPECT_EQ(legacy->selector, Selector::kLegacyCtOriginal);
-  EXPECT_EQ(legacy->key, (SelKey{AF_INET, 3, FtKind::kSw}));
+  EXPECT_EQ(legacy->key, (SelKey{AF_INET, 3, FtMode::kSw}));
   for (const char* bad : {"", "sel4 sideways", "sel4  original", "rule", "sel9 original", "sel4 original x"}) {
     EXPECT_FALSE(parse_rule_comment(bad).has_value()) << bad;
   }
@@ -399,7 +399,7 @@ TEST(NftLayout, RuleCommentsNameSetDirectionAndLayout) {
 TEST(NftLayout, TestLayoutRuleEndsInACounterWithoutFlowAdd) {
   LayoutOptions o = opts();
   o.flowtables = false;
-  RulePtr r = round_trip(build_rule(o, SelKey{AF_INET, 0, FtKind::kSw}, RuleDir::kReply).get());
+  RulePtr r = round_trip(build_rule(o, SelKey{AF_INET, 0, FtMode::kSw}, RuleDir::kReply).get());
   const auto x = exprs_of(r.get());
   ASSERT_EQ(x.size(), 11u);
   EXPECT_EQ(x.back().name, "counter");
@@ -461,7 +461,7 @@ TEST(NftLayout, NatKeyIsWhatTheForwardHookSees) {
 }
 
 TEST(NftLayout, ElementsRoundTripWithTheirNotes) {
-  const SelKey key{AF_INET, 0, FtKind::kSw};
+  const SelKey key{AF_INET, 0, FtMode::kSw};
   SetPtr s = build_set_ref(opts(), key);
   const Conn plain = testing::tcp4("10.1.0.2", 40000, "10.2.0.2", 80);
   ElemNote n1;
@@ -490,7 +490,7 @@ TEST(NftLayout, NatElementSaysWhatNatChangedAndDecodesToBothTuples) {
   auto c = make_conn(IPPROTO_TCP, *parse_endpoint("10.1.0.2:40002"), *parse_endpoint("10.1.0.1:8080"),
                      *parse_endpoint("10.2.0.2:80"), *parse_endpoint("10.2.0.1:61000"), 3);
   ASSERT_TRUE(c.ok());
-  const SelKey key{AF_INET, 3, FtKind::kSw};
+  const SelKey key{AF_INET, 3, FtMode::kSw};
   ElemNote n;
   n.iif = "r-c";
   EXPECT_EQ(format_note(*c, n), "iif r-c dnat-from 10.1.0.1:8080 snat-to 10.2.0.1:61000");
@@ -517,7 +517,7 @@ TEST(NftLayout, DnatOnlyAndSnatOnlyWriteOneWordEach) {
   ASSERT_TRUE(snat.ok());
   EXPECT_EQ(format_note(*snat, ElemNote{}), "snat-to 203.0.113.1:61000");
   for (const Conn* c : {&*dnat, &*snat}) {
-    const SelKey key{AF_INET, 0, FtKind::kSw};
+    const SelKey key{AF_INET, 0, FtMode::kSw};
     SetPtr s = build_set_ref(opts(), key);
     nftnl_set_elem_add(s.get(), build_element(*c, ElemNote{}).release());
     SetPtr back = round_trip_elems(s.get());
@@ -533,7 +533,7 @@ TEST(NftLayout, LegacyElementDecodesFromTheOriginalTupleAndItsReplyNote) {
   auto c = make_conn(IPPROTO_TCP, *parse_endpoint("10.1.0.2:40002"), *parse_endpoint("10.1.0.1:8080"),
                      *parse_endpoint("10.2.0.2:80"), *parse_endpoint("10.2.0.1:61000"));
   ASSERT_TRUE(c.ok());
-  const SelKey key{AF_INET, 0, FtKind::kSw};
+  const SelKey key{AF_INET, 0, FtMode::kSw};
   SetPtr s = build_set_ref(opts(), key);
   auto e = build_element(*c, ElemNote{}, false, Selector::kLegacyCtOriginal);
   const std::string note = "iif r-c reply 10.2.0.2:80 -> 10.2.0.1:61000";
@@ -553,7 +553,7 @@ TEST(NftLayout, LegacyElementDecodesFromTheOriginalTupleAndItsReplyNote) {
 
 TEST(NftLayout, Ipv6ZoneElementDecodesWithItsZoneAndFamily) {
   const Conn c = testing::udp6("fd00:1::2", 5000, "fd00:2::2", 53, 9);
-  const SelKey key{AF_INET6, 9, FtKind::kHw};
+  const SelKey key{AF_INET6, 9, FtMode::kHw};
   SetPtr s = build_set_ref(opts(), key);
   ElemNote n;
   n.iif = "eth0";
@@ -568,7 +568,7 @@ TEST(NftLayout, Ipv6ZoneElementDecodesWithItsZoneAndFamily) {
   EXPECT_EQ(d->conn.family, AF_INET6);
   EXPECT_EQ(d->conn.zone, 9);
   // An element of the wrong key length is refused.
-  EXPECT_EQ(decode_element(SelKey{AF_INET, 9, FtKind::kHw}, es[0]).err(), EINVAL);
+  EXPECT_EQ(decode_element(SelKey{AF_INET, 9, FtMode::kHw}, es[0]).err(), EINVAL);
 }
 
 TEST(NftLayout, DeletionElementsCarryTheKeyOnly) {
@@ -596,7 +596,7 @@ TEST(NftLayout, LongNotesDropDeviceNamesButKeepWhatNatChanged) {
   const std::string text = format_note(*c, n);
   EXPECT_LE(text.size(), kMaxElemComment);
   EXPECT_EQ(text.find("iif"), std::string::npos) << text;
-  const SelKey key{AF_INET6, 0, FtKind::kSw};
+  const SelKey key{AF_INET6, 0, FtMode::kSw};
   SetPtr s = build_set_ref(opts(), key);
   nftnl_set_elem_add(s.get(), build_element(*c, n).release());
   SetPtr back = round_trip_elems(s.get());

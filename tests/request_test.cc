@@ -291,7 +291,7 @@ TEST(EveryUser, NftLayoutReadsReportTheErrnoOfNlmsgDone) {
   auto l = nft::read_layout(*k, opts);
   ASSERT_FALSE(l.ok());
   EXPECT_EQ(l.err(), EPERM);
-  Status e = nft::read_elements(*k, opts, nft::SelKey{AF_INET, 0, nft::FtKind::kSw}, [](nftnl_set_elem*) {});
+  Status e = nft::read_elements(*k, opts, nft::SelKey{AF_INET, 0, FtMode::kSw}, [](nftnl_set_elem*) {});
   EXPECT_EQ(e.err(), EPERM);
 }
 
@@ -401,7 +401,7 @@ TEST(EveryUser, SetElementsAndConntrackDumpsAreTakenAsTheKernelGaveThem) {
   auto k = std::make_unique<ScriptKernel>();
   k->answer = [](const nlmsghdr* r, ScriptKernel& kk) { kk.push(dump_interrupted(done(r->nlmsg_seq, kk.port, 0))); };
   nft::LayoutOptions opts;
-  EXPECT_TRUE(nft::read_elements(*k, opts, nft::SelKey{AF_INET, 0, nft::FtKind::kSw}, [](nftnl_set_elem*) {}).ok());
+  EXPECT_TRUE(nft::read_elements(*k, opts, nft::SelKey{AF_INET, 0, FtMode::kSw}, [](nftnl_set_elem*) {}).ok());
   auto c = Ctnetlink::with_transport(std::move(k));
   EXPECT_TRUE(c.dump(CtFilter{}, [](const CtEntry&) {}).ok());
 }

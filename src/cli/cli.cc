@@ -184,17 +184,6 @@ Result<uint16_t> parse_zone(const std::string& text) {
   return static_cast<uint16_t>(*v);
 }
 
-std::string mode_name(ct_offload_mode m) {
-  switch (m) {
-    case CT_OFFLOAD_MODE_HW:
-      return "hw";
-    case CT_OFFLOAD_MODE_SW:
-      return "sw";
-    default:
-      return "none";
-  }
-}
-
 // ---- Globals and the registry ----
 
 struct Globals {
@@ -674,7 +663,7 @@ int single_add(const Globals& g, Session& s, const OpSpec& op, JsonWriter& j, st
   if (iif.empty() && provider == NftFlowtableProvider::kName) {
     if (auto info = kernel_provider(s)->lookup(op.conn)) iif = info->iif;
   }
-  j.field("ok", true).field("provider", provider).field("mode", mode_name(st->mode));
+  j.field("ok", true).field("provider", provider).field("mode", std::string(ft_mode_name(st->mode)));
   if (!iif.empty()) j.field("iif", iif);
   j.end_object();
   if (g.json) {
@@ -682,7 +671,7 @@ int single_add(const Globals& g, Session& s, const OpSpec& op, JsonWriter& j, st
   } else {
     out << "added " << format_conn(op.conn);
     if (!iif.empty()) out << " on " << iif << (op.has_dev ? "" : " (the route's)");
-    out << ": " << provider << " (" << mode_name(st->mode) << ")\n";
+    out << ": " << provider << " (" << ft_mode_name(st->mode) << ")\n";
   }
   if (provider != NftFlowtableProvider::kName) {
     const std::string why = kernel_absence(s);

@@ -1,15 +1,22 @@
 // nft_flowtable.cc - the kernel provider.
 //
 // The flow of one conn_add (follow the names):
-//   conn_add -> process(ops) -> run_segment()
+//   conn_add -> process(ops) -> run_segment(): a loop over the rounds of
+//   kSegmentSettle (netlink/settle.h), each a segment_round():
 //     validate, resolve_device() for both directions (route_oif() when the
 //     context does not say), capacity
 //     -> ensure_devices(): new devices join a flowtable (hardware first when
 //        asked for, software when refused) in their own transaction
 //     -> one NftTxn: NEWSET/NEWRULE for a selection set not made yet, then
 //        NEWSETELEM of the connection's original tuple (nft_layout.h)
-//     -> per-element results; on success the record goes into 'conns'
+//     -> per-element results; on success the record goes into 'conns';
+//        a lost verdict is read back (read_back()) and what the kernel does
+//        not have is handed to the next round
 //     -> rollback_devices(): devices that joined for nothing leave again.
+//
+// Every site that commits (the probe, ensure_devices(), segment_round(),
+// established(), flush_all()) settles lost verdicts by one policy,
+// netlink/settle.h; each site's round count is a named constant on Impl.
 //
 // Bookkeeping: ConnTable is an open-addressing index over dense 104-byte
 // records; devices and selection sets are small shared tables.
@@ -47,13 +54,13 @@
 #include "netlink/nl_error.h"
 #include "netlink/reopen.h"
 #include "netlink/route.h"
+#include "netlink/settle.h"
 #include "providers/nft_layout.h"
 #include "providers/usage_store.h"
 #include "sync.h"
 
 namespace ctoffload {
 
-using nft::FtKind;
 using nft::SelKey;
 
 Result<HwOffload> parse_hw_offload(std::string_view text) {
@@ -85,21 +92,7 @@ Result<AdoptMode> parse_adopt_mode(std::string_view text) {
   return Status::error(EINVAL, "adopt must be full or lazy, not '" + std::string(text) + "'");
 }
 
-std::string_view ft_mode_name(FtMode mode) {
-  switch (mode) {
-    case FtMode::kNone:
-      return "none";
-    case FtMode::kSw:
-      return "sw";
-    case FtMode::kHw:
-      return "hw";
-  }
-  return "?";
-}
-
 namespace {
-
-FtMode mode_of(FtKind k) { return k == FtKind::kHw ? FtMode::kHw : FtMode::kSw; }
 
 long long realtime_ms() {
   timespec ts{};
@@ -226,7 +219,6 @@ constexpr uint16_t kNoDevice = 0xffff;
 constexpr size_t kMaxLoggedCtFailures = 8;
 
 // Record flags.
-constexpr uint8_t kRecHw = 0x1;          // In a hardware-flowtable set.
 constexpr uint8_t kRecSeen = 0x2;        // Counters observed at least once.
 constexpr uint8_t kRecNoCounters = 0x4;  // The conntrack entry has no accounting.
 
@@ -237,6 +229,7 @@ struct Record {
   uint16_t iif;       // Device of the original direction (index into devices).
   uint16_t riif;      // Device of the reply direction, kNoDevice if unknown.
   uint8_t flags;
+  FtMode ft;  // The flowtable its selection set's rule adds it to: kSw or kHw.
 };
 static_assert(sizeof(Conn) == 80, "Conn layout changed");
 static_assert(sizeof(Record) <= 104, "keep per-connection bookkeeping compact");
@@ -480,10 +473,35 @@ struct NftFlowtableProvider::Impl {
 
   // ---- Operations ----
   void process(std::span<Op> ops) CTO_REQUIRES(mu);
-  // 'attempt' counts the times these ops were sent before (ENOENT
-  // restores, lost verdicts settled by reading back).
-  void run_segment(std::span<Op> ops, const std::vector<size_t>& idx, int attempt) CTO_REQUIRES(mu);
-  static constexpr int kMaxSegmentAttempts = 2;
+  // A segment (consecutive adds and deletes of distinct connections, ops
+  // 'idx'): segment_round() once per round of kSegmentSettle, each on the
+  // ops the one before gave back to send again.
+  void run_segment(std::span<Op> ops, const std::vector<size_t>& idx) CTO_REQUIRES(mu);
+  // One send of ops 'idx': plan (devices resolved, new ones joined), one
+  // element transaction, each op's verdict settled, memory updated.
+  // Returns the ops to send again in the next round (an ENOENT restore, or
+  // what a read back found not applied); empty in the last round.
+  std::vector<size_t> segment_round(std::span<Op> ops, const std::vector<size_t>& idx,
+                                    const netlink::Settle::Round& round) CTO_REQUIRES(mu);
+  // How many times the commit, read back, resend policy (settle.h) sends
+  // the same ops at each site, and why the counts differ:
+  //   segment      the first send, then a resend after an ENOENT restore or
+  //                of elements a read back found missing, and one more of
+  //                elements whose resend lost its verdict too ("at most
+  //                twice", 8508627).
+  //   devices      the first send, the software fallback of a device the
+  //                hardware flowtable refused, and a resend of a lost
+  //                verdict.
+  //   established  the first send and one resend: a resend that moves the
+  //                element to another set meets ENOENT from its delete,
+  //                which is then checked against the kernel's copy.
+  //   flush        one send: a refused or lost flush is read back (the
+  //                table's handle) and reported, never sent again - the
+  //                caller may flush again.
+  static constexpr netlink::Settle kSegmentSettle{3};
+  static constexpr netlink::Settle kDeviceSettle{3};
+  static constexpr netlink::Settle kEstablishedSettle{2};
+  static constexpr netlink::Settle kFlushSettle{1};
   // The elements of selection sets 'keys' as the kernel has them: element
   // id (elem_id) -> the comment's note, normalised by format_note.
   Result<std::map<std::string, std::string>> read_back(const std::set<SelKey>& keys) CTO_REQUIRES(mu);
@@ -497,7 +515,7 @@ struct NftFlowtableProvider::Impl {
   // their peers; link events clear the cache).
   Result<int> route_oif(uint8_t family, const Addr& addr) CTO_REQUIRES(mu);
   uint16_t device_slot(const std::string& name) CTO_REQUIRES(mu);
-  FtKind wanted_kind(Device& d) CTO_REQUIRES(mu);
+  FtMode wanted_mode(Device& d) CTO_REQUIRES(mu);
   std::map<uint16_t, Status> ensure_devices(const std::vector<uint16_t>& wanted) CTO_REQUIRES(mu);
   void rollback_devices(const std::vector<uint16_t>& added) CTO_REQUIRES(mu);
   void ensure_present_devices() CTO_REQUIRES(mu);
@@ -510,7 +528,7 @@ struct NftFlowtableProvider::Impl {
       on_link_event(ev);
     });
   }
-  FtKind kind_for(uint16_t iif, uint16_t riif) const CTO_REQUIRES(mu);
+  FtMode mode_for(uint16_t iif, uint16_t riif) const CTO_REQUIRES(mu);
 
   // ---- Consistency ----
   void maybe_verify(bool force) CTO_REQUIRES(mu);
@@ -518,7 +536,7 @@ struct NftFlowtableProvider::Impl {
   // Puts flowtable 'k''s flags right in 'txn' when the kernel's copy in
   // 'st' lost them; returns the repairs made (0 or 1).  Rules it has to
   // delete are taken out of 'have_rules' so they are added back.
-  size_t repair_flowtable_flags(netlink::NftTxn& txn, const nft::LayoutState& st, FtKind k,
+  size_t repair_flowtable_flags(netlink::NftTxn& txn, const nft::LayoutState& st, FtMode k,
                                 std::set<std::string>& have_rules) CTO_REQUIRES(mu);
   std::string note_dev(uint16_t i) const CTO_REQUIRES(mu) { return i == kNoDevice ? std::string() : devs[i].name; }
   nft::ElemNote note_of(const Record& r) const CTO_REQUIRES(mu);
@@ -554,8 +572,8 @@ struct NftFlowtableProvider::Impl {
   NftConnInfo info_of(const Record& r, const std::optional<netlink::CtEntry>& e) const CTO_REQUIRES(mu);
 
   long long now() const CTO_REQUIRES(mu) { return backend.clock ? backend.clock() : realtime_ms(); }
-  SelKey key_of(const Conn& c, FtKind k) const { return SelKey{c.family, c.zone, k}; }
-  SelKey key_of(const Record& r) const { return key_of(r.conn, (r.flags & kRecHw) ? FtKind::kHw : FtKind::kSw); }
+  SelKey key_of(const Conn& c, FtMode k) const { return SelKey{c.family, c.zone, k}; }
+  SelKey key_of(const Record& r) const { return key_of(r.conn, r.ft); }
   void ref(uint16_t i, int delta) CTO_REQUIRES(mu) {
     if (i == kNoDevice) return;
     devs[i].refs = static_cast<uint32_t>(static_cast<int64_t>(devs[i].refs) + delta);
@@ -566,25 +584,31 @@ struct NftFlowtableProvider::Impl {
 
 namespace {
 
+// The probe's sends: the first with `flags owner`, the second without it,
+// which a kernel before 5.12 refuses (EOPNOTSUPP).  A lost verdict is not
+// read back or resent: the transaction deletes its table whatever happened,
+// and the lost verdict is the probe's answer.
+constexpr netlink::Settle kProbeSettle{2};
+
 NftProbe probe_with(netlink::Transport& t, bool want_flowtable) {
   NftProbe p;
   nft::LayoutOptions lo;
   lo.table = "ctoffload_probe_" + std::to_string(getpid());
   lo.table_flags = NFT_TABLE_F_OWNER;
   lo.comment = "ctoffload probe; deleted at once";
-  for (int attempt = 0; attempt < 2; ++attempt) {
+  for (const netlink::Settle::Round& round : kProbeSettle) {
     netlink::NftTxn txn(t);
     const auto t_op = txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, nft::build_table(lo));
     std::optional<netlink::OpId> f_op;
     if (want_flowtable) {
-      f_op = txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(lo, FtKind::kSw, {}),
+      f_op = txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(lo, FtMode::kSw, {}),
                                "add flowtable (probe)");
     }
     // Deleted in the same transaction: nothing is left whatever happens.
     const auto d_op = txn.add_table(NFT_MSG_DELTABLE, 0, nft::build_table_ref(lo));
     (void)txn.commit();
     const Status& ts = txn.status(t_op);
-    if (ts.err() == EOPNOTSUPP && lo.table_flags != 0) {
+    if (ts.err() == EOPNOTSUPP && lo.table_flags != 0 && round.more()) {
       lo.table_flags = 0;  // A kernel before 5.12 has no `flags owner`.
       continue;
     }
@@ -593,7 +617,7 @@ NftProbe probe_with(netlink::Transport& t, bool want_flowtable) {
       p.privileges = ts.err() != EPERM && ts.err() != EACCES;
       p.reason = p.privileges ? "nf_tables refused a table: " + ts.to_string()
                               : "no privileges for nf_tables (CAP_NET_ADMIN is needed): " + ts.to_string();
-      return p;
+      break;
     }
     p.privileges = true;
     if (f_op) {
@@ -603,7 +627,7 @@ NftProbe probe_with(netlink::Transport& t, bool want_flowtable) {
         p.reason = fs.err() == ENOENT
                        ? "this kernel has no nftables flowtables (creating one failed: " + fs.to_string() + ")"
                        : "cannot create a flowtable: " + fs.to_string();
-        return p;
+        break;
       }
     }
     p.flowtable = want_flowtable;
@@ -612,7 +636,7 @@ NftProbe probe_with(netlink::Transport& t, bool want_flowtable) {
     } else {
       p.reason = want_flowtable ? "flowtables available" : "nf_tables available";
     }
-    return p;
+    break;
   }
   return p;
 }
@@ -778,13 +802,13 @@ int NftFlowtableProvider::Impl::init() {
 
 // The selection sets every table has from the start: zone 0, software
 // flowtable, one per family.
-constexpr SelKey kBaselineSets[] = {{AF_INET, 0, FtKind::kSw}, {AF_INET6, 0, FtKind::kSw}};
+constexpr SelKey kBaselineSets[] = {{AF_INET, 0, FtMode::kSw}, {AF_INET6, 0, FtMode::kSw}};
 
 void NftFlowtableProvider::Impl::add_baseline_objects(netlink::NftTxn& txn) {
   txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, nft::build_table(layout));
   txn.add_chain(NFT_MSG_NEWCHAIN, NLM_F_CREATE, nft::build_chain(layout));
   if (layout.flowtables) {
-    txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(layout, FtKind::kSw, {}));
+    txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(layout, FtMode::kSw, {}));
   }
   for (const SelKey& key : kBaselineSets) {
     txn.add_set(NFT_MSG_NEWSET, NLM_F_CREATE, nft::build_set(layout, key));
@@ -841,9 +865,9 @@ Status NftFlowtableProvider::Impl::adopt(const nft::LayoutState& st) {
   // Devices, from the flowtables.
   for (const auto& ft : st.flowtables) {
     FtMode m;
-    if (ft.name == nft::flowtable_name(FtKind::kSw)) {
+    if (ft.name == nft::flowtable_name(FtMode::kSw)) {
       m = FtMode::kSw;
-    } else if (ft.name == nft::flowtable_name(FtKind::kHw)) {
+    } else if (ft.name == nft::flowtable_name(FtMode::kHw)) {
       m = FtMode::kHw;
     } else {
       continue;
@@ -942,7 +966,8 @@ size_t NftFlowtableProvider::Impl::insert_adopted(const SelKey& key, const Conn&
   r.conn = conn;
   r.iif = note.iif.empty() ? kNoDevice : device_slot(note.iif);
   r.riif = note.reply_iif.empty() ? kNoDevice : device_slot(note.reply_iif);
-  r.flags = key.kind == FtKind::kHw ? kRecHw : 0;
+  r.flags = 0;
+  r.ft = key.kind;
   const size_t i = conns.insert(r);
   ref(r.iif, +1);
   ref(r.riif, +1);
@@ -997,7 +1022,7 @@ size_t NftFlowtableProvider::Impl::find_held(const Conn& c, const SelKey* kernel
   if (i != ConnTable::npos || complete || conns.size() >= conns.capacity()) return i;
   // Not known yet: ask the kernel, in each set the connection could be in
   // (its family and zone; software or hardware flowtable).
-  for (FtKind kind : {FtKind::kSw, FtKind::kHw}) {
+  for (FtMode kind : {FtMode::kSw, FtMode::kHw}) {
     const SelKey key = key_of(c, kind);
     if (kernel_checks != nullptr && key == *kernel_checks) continue;
     auto it = sets.find(key);
@@ -1136,21 +1161,21 @@ Result<uint16_t> NftFlowtableProvider::Impl::resolve_device(const Netdev* nd, ui
   return i;
 }
 
-FtKind NftFlowtableProvider::Impl::wanted_kind(Device& d) {
+FtMode NftFlowtableProvider::Impl::wanted_mode(Device& d) {
   switch (opts.hw_offload) {
     case HwOffload::kOff:
       d.note = "hw_offload=off";
-      return FtKind::kSw;
+      return FtMode::kSw;
     case HwOffload::kOn:
-      return FtKind::kHw;
+      return FtMode::kHw;
     case HwOffload::kAuto: {
       auto hw = backend.devices->hw_tc_offload(d.name);
-      if (hw && *hw) return FtKind::kHw;
+      if (hw && *hw) return FtMode::kHw;
       d.note = hw ? "device does not advertise hw-tc-offload" : "hw-tc-offload unknown: " + hw.message();
-      return FtKind::kSw;
+      return FtMode::kSw;
     }
   }
-  return FtKind::kSw;
+  return FtMode::kSw;
 }
 
 std::map<uint16_t, Status> NftFlowtableProvider::Impl::ensure_devices(const std::vector<uint16_t>& wanted) {
@@ -1165,16 +1190,13 @@ std::map<uint16_t, Status> NftFlowtableProvider::Impl::ensure_devices(const std:
   }
   // First attempt: each device to the flowtable it wants (its earlier mode
   // if it had one), one op per device so each gets its own verdict.
-  std::vector<std::pair<uint16_t, FtKind>> todo;
+  std::vector<std::pair<uint16_t, FtMode>> todo;
   for (uint16_t i : wanted) {
     Device& d = devs[i];
-    const FtKind k = d.mode == FtMode::kNone ? wanted_kind(d) : (d.mode == FtMode::kHw ? FtKind::kHw : FtKind::kSw);
+    const FtMode k = d.mode == FtMode::kNone ? wanted_mode(d) : d.mode;
     todo.emplace_back(i, k);
   }
-  // Rounds: the first try, the software fallback of refused hardware, and
-  // a resend of ops whose verdict was lost (NEWFLOWTABLE with NLM_F_CREATE
-  // is idempotent: a device already listed is fine).
-  for (int round = 0; round < 3 && !todo.empty(); ++round) {
+  for (const netlink::Settle::Round& round : kDeviceSettle) {
     netlink::NftTxn txn(*backend.nft);
     std::vector<netlink::OpId> ids;
     ids.reserve(todo.size());
@@ -1184,31 +1206,35 @@ std::map<uint16_t, Status> NftFlowtableProvider::Impl::ensure_devices(const std:
                             "add device " + devs[i].name + " to flowtable " + std::string(nft::flowtable_name(k))));
     }
     (void)txn.commit();
-    std::vector<std::pair<uint16_t, FtKind>> again;
+    std::vector<std::pair<uint16_t, FtMode>> again;
     for (size_t n = 0; n < todo.size(); ++n) {
       auto [i, k] = todo[n];
       Device& d = devs[i];
       const Status& s = txn.status(ids[n]);
       if (s) {
-        d.mode = mode_of(k);
+        d.mode = k;
         d.in_kernel = true;
-        if (k == FtKind::kHw) d.note = "hardware offload accepted";
+        if (k == FtMode::kHw) d.note = "hardware offload accepted";
         logger->info("device {} joined flowtable {} ({} offload{}{})", d.name, nft::flowtable_name(k),
-                     k == FtKind::kHw ? "hardware" : "software", d.note.empty() ? "" : ": ", d.note);
+                     k == FtMode::kHw ? "hardware" : "software", d.note.empty() ? "" : ": ", d.note);
         result[i] = Status();
         continue;
       }
-      if (txn.outcome_unknown(ids[n]) && round + 1 < 3) {
-        again.emplace_back(i, k);
+      if (txn.outcome_unknown(ids[n])) {
+        // NEWFLOWTABLE with NLM_F_CREATE is idempotent (a device already
+        // listed is fine): resent without reading back.  Out of rounds, the
+        // lost verdict is the device's error.
         result[i] = s;
+        if (round.lost(netlink::ReadBack::kIdempotent) == netlink::Fate::kResend) again.emplace_back(i, k);
         continue;
       }
-      if (k == FtKind::kHw && s.err() != ENOENT && s.err() != ENODEV && s.err() != EPERM) {
+      if (k == FtMode::kHw && s.err() != ENOENT && s.err() != ENODEV && s.err() != EPERM &&
+          round.again() == netlink::Fate::kResend) {
         // Refused for hardware (EOPNOTSUPP on veth and most drivers):
         // the device takes the software flowtable.
         d.note = "hardware offload refused: " + s.message();
         logger->info("device {}: {}; using the software flowtable", d.name, d.note);
-        again.emplace_back(i, FtKind::kSw);
+        again.emplace_back(i, FtMode::kSw);
         continue;
       }
       if (s.err() == ENOENT) {
@@ -1220,6 +1246,7 @@ std::map<uint16_t, Status> NftFlowtableProvider::Impl::ensure_devices(const std:
       }
     }
     todo = std::move(again);
+    if (todo.empty()) break;
   }
   return result;
 }
@@ -1235,8 +1262,7 @@ void NftFlowtableProvider::Impl::rollback_devices(const std::vector<uint16_t>& a
   if (drop.empty()) return;
   netlink::NftTxn txn(*backend.nft);
   for (auto& [m, names] : drop) {
-    txn.add_flowtable(NFT_MSG_DELFLOWTABLE, 0,
-                      nft::build_flowtable(layout, m == FtMode::kHw ? FtKind::kHw : FtKind::kSw, names),
+    txn.add_flowtable(NFT_MSG_DELFLOWTABLE, 0, nft::build_flowtable(layout, m, names),
                       "remove unused devices from a flowtable");
   }
   if (Status s = txn.commit(); !s) {
@@ -1287,10 +1313,10 @@ void NftFlowtableProvider::Impl::ensure_present_devices() {
   }
 }
 
-FtKind NftFlowtableProvider::Impl::kind_for(uint16_t iif, uint16_t riif) const {
-  if (iif == kNoDevice || devs[iif].mode != FtMode::kHw) return FtKind::kSw;
-  if (riif != kNoDevice && devs[riif].mode != FtMode::kHw) return FtKind::kSw;
-  return FtKind::kHw;
+FtMode NftFlowtableProvider::Impl::mode_for(uint16_t iif, uint16_t riif) const {
+  if (iif == kNoDevice || devs[iif].mode != FtMode::kHw) return FtMode::kSw;
+  if (riif != kNoDevice && devs[riif].mode != FtMode::kHw) return FtMode::kSw;
+  return FtMode::kHw;
 }
 
 nft::ElemNote NftFlowtableProvider::Impl::note_of(const Conn& c, uint16_t iif, uint16_t riif) const {
@@ -1353,17 +1379,17 @@ Status NftFlowtableProvider::Impl::verify_and_restore(bool deep) {
   if (layout.flowtables) {
     bool need_hw = false;
     for (const auto& d : devs) need_hw = need_hw || d.mode == FtMode::kHw;
-    for (FtKind k : {FtKind::kSw, FtKind::kHw}) {
+    for (FtMode k : {FtMode::kSw, FtMode::kHw}) {
       const std::string fname(nft::flowtable_name(k));
       const bool exists = ft_devs.count(fname) != 0;
-      if (!exists && (k == FtKind::kSw || need_hw)) {
+      if (!exists && (k == FtMode::kSw || need_hw)) {
         txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(layout, k, {}));
         ++repairs;
       }
       if (exists) repairs += repair_flowtable_flags(txn, *st, k, have_rules);
       for (size_t i = 0; i < devs.size(); ++i) {
         Device& d = devs[i];
-        if (d.mode != mode_of(k)) continue;
+        if (d.mode != k) continue;
         const bool listed = exists && ft_devs[fname].count(d.name) != 0;
         d.in_kernel = listed;
         if (!listed && d.refs > 0) {
@@ -1440,7 +1466,7 @@ Status NftFlowtableProvider::Impl::verify_and_restore(bool deep) {
   return result;
 }
 
-size_t NftFlowtableProvider::Impl::repair_flowtable_flags(netlink::NftTxn& txn, const nft::LayoutState& st, FtKind k,
+size_t NftFlowtableProvider::Impl::repair_flowtable_flags(netlink::NftTxn& txn, const nft::LayoutState& st, FtMode k,
                                                           std::set<std::string>& have_rules) {
   const std::string fname(nft::flowtable_name(k));
   auto ft = std::find_if(st.flowtables.begin(), st.flowtables.end(),
@@ -1580,7 +1606,7 @@ void NftFlowtableProvider::Impl::read_stats(bool force) {
 NftConnInfo NftFlowtableProvider::Impl::info_of(const Record& r, const std::optional<netlink::CtEntry>& e) const {
   NftConnInfo info;
   info.conn = r.conn;
-  info.flowtable = (r.flags & kRecHw) ? FtMode::kHw : FtMode::kSw;
+  info.flowtable = r.ft;
   info.iif = note_dev(r.iif);
   info.reply_iif = note_dev(r.riif);
   info.last_used_ms = (r.flags & kRecNoCounters) ? 0 : r.last_used;
@@ -1620,7 +1646,7 @@ void NftFlowtableProvider::Impl::process(std::span<Op> ops) {
         seg.push_back(i);
         ++i;
       }
-      run_segment(ops, seg, 0);
+      run_segment(ops, seg);
       continue;
     }
     op.error = 0;
@@ -1644,7 +1670,19 @@ void NftFlowtableProvider::Impl::process(std::span<Op> ops) {
   }
 }
 
-void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vector<size_t>& idx, int attempt) {
+void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vector<size_t>& idx) {
+  std::vector<size_t> pending = idx;
+  for (const netlink::Settle::Round& round : kSegmentSettle) {
+    std::vector<size_t> again = segment_round(ops, pending, round);
+    if (again.empty()) break;
+    std::sort(again.begin(), again.end());
+    for (size_t k : again) ops[k].error = 0;
+    pending = std::move(again);
+  }
+}
+
+std::vector<size_t> NftFlowtableProvider::Impl::segment_round(std::span<Op> ops, const std::vector<size_t>& idx,
+                                                              const netlink::Settle::Round& round) {
   std::vector<AddPlan> adds;
   std::vector<DelPlan> dels;
   size_t pending = 0;
@@ -1728,7 +1766,7 @@ void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vecto
       if (s.ok()) added.push_back(d);
     }
   }
-  for (auto& a : adds) a.key = key_of(*a.conn, kind_for(a.iif, a.riif));
+  for (auto& a : adds) a.key = key_of(*a.conn, mode_for(a.iif, a.riif));
   // A lazily adopted table may hold a connection this process has not
   // seen.  The set it goes to needs no lookup: the add carries
   // NLM_F_EXCL, and the kernel's EEXIST for it is read back below.  Only
@@ -1849,7 +1887,7 @@ void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vecto
           unknown_adds.push_back(g.plans[n]);
           continue;
         }
-        if (err[n] == ENOENT && attempt == 0) {
+        if (err[n] == ENOENT && round.first()) {
           // The set or table is gone (tampering): restore, then try again.
           saw_enoent = true;
           retry_ops.push_back(a.op);
@@ -1902,27 +1940,37 @@ void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vecto
         continue;
       }
       auto it = back->find(elem_id(a.key, *a.conn));
-      if (it == back->end()) {
-        // Not applied: the add is made again, and gets its own verdict.
-        if (attempt < kMaxSegmentAttempts) {
-          retry_ops.push_back(a.op);
-        } else {
-          ops[a.op].error = unknown_why[a.op].err();
-        }
-      } else if (it->second == nft::format_note(*a.conn, note_of(*a.conn, a.iif, a.riif))) {
-        a.failed = false;  // Applied: the element is ours.
-      } else {
+      if (it != back->end() && it->second != nft::format_note(*a.conn, note_of(*a.conn, a.iif, a.riif))) {
         ops[a.op].error = EEXIST;  // An element for this connection that we did not make.
+        continue;
+      }
+      switch (round.lost(it == back->end() ? netlink::ReadBack::kNotApplied : netlink::ReadBack::kApplied)) {
+        case netlink::Fate::kApplied:
+          a.failed = false;  // Applied: the element is ours.
+          break;
+        case netlink::Fate::kResend:  // Not applied: made again, with its own verdict.
+          retry_ops.push_back(a.op);
+          break;
+        case netlink::Fate::kFailed:
+          ops[a.op].error = unknown_why[a.op].err();
+          break;
       }
     }
     for (size_t di : unknown_dels) {
       DelPlan& d = dels[di];
-      if (back && back->count(elem_id(d.key, d.conn)) == 0) {
-        d.done = true;  // Applied.
-      } else if (back && attempt < kMaxSegmentAttempts) {
-        retry_ops.push_back(d.op);  // Still there: delete it again.
-      } else {
-        ops[d.op].error = unknown_why[d.op].err();
+      const auto seen = !back                                      ? netlink::ReadBack::kFailed
+                        : back->count(elem_id(d.key, d.conn)) == 0 ? netlink::ReadBack::kApplied
+                                                                   : netlink::ReadBack::kNotApplied;
+      switch (round.lost(seen)) {
+        case netlink::Fate::kApplied:
+          d.done = true;
+          break;
+        case netlink::Fate::kResend:  // Still there: deleted again.
+          retry_ops.push_back(d.op);
+          break;
+        case netlink::Fate::kFailed:
+          ops[d.op].error = unknown_why[d.op].err();
+          break;
       }
     }
   }
@@ -1934,7 +1982,8 @@ void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vecto
     r.conn = *a.conn;
     r.iif = a.iif;
     r.riif = a.riif;
-    r.flags = a.key.kind == FtKind::kHw ? kRecHw : 0;
+    r.flags = 0;
+    r.ft = a.key.kind;
     conns.insert(r);
     ref(a.iif, +1);
     ref(a.riif, +1);
@@ -1980,11 +2029,7 @@ void NftFlowtableProvider::Impl::run_segment(std::span<Op> ops, const std::vecto
     }
     (void)verify_and_restore(false);
   }
-  if (!retry_ops.empty()) {
-    std::sort(retry_ops.begin(), retry_ops.end());
-    for (size_t k : retry_ops) ops[k].error = 0;
-    run_segment(ops, retry_ops, attempt + 1);
-  }
+  return retry_ops;
 }
 
 Result<std::map<std::string, std::string>> NftFlowtableProvider::Impl::read_back(const std::set<SelKey>& keys) {
@@ -2028,7 +2073,7 @@ void NftFlowtableProvider::Impl::established(const Ctx& ctx) {
     added.push_back(*dev);
   }
   const SelKey old_key = key_of(r);
-  const SelKey new_key = key_of(r.conn, kind_for(r.iif, *dev));
+  const SelKey new_key = key_of(r.conn, mode_for(r.iif, *dev));
   // Delete and add in one transaction: the element carries the new reply
   // device in its comment (and may move to the other flowtable's set).
   // When the verdict is lost, the same transaction is sent once more: in
@@ -2036,7 +2081,7 @@ void NftFlowtableProvider::Impl::established(const Ctx& ctx) {
   // first commit makes the delete fail with ENOENT, which is then checked
   // against the kernel's copy.
   bool applied = false;
-  for (int round = 0; round < 2 && !applied; ++round) {
+  for (const netlink::Settle::Round& round : kEstablishedSettle) {
     netlink::NftTxn txn(*backend.nft);
     std::optional<netlink::OpId> set_op;
     if (!sets[new_key].exists) {
@@ -2055,21 +2100,31 @@ void NftFlowtableProvider::Impl::established(const Ctx& ctx) {
       applied = true;
       break;
     }
-    const bool lost = txn.outcome_unknown(add_op) || (round > 0 && txn.status(del_op).err() == ENOENT);
+    const bool lost = txn.outcome_unknown(add_op) || (!round.first() && txn.status(del_op).err() == ENOENT);
     if (!lost) {
       logger->warn("conn_established {}: {}", format_conn(r.conn), txn.status(add_op).to_string());
       break;
     }
     if (set_op && txn.outcome_unknown(*set_op)) (void)verify_and_restore(false);
-    auto back = read_back({old_key, new_key});
-    if (back) {
+    // Read back: the element in the new set with the new note, and gone
+    // from the old one.  When the kernel cannot be read, the transaction
+    // is sent again as it is (see above: safe whatever happened).
+    auto seen = netlink::ReadBack::kIdempotent;
+    if (auto back = read_back({old_key, new_key})) {
       auto it = back->find(elem_id(new_key, r.conn));
       const std::string want = nft::format_note(r.conn, note_of(r.conn, r.iif, *dev));
-      applied =
+      const bool there =
           it != back->end() && it->second == want && (old_key == new_key || !back->count(elem_id(old_key, r.conn)));
+      seen = there ? netlink::ReadBack::kApplied : netlink::ReadBack::kNotApplied;
     }
-    if (!applied)
+    const netlink::Fate fate = round.lost(seen);
+    applied = fate == netlink::Fate::kApplied;
+    if (fate == netlink::Fate::kResend) {
       logger->warn("conn_established {}: {}; sending it again", format_conn(r.conn), txn.status(add_op).to_string());
+    } else if (fate == netlink::Fate::kFailed) {
+      logger->warn("conn_established {}: {}; not applied", format_conn(r.conn), txn.status(add_op).to_string());
+    }
+    if (fate != netlink::Fate::kResend) break;
   }
   if (!applied) {
     rollback_devices(added);
@@ -2081,27 +2136,39 @@ void NftFlowtableProvider::Impl::established(const Ctx& ctx) {
   --sets[old_key].count;
   ++sets[new_key].count;
   rec.riif = *dev;
-  rec.flags = static_cast<uint8_t>((rec.flags & ~kRecHw) | (new_key.kind == FtKind::kHw ? kRecHw : 0));
+  rec.ft = new_key.kind;
   logger->debug("conn_established {}: reply device {}", format_conn(rec.conn), devs[*dev].name);
 }
 
 void NftFlowtableProvider::Impl::flush_all() {
   // Deleting the table tears down every flow of its flowtables at once;
   // the baseline comes back in the same transaction.
-  netlink::NftTxn txn(*backend.nft);
-  txn.add_table(NFT_MSG_DELTABLE, 0, nft::build_table_ref(layout));
-  add_baseline_objects(txn);
-  if (Status s = txn.commit(); !s) {
+  bool flushed = false;
+  for (const netlink::Settle::Round& round : kFlushSettle) {
+    netlink::NftTxn txn(*backend.nft);
+    txn.add_table(NFT_MSG_DELTABLE, 0, nft::build_table_ref(layout));
+    add_baseline_objects(txn);
+    Status s = txn.commit();
+    if (s) {
+      flushed = true;
+      break;
+    }
     // Refused, or the verdict was lost: the table's handle tells whether
     // the old table is still there.  Memory follows the kernel.
     auto t = nft::read_table(*backend.nft, opts.table);
-    if (!t || (t->exists && t->handle == table_handle)) {
+    const auto seen = !t                                         ? netlink::ReadBack::kFailed
+                      : (t->exists && t->handle == table_handle) ? netlink::ReadBack::kNotApplied
+                                                                 : netlink::ReadBack::kApplied;
+    flushed = round.lost(seen) == netlink::Fate::kApplied;
+    if (!flushed) {
       logger->error("flush: {}; the connections stay offloaded{}", s.to_string(),
                     t ? "" : " (reading the table back failed too: " + t.status().to_string() + ")");
-      return;
+      break;
     }
     logger->warn("flush: {}; the old table is gone, so it was flushed", s.to_string());
+    break;
   }
+  if (!flushed) return;
   conns.clear();
   complete = true;  // The table is empty: nothing is left to read.
   if (auto session = usage_session()) session->clear();
@@ -2205,7 +2272,7 @@ bool NftFlowtableProvider::conn_query(const Ctx& ctx, ConnStatus* status) {
     (void)std::snprintf(status->provider, sizeof(status->provider), "%s", kName);
     // Hardware only when the kernel says this connection is in hardware;
     // held otherwise (in the software flowtable, or until its next packet).
-    status->mode = info.mode == FtMode::kHw ? CT_OFFLOAD_MODE_HW : CT_OFFLOAD_MODE_SW;
+    status->mode = to_c(info.mode == FtMode::kHw ? FtMode::kHw : FtMode::kSw);
     status->packets = info.packets;
     status->bytes = info.bytes;
     status->last_used = info.last_used_ms;

@@ -99,6 +99,7 @@
 #include "ctoffload/result.h"
 #include "netlink/link.h"
 #include "option_range.h"
+#include "providers/ft_mode.h"
 
 namespace ctoffload {
 
@@ -174,11 +175,6 @@ struct NftProbe {
   int err = 0;              // 0, EPERM, ENOENT, or another errno.
   std::string reason;       // One sentence for humans.
 };
-
-// How a device or connection is offloaded.
-enum class FtMode : uint8_t { kNone = 0, kSw = 1, kHw = 2 };
-// "none", "sw", "hw".
-std::string_view ft_mode_name(FtMode mode);
 
 // One device the provider uses.
 struct NftDeviceInfo {

@@ -138,12 +138,12 @@ Result<uint64_t> parse_u64(std::string_view s) {
 
 }  // namespace
 
-std::string_view flowtable_name(FtKind kind) { return kind == FtKind::kHw ? "ft_hw" : "ft_sw"; }
+std::string_view flowtable_name(FtMode kind) { return kind == FtMode::kHw ? "ft_hw" : "ft_sw"; }
 
 std::string set_name(const SelKey& key) {
   std::string n = key.family == AF_INET6 ? "sel6" : "sel4";
   if (key.zone != 0) n += "_z" + std::to_string(key.zone);
-  if (key.kind == FtKind::kHw) n += "_hw";
+  if (key.kind == FtMode::kHw) n += "_hw";
   return n;
 }
 
@@ -168,7 +168,7 @@ std::optional<SelKey> parse_set_name(std::string_view name) {
     name.remove_prefix(digits);
   }
   if (name == "_hw") {
-    key.kind = FtKind::kHw;
+    key.kind = FtMode::kHw;
   } else if (!name.empty()) {
     return std::nullopt;
   }
@@ -245,13 +245,13 @@ netlink::ChainPtr build_chain(const LayoutOptions& opts) {
   return c;
 }
 
-uint32_t flowtable_flags(FtKind kind) {
+uint32_t flowtable_flags(FtMode kind) {
   uint32_t flags = NFT_FLOWTABLE_COUNTER;
-  if (kind == FtKind::kHw) flags |= NFT_FLOWTABLE_HW_OFFLOAD;
+  if (kind == FtMode::kHw) flags |= NFT_FLOWTABLE_HW_OFFLOAD;
   return flags;
 }
 
-netlink::FlowtablePtr build_flowtable_ref(const LayoutOptions& opts, FtKind kind) {
+netlink::FlowtablePtr build_flowtable_ref(const LayoutOptions& opts, FtMode kind) {
   netlink::FlowtablePtr f = netlink::make_flowtable();
   if (!f) return f;
   nftnl_flowtable_set_u32(f.get(), NFTNL_FLOWTABLE_FAMILY, NFPROTO_INET);
@@ -260,7 +260,7 @@ netlink::FlowtablePtr build_flowtable_ref(const LayoutOptions& opts, FtKind kind
   return f;
 }
 
-netlink::FlowtablePtr build_flowtable(const LayoutOptions& opts, FtKind kind, const std::vector<std::string>& devices) {
+netlink::FlowtablePtr build_flowtable(const LayoutOptions& opts, FtMode kind, const std::vector<std::string>& devices) {
   netlink::FlowtablePtr f = netlink::make_flowtable();
   if (!f) return f;
   nftnl_flowtable_set_u32(f.get(), NFTNL_FLOWTABLE_FAMILY, NFPROTO_INET);
@@ -689,7 +689,7 @@ bool is_ours(const LayoutState& st) {
     if (!parse_set_name(name)) return false;
   }
   for (const auto& f : st.flowtables) {
-    if (f.name != flowtable_name(FtKind::kSw) && f.name != flowtable_name(FtKind::kHw)) return false;
+    if (f.name != flowtable_name(FtMode::kSw) && f.name != flowtable_name(FtMode::kHw)) return false;
   }
   return true;
 }

@@ -57,6 +57,7 @@
 #include "ctoffload/conn.h"
 #include "ctoffload/result.h"
 #include "netlink/nft_txn.h"
+#include "providers/ft_mode.h"
 
 struct nftnl_set_elem;
 struct nlmsghdr;
@@ -82,18 +83,15 @@ inline constexpr size_t kMaxTableName = 31;
 // Longest element comment written (nft's own limit for comments).
 inline constexpr size_t kMaxElemComment = 127;
 
-// Which flowtable a device or connection uses.
-enum class FtKind : uint8_t { kSw = 0, kHw = 1 };
-
 // "ft_sw" / "ft_hw".
-std::string_view flowtable_name(FtKind kind);
+std::string_view flowtable_name(FtMode kind);
 
 // Identifies one selection set (and its rule): the connections of one
 // family in one conntrack zone that go to one flowtable.
 struct SelKey {
   uint8_t family = 0;  // AF_INET or AF_INET6.
   uint16_t zone = 0;
-  FtKind kind = FtKind::kSw;
+  FtMode kind = FtMode::kSw;
 
   friend bool operator==(const SelKey&, const SelKey&) = default;
   friend bool operator<(const SelKey& a, const SelKey& b) {
@@ -162,11 +160,11 @@ netlink::ChainPtr build_chain(const LayoutOptions& opts);
 // A flowtable with the ingress hook, flags `counter` (plus `offload` for
 // kHw) and 'devices' (possibly none).  Sent as NEWFLOWTABLE for an
 // existing flowtable it adds 'devices'; as DELFLOWTABLE it removes them.
-netlink::FlowtablePtr build_flowtable(const LayoutOptions& opts, FtKind kind, const std::vector<std::string>& devices);
+netlink::FlowtablePtr build_flowtable(const LayoutOptions& opts, FtMode kind, const std::vector<std::string>& devices);
 // Only the flowtable's table and name (for DELFLOWTABLE of all of it).
-netlink::FlowtablePtr build_flowtable_ref(const LayoutOptions& opts, FtKind kind);
+netlink::FlowtablePtr build_flowtable_ref(const LayoutOptions& opts, FtMode kind);
 // The flowtable flags build_flowtable() uses for 'kind'.
-uint32_t flowtable_flags(FtKind kind);
+uint32_t flowtable_flags(FtMode kind);
 // The selection set of 'key' (no elements).
 netlink::SetPtr build_set(const LayoutOptions& opts, const SelKey& key);
 // A selection rule of 'key': nfproto, zone, the lookup of the packet's

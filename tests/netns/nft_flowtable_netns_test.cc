@@ -680,13 +680,13 @@ TEST_F(NftNetns, LayoutOneTableIsMigratedWithEveryConnection) {
     netlink::NftTxn txn(*sock);
     txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, nft::build_table(lo_opts));
     txn.add_chain(NFT_MSG_NEWCHAIN, NLM_F_CREATE, nft::build_chain(lo_opts));
-    for (const nft::SelKey key : {nft::SelKey{AF_INET, 0, nft::FtKind::kSw}, nft::SelKey{AF_INET6, 0, nft::FtKind::kSw},
-                                  nft::SelKey{AF_INET6, 5, nft::FtKind::kSw}}) {
+    for (const nft::SelKey key : {nft::SelKey{AF_INET, 0, FtMode::kSw}, nft::SelKey{AF_INET6, 0, FtMode::kSw},
+                                  nft::SelKey{AF_INET6, 5, FtMode::kSw}}) {
       txn.add_set(NFT_MSG_NEWSET, NLM_F_CREATE, nft::build_set(lo_opts, key));
       txn.add_rule(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, nft::build_legacy_rule(lo_opts, key));
     }
     for (const Conn* k : {&a, &b, &c}) {
-      const nft::SelKey key{k->family, k->zone, nft::FtKind::kSw};
+      const nft::SelKey key{k->family, k->zone, FtMode::kSw};
       netlink::SetPtr s = nft::build_set_ref(lo_opts, key);
       netlink::SetElemPtr e = nft::build_element(*k, {}, false, nft::Selector::kLegacyCtOriginal);
       std::string note = "iif lo";
@@ -1157,9 +1157,8 @@ TEST_F(NftFlowtable, EveryLayoutReadsBackWithFlowtables) {
     ASSERT_TRUE(sock.ok());
     nft::LayoutOptions lo;
     netlink::NftTxn txn(*sock);
-    txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(lo, nft::FtKind::kHw, {}));
-    for (const nft::SelKey key :
-         {nft::SelKey{AF_INET, 0, nft::FtKind::kHw}, nft::SelKey{AF_INET6, 7, nft::FtKind::kHw}}) {
+    txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(lo, FtMode::kHw, {}));
+    for (const nft::SelKey key : {nft::SelKey{AF_INET, 0, FtMode::kHw}, nft::SelKey{AF_INET6, 7, FtMode::kHw}}) {
       txn.add_set(NFT_MSG_NEWSET, NLM_F_CREATE, nft::build_set(lo, key));
       for (nft::RuleDir dir : {nft::RuleDir::kOriginal, nft::RuleDir::kReply}) {
         txn.add_rule(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, nft::build_rule(lo, key, dir));
@@ -1251,13 +1250,12 @@ TEST_F(NftFlowtable, LayoutOneMigrationKeepsOffloadedFlowsOffloaded) {
     netlink::NftTxn txn(*sock);
     txn.add_table(NFT_MSG_NEWTABLE, NLM_F_CREATE, nft::build_table(lo));
     txn.add_chain(NFT_MSG_NEWCHAIN, NLM_F_CREATE, nft::build_chain(lo));
-    txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(lo, nft::FtKind::kSw, {"r-c", "r-s"}));
-    for (const nft::SelKey key :
-         {nft::SelKey{AF_INET, 0, nft::FtKind::kSw}, nft::SelKey{AF_INET6, 0, nft::FtKind::kSw}}) {
+    txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(lo, FtMode::kSw, {"r-c", "r-s"}));
+    for (const nft::SelKey key : {nft::SelKey{AF_INET, 0, FtMode::kSw}, nft::SelKey{AF_INET6, 0, FtMode::kSw}}) {
       txn.add_set(NFT_MSG_NEWSET, NLM_F_CREATE, nft::build_set(lo, key));
       txn.add_rule(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, nft::build_legacy_rule(lo, key));
     }
-    netlink::SetPtr s = nft::build_set_ref(lo, nft::SelKey{AF_INET, 0, nft::FtKind::kSw});
+    netlink::SetPtr s = nft::build_set_ref(lo, nft::SelKey{AF_INET, 0, FtMode::kSw});
     netlink::SetElemPtr e = nft::build_element(c, {}, false, nft::Selector::kLegacyCtOriginal);
     const std::string note = "iif r-c riif r-s reply 10.2.0.2:80 -> 10.1.0.2:40002";
     std::vector<uint8_t> ud = {NFTNL_UDATA_SET_ELEM_COMMENT, static_cast<uint8_t>(note.size() + 1)};
