@@ -239,7 +239,8 @@ Status setup(const Globals& g, const Profile& p, Registry& reg, Status& init_sta
   }
   // Last, so that an explicit -o wins over the command's own choices.
   for (const auto& [key, value] : g.options) {
-    if (auto st = cfg.set(key, value); !st) return st.with_context("-o " + key + "=" + value);
+    if (auto st = cfg.set(key, value); !st)
+      return st.with_context(std::string("-o ").append(key).append("=").append(value));
   }
   init_status = reg.module_init();
   return {};
