@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "capi_error.h"
+#include "conn_check.h"
 
 namespace ctoffload {
 namespace {
@@ -165,26 +166,11 @@ bool same_conn(const Conn& a, const Conn& b) {
 
 bool is_natted(const Conn& c) { return !same_tuple(c.reply, mirror(c.orig)); }
 
-namespace {
-
-bool addr_ok(uint8_t family, const Addr& a) {
-  return (family != AF_INET || is_v4_clean(a)) && !is_unspecified(family, a) && !is_multicast_or_broadcast(family, a);
-}
-
-bool tuple_ok(uint8_t family, const Tuple& t) {
-  return addr_ok(family, t.src) && addr_ok(family, t.dst) && t.src_port != 0 && t.dst_port != 0;
-}
-
-}  // namespace
-
 Status validate(const Conn& c) {
-  // The common case first, with no Status to build and destroy per check:
-  // validate() runs on every conn_add and ADD op, at the registry.  The checks below
-  // repeat these ones, saying what failed.
-  if ((c.family == AF_INET || c.family == AF_INET6) && (c.proto == IPPROTO_TCP || c.proto == IPPROTO_UDP) &&
-      tuple_ok(c.family, c.orig) && tuple_ok(c.family, c.reply)) {
-    return {};
-  }
+  // The common case first, with no Status to build and destroy per check
+  // (conn_check.h; the registry inlines the same test on its hot paths).
+  // The checks below repeat it, saying what failed.
+  if (check::conn_valid(c)) return {};
   if (c.family != AF_INET && c.family != AF_INET6) {
     return Status::error(EINVAL, "address family " + std::to_string(c.family) + " is neither IPv4 nor IPv6");
   }

@@ -29,6 +29,7 @@
 #include <unordered_set>
 
 #include "builtins.h"
+#include "conn_check.h"
 #include "conn_state.h"
 #include "errno_text.h"
 #include "log.h"
@@ -502,9 +503,13 @@ __attribute__((noinline)) void conn_add_fallbacks(const Registry::Snapshot& s, c
   }
 }
 
-// A connection refused at the boundary (validate() said why in 'v'): no
-// provider sees it.
-__attribute__((noinline)) int refuse_add(const Status& v, std::string* why) {
+// The boundary's slow half, for a connection check::conn_valid() did not
+// accept: validate()'s error (and its sentence in '*why'), and no provider
+// sees the connection; 0 if validate() accepts it after all (it does not:
+// both say yes for the same connections).
+__attribute__((noinline)) int refuse_add(const Conn& c, std::string* why) {
+  const Status v = validate(c);
+  if (v.ok()) return 0;
   logger()->debug("conn_add refused before any provider saw it: {}", v.message());
   if (why) *why = v.message();
   return v.err();
@@ -515,7 +520,7 @@ __attribute__((noinline)) int refuse_add(const Status& v, std::string* why) {
 // refuses it at the boundary), without asking; otherwise whether any
 // provider's can_offload says yes.
 bool offloadable(const Registry::Snapshot& s, const Ctx& ctx) {
-  return ctx.conn && validate(*ctx.conn).ok() && any_can_offload(s, ctx);
+  return ctx.conn && (check::conn_valid(*ctx.conn) || validate(*ctx.conn).ok()) && any_can_offload(s, ctx);
 }
 
 // The identity of a batch op's connection, for the sets submit() keeps.
@@ -531,7 +536,11 @@ int Registry::conn_add(const Ctx& ctx) { return conn_add(ctx, nullptr); }
 int Registry::conn_add(const Ctx& ctx, std::string* why) {
   // The boundary: the one check of the connection on its way to the
   // providers, for C and C++ callers alike.  Providers do not check again.
-  if (Status v = validate(*ctx.conn); __builtin_expect(!v.ok(), 0)) return refuse_add(v, why);
+  // Inlined: the accepting path is a few compares (conn_check.h);
+  // validate() runs, and says why, only for a connection it refuses.
+  if (__builtin_expect(!check::conn_valid(*ctx.conn), 0)) {
+    if (const int err = refuse_add(*ctx.conn, why); err != 0) return err;
+  }
   ReadGuard guard(current_);
   const Snapshot* s = guard.get();
   if (__builtin_expect(!s, 0)) {
@@ -691,6 +700,8 @@ void Registry::submit_run(const Snapshot& snap, std::span<Op> ops) {
     if (type_of(ops[i]) != CT_OFFLOAD_OP_ADD) continue;
     if (!has_conn(ops[i])) {
       added[i].refuse(EINVAL);
+    } else if (check::conn_valid(*ops[i].ctx.conn)) {
+      continue;
     } else if (Status v = validate(*ops[i].ctx.conn); !v.ok()) {
       logger()->debug("batch op {}: conn_add refused before any provider saw it: {}", i, v.message());
       added[i].refuse(v.err());

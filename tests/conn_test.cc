@@ -6,7 +6,9 @@
 #include <netinet/in.h>
 
 #include <cstring>
+#include <vector>
 
+#include "conn_check.h"
 #include "test_support.h"
 
 namespace ctoffload {
@@ -143,6 +145,94 @@ TEST(ConnValidate, HandBuiltConnectionsAreChecked) {
   zero_reply.reply.src_port = 0;
   EXPECT_EQ(validate(zero_reply).err(), EINVAL);
   EXPECT_NE(validate(zero_reply).message().find("reply source port"), std::string::npos);
+}
+
+// check::conn_valid() (the registry's inlined boundary) says yes exactly
+// when validate() does: on valid connections and on each kind of invalid one,
+// in the original and in the reply direction.
+void expect_agree(const Conn& c, bool valid, const char* what) {
+  EXPECT_EQ(validate(c).ok(), valid) << what << ": " << validate(c).message();
+  EXPECT_EQ(check::conn_valid(c), valid) << what;
+}
+
+std::vector<Tuple*> tuples(Conn& c) { return {&c.orig, &c.reply}; }
+
+TEST(ConnValidate, InlinedCheckAgreesWithValidate) {
+  const Conn bases[] = {testing::tcp4("10.0.0.1", 1, "10.0.0.2", 80), testing::udp6("fd00::1", 5353, "fd00::2", 53)};
+  for (const Conn& base : bases) {
+    const bool v4 = base.family == AF_INET;
+    expect_agree(base, true, "valid");
+    for (uint8_t proto : {uint8_t{IPPROTO_TCP}, uint8_t{IPPROTO_UDP}}) {
+      Conn c = base;
+      c.proto = proto;
+      expect_agree(c, true, "tcp or udp");
+    }
+    for (uint8_t proto : {uint8_t{0}, uint8_t{IPPROTO_ICMP}, uint8_t{IPPROTO_SCTP}, uint8_t{255}}) {
+      Conn c = base;
+      c.proto = proto;
+      expect_agree(c, false, "protocol");
+    }
+    for (uint8_t family : {uint8_t{0}, uint8_t{AF_UNIX}, uint8_t{99}, uint8_t{255}}) {
+      Conn c = base;
+      c.family = family;
+      expect_agree(c, false, "family");
+    }
+    for (int t = 0; t < 2; ++t) {
+      for (int end = 0; end < 2; ++end) {
+        {
+          Conn c = base;
+          Tuple* tp = tuples(c)[t];
+          (end ? tp->dst_port : tp->src_port) = 0;
+          expect_agree(c, false, "zero port");
+        }
+        auto with_addr = [&](void (*set)(Addr&), bool valid, const char* what) {
+          Conn c = base;
+          Tuple* tp = tuples(c)[t];
+          set(end ? tp->dst : tp->src);
+          expect_agree(c, valid, what);
+        };
+        with_addr([](Addr& a) { a = Addr{}; }, false, "unspecified");
+        if (v4) {
+          with_addr([](Addr& a) { a.words[0] = 0xffffffffu; }, false, "broadcast");
+          for (int hi = 0xe0; hi <= 0xef; ++hi) {
+            Conn c = base;
+            Addr& a = end ? tuples(c)[t]->dst : tuples(c)[t]->src;
+            a.bytes[0] = static_cast<uint8_t>(hi);
+            expect_agree(c, false, "multicast");
+          }
+          for (int hi : {0x01, 0x7f, 0xdf, 0xf0, 0xfe}) {
+            Conn c = base;
+            Addr& a = end ? tuples(c)[t]->dst : tuples(c)[t]->src;
+            a.bytes[0] = static_cast<uint8_t>(hi);
+            expect_agree(c, true, "unicast first byte");
+          }
+          for (int byte = 4; byte < 16; ++byte) {
+            Conn c = base;
+            Addr& a = end ? tuples(c)[t]->dst : tuples(c)[t]->src;
+            a.bytes[byte] = 1;
+            expect_agree(c, false, "v4 with garbage");
+          }
+          with_addr([](Addr& a) { a.words[0] = htonl(1); }, true, "0.0.0.1");
+          with_addr([](Addr& a) { a.words[0] = htonl(0xfffffffe); }, true, "255.255.255.254 is class E, not broadcast");
+        } else {
+          with_addr([](Addr& a) { a.bytes[0] = 0xff; }, false, "multicast");
+          with_addr([](Addr& a) { a.bytes[0] = 0xfe; }, true, "fe..");
+          with_addr(
+              [](Addr& a) {
+                a = Addr{};
+                a.bytes[15] = 1;
+              },
+              true, "::1");
+          with_addr(
+              [](Addr& a) {
+                a = Addr{};
+                a.bytes[0] = 1;
+              },
+              true, "100::");
+        }
+      }
+    }
+  }
 }
 
 TEST(ConnCApi, ParseFormatValidateThroughTheCApi) {
