@@ -15,29 +15,17 @@
 namespace ctoffload {
 namespace {
 
-bool is_v4_clean(const Addr& a) { return a.words[1] == 0 && a.words[2] == 0 && a.words[3] == 0; }
-
-bool is_unspecified(uint8_t family, const Addr& a) {
-  if (family == AF_INET) return a.words[0] == 0;
-  return a.words[0] == 0 && a.words[1] == 0 && a.words[2] == 0 && a.words[3] == 0;
-}
-
-bool is_multicast_or_broadcast(uint8_t family, const Addr& a) {
-  if (family == AF_INET) return (a.bytes[0] & 0xf0) == 0xe0 || a.words[0] == 0xffffffffu;
-  return a.bytes[0] == 0xff;
-}
-
 // 'dir' and 'end' name the address ("original" "source"); the message is
 // built only on failure: validate() runs on every conn_add.
 Status check_addr(uint8_t family, const Addr& a, const char* dir, const char* end) {
   auto what = [&] { return std::string(dir) + " " + end; };
-  if (family == AF_INET && !is_v4_clean(a)) {
+  if (family == AF_INET && !check::v4_clean(a)) {
     return Status::error(EINVAL, what() + " is an IPv4 address with non-zero bytes after the first four");
   }
-  if (is_unspecified(family, a)) {
+  if (check::unspecified(family, a)) {
     return Status::error(EINVAL, what() + " is the unspecified address " + format_address(family, a));
   }
-  if (is_multicast_or_broadcast(family, a)) {
+  if (check::multicast_or_broadcast(family, a)) {
     return Status::error(EINVAL, what() + " " + format_address(family, a) +
                                      " is a multicast or broadcast address; connections are unicast");
   }

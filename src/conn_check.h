@@ -1,6 +1,7 @@
-// conn_check.h - validate()'s accepting path, inlined where it runs on every
-// conn_add (the registry's boundary) and used by validate() itself, so the
-// rule is written once.
+// conn_check.h - what makes a connection valid, written once: the
+// predicates validate() (conn.cc) names in its errors, and conn_valid(),
+// its accepting path, inlined where it runs on every conn_add (the
+// registry's boundary).
 //
 // conn_valid() says yes exactly when validate() (conn.h) accepts the
 // connection: TCP or UDP, IPv4 or IPv6, four non-zero ports, and four
@@ -21,36 +22,34 @@
 
 namespace ctoffload::check {
 
-// Not 0.0.0.0, not 255.255.255.255, not 224.0.0.0/4, nothing after the
-// first four bytes.
-__attribute__((always_inline)) inline bool addr4_ok(const Addr& a) {
-  const uint32_t w = a.words[0];
-  const bool clean = (a.words[1] | a.words[2] | a.words[3]) == 0;
-  const bool specified_not_broadcast = static_cast<uint32_t>(w + 1) > 1;  // w != 0 && w != ~0.
-  const bool not_multicast = static_cast<uint8_t>(a.bytes[0] - 0xe0) >= 0x10;
-  return clean && specified_not_broadcast && not_multicast;
+// An IPv4 address has nothing after its first four bytes.
+__attribute__((always_inline)) inline bool v4_clean(const Addr& a) {
+  return a.words[1] == 0 && a.words[2] == 0 && a.words[3] == 0;
 }
 
-// Not ::, not ff00::/8.
-__attribute__((always_inline)) inline bool addr6_ok(const Addr& a) {
-  const bool specified = (a.words[0] | a.words[1] | a.words[2] | a.words[3]) != 0;
-  return specified && a.bytes[0] != 0xff;
+// 0.0.0.0 or ::.
+__attribute__((always_inline)) inline bool unspecified(uint8_t family, const Addr& a) {
+  if (family == AF_INET) return a.words[0] == 0;
+  return a.words[0] == 0 && a.words[1] == 0 && a.words[2] == 0 && a.words[3] == 0;
 }
 
-__attribute__((always_inline)) inline bool ports_ok(const Tuple& t) { return t.src_port != 0 && t.dst_port != 0; }
+// 224.0.0.0/4 or 255.255.255.255; ff00::/8.
+__attribute__((always_inline)) inline bool multicast_or_broadcast(uint8_t family, const Addr& a) {
+  if (family == AF_INET) return (a.bytes[0] & 0xf0) == 0xe0 || a.words[0] == 0xffffffffu;
+  return a.bytes[0] == 0xff;
+}
+
+__attribute__((always_inline)) inline bool addr_ok(uint8_t family, const Addr& a) {
+  return (family != AF_INET || v4_clean(a)) && !unspecified(family, a) && !multicast_or_broadcast(family, a);
+}
+
+__attribute__((always_inline)) inline bool tuple_ok(uint8_t family, const Tuple& t) {
+  return addr_ok(family, t.src) && addr_ok(family, t.dst) && t.src_port != 0 && t.dst_port != 0;
+}
 
 __attribute__((always_inline)) inline bool conn_valid(const Conn& c) {
-  const bool proto = c.proto == IPPROTO_TCP || c.proto == IPPROTO_UDP;
-  const bool ports = ports_ok(c.orig) && ports_ok(c.reply);
-  if (c.family == AF_INET) {
-    return proto && ports && addr4_ok(c.orig.src) && addr4_ok(c.orig.dst) && addr4_ok(c.reply.src) &&
-           addr4_ok(c.reply.dst);
-  }
-  if (c.family == AF_INET6) {
-    return proto && ports && addr6_ok(c.orig.src) && addr6_ok(c.orig.dst) && addr6_ok(c.reply.src) &&
-           addr6_ok(c.reply.dst);
-  }
-  return false;
+  return (c.family == AF_INET || c.family == AF_INET6) && (c.proto == IPPROTO_TCP || c.proto == IPPROTO_UDP) &&
+         tuple_ok(c.family, c.orig) && tuple_ok(c.family, c.reply);
 }
 
 }  // namespace ctoffload::check

@@ -520,7 +520,7 @@ __attribute__((noinline)) int refuse_add(const Conn& c, std::string* why) {
 // refuses it at the boundary), without asking; otherwise whether any
 // provider's can_offload says yes.
 bool offloadable(const Registry::Snapshot& s, const Ctx& ctx) {
-  return ctx.conn && (check::conn_valid(*ctx.conn) || validate(*ctx.conn).ok()) && any_can_offload(s, ctx);
+  return ctx.conn && check::conn_valid(*ctx.conn) && any_can_offload(s, ctx);
 }
 
 // The identity of a batch op's connection, for the sets submit() keeps.
