@@ -42,14 +42,7 @@ constexpr std::string_view ft_mode_name(FtMode m) {
 
 // The C API's mode as a name ("none" for a value it does not define).
 constexpr std::string_view ft_mode_name(ct_offload_mode m) {
-  switch (m) {
-    case CT_OFFLOAD_MODE_SW:
-      return "sw";
-    case CT_OFFLOAD_MODE_HW:
-      return "hw";
-    default:
-      return "none";
-  }
+  return m == CT_OFFLOAD_MODE_SW || m == CT_OFFLOAD_MODE_HW ? ft_mode_name(static_cast<FtMode>(m)) : "none";
 }
 
 }  // namespace ctoffload

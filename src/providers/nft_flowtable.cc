@@ -966,7 +966,6 @@ size_t NftFlowtableProvider::Impl::insert_adopted(const SelKey& key, const Conn&
   r.conn = conn;
   r.iif = note.iif.empty() ? kNoDevice : device_slot(note.iif);
   r.riif = note.reply_iif.empty() ? kNoDevice : device_slot(note.reply_iif);
-  r.flags = 0;
   r.ft = key.kind;
   const size_t i = conns.insert(r);
   ref(r.iif, +1);
@@ -1982,7 +1981,6 @@ std::vector<size_t> NftFlowtableProvider::Impl::segment_round(std::span<Op> ops,
     r.conn = *a.conn;
     r.iif = a.iif;
     r.riif = a.riif;
-    r.flags = 0;
     r.ft = a.key.kind;
     conns.insert(r);
     ref(a.iif, +1);
