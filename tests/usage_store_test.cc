@@ -125,6 +125,29 @@ struct stat stat_of(const std::string& path) {
   return st;
 }
 
+// The file at 'path' now, held open: while it is held, its inode number is
+// not given to a file made after it (ext4 reuses a freed number at once),
+// so "replaced by a new file" can be told by the number.
+class HeldFile {
+ public:
+  explicit HeldFile(const std::string& path) : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {
+    EXPECT_GE(fd_, 0) << path << ": errno " << errno;
+  }
+  ~HeldFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  HeldFile(const HeldFile&) = delete;
+  HeldFile& operator=(const HeldFile&) = delete;
+  ino_t inode() const {
+    struct stat st {};
+    EXPECT_EQ(::fstat(fd_, &st), 0) << "errno " << errno;
+    return st.st_ino;
+  }
+
+ private:
+  int fd_;
+};
+
 // The header of the data file at 'path', read directly from the file.
 UsageFileHeader header_in_file(const std::string& path) {
   UsageFileHeader h{};
@@ -407,7 +430,7 @@ TEST(UsageStore, SeedIsRandomPerStoreAndSurvivesGrowth) {
   EXPECT_NE(first.seed, header_in_file(other.path()).seed);
   EXPECT_NE(first.seed, UsageSeed{});
 
-  const struct stat before = stat_of(store.path());
+  const HeldFile before(store.path());  // It grows three times: 256 -> 2048 slots.
   {
     UsageStore::Session s = lock_ok(store);
     for (uint32_t i = 0; i < 1000; i++) {
@@ -419,7 +442,7 @@ TEST(UsageStore, SeedIsRandomPerStoreAndSurvivesGrowth) {
   }
   // Grown into a new file, which copied the seed: the fingerprints in the
   // slots are still the connections'.
-  EXPECT_NE(stat_of(store.path()).st_ino, before.st_ino);
+  EXPECT_NE(stat_of(store.path()).st_ino, before.inode());
   const UsageFileHeader grown = header_in_file(store.path());
   EXPECT_EQ(grown.slots, 2048u);
   EXPECT_EQ(grown.seed, first.seed);
@@ -659,10 +682,10 @@ TEST(UsageStore, FormatVersion1FileIsReplacedByAnEmptyVersion2Store) {
     ASSERT_EQ(::write(fd, file.data(), file.size()), static_cast<ssize_t>(file.size()));
     ::close(fd);
   }
-  const struct stat before = stat_of(store.path());
+  const HeldFile before(store.path());
 
   UsageStore::Session s = lock_ok(store);
-  EXPECT_NE(stat_of(store.path()).st_ino, before.st_ino);
+  EXPECT_NE(stat_of(store.path()).st_ino, before.inode());
   EXPECT_EQ(s.size(), 0u);
   EXPECT_EQ(s.slots(), kUsageInitialSlots);
   const UsageFileHeader h = header_in_file(store.path());
