@@ -3,9 +3,9 @@
 // The flow of one conn_add (follow the names):
 //   conn_add -> process(ops) -> run_segment(): a loop over the rounds of
 //   kSegmentSettle (netlink/settle.h), each a segment_round():
-//     validate, resolve_device() for both directions (route_oif() when the
-//     context does not say), capacity
-//     -> ensure_devices(): new devices join a flowtable (hardware first when
+//     validate, Devices::resolve() for both directions (the route to the
+//     peer when the context does not say), capacity
+//     -> Devices::join(): new devices join a flowtable (hardware first when
 //        asked for, software when refused) in their own transaction
 //     -> one NftTxn: NEWSET/NEWRULE for a selection set not made yet, then
 //        NEWSETELEM of the connection's original tuple (nft_layout.h)
@@ -14,12 +14,13 @@
 //        not have is handed to the next round
 //     -> rollback_devices(): devices that joined for nothing leave again.
 //
-// Every site that commits (the probe, ensure_devices(), segment_round(),
+// Every site that commits (the probe, Devices::join(), segment_round(),
 // established(), flush_all()) settles lost verdicts by one policy,
-// netlink/settle.h; each site's round count is a named constant on Impl.
+// netlink/settle.h; each site's round count is a named constant.
 //
-// Bookkeeping: ConnTable is an open-addressing index over dense 104-byte
-// records; devices and selection sets are small shared tables.
+// Bookkeeping: the records of held connections (nft_conn_table.h), the
+// devices they use (nft_devices.h, with the real device directory), and
+// the selection sets (below).
 #include "providers/nft_flowtable.h"
 
 #include <arpa/inet.h>
@@ -27,7 +28,6 @@
 #include <libnftnl/set.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netlink.h>
-#include <linux/rtnetlink.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -44,17 +44,17 @@
 #include <mutex>
 #include <set>
 #include <system_error>
-#include <unordered_map>
 #include <unordered_set>
 
+#include "conn_check.h"
 #include "log.h"
 #include "netlink/ctnetlink.h"
 #include "netlink/nft_socket.h"
 #include "netlink/nft_txn.h"
 #include "netlink/nl_error.h"
-#include "netlink/reopen.h"
-#include "netlink/route.h"
 #include "netlink/settle.h"
+#include "providers/nft_conn_table.h"
+#include "providers/nft_devices.h"
 #include "providers/nft_layout.h"
 #include "providers/usage_store.h"
 #include "sync.h"
@@ -92,6 +92,13 @@ Result<AdoptMode> parse_adopt_mode(std::string_view text) {
   return Status::error(EINVAL, "adopt must be full or lazy, not '" + std::string(text) + "'");
 }
 
+using nft::ConnTable;
+using nft::Device;
+using nft::kNoDevice;
+using nft::kRecNoCounters;
+using nft::kRecSeen;
+using nft::Record;
+
 namespace {
 
 long long realtime_ms() {
@@ -107,254 +114,9 @@ std::optional<size_t> read_conntrack_count() {
   return std::nullopt;
 }
 
-// ------------------------------------------------------------------------
-// The real device directory: link.h for names, features and events, route.h
-// for route lookups (RTM_GETROUTE).
-// ------------------------------------------------------------------------
-
-class RealDevices final : public NftDeviceDirectory {
- public:
-  static Result<std::unique_ptr<RealDevices>> open() {
-    auto d = std::unique_ptr<RealDevices>(new RealDevices());
-    if (Status s = d->open_links(); !s) return s;
-    if (Status s = d->open_routes(); !s) return s;
-    // Without link events a returning device is still found by the checks
-    // every operation makes, so a monitor that cannot open is not fatal.
-    if (Status s = d->open_monitor(); !s) {
-      log::get("nft_flowtable")->warn("no link events ({}); devices are re-checked at each operation", s.to_string());
-    }
-    return d;
-  }
-
-  Result<int> ifindex(std::string_view name) override {
-    return with_links([&](netlink::LinkClient& c) { return c.ifindex(name); });
-  }
-  Result<std::string> name(int ifindex) override {
-    return with_links([&](netlink::LinkClient& c) { return c.name(ifindex); });
-  }
-  Result<bool> hw_tc_offload(std::string_view name) override {
-    auto f = with_links([&](netlink::LinkClient& c) { return c.hw_tc_offload(name); });
-    if (!f) {
-      if (f.err() == EOPNOTSUPP) return false;
-      return f.status();
-    }
-    return f->active;
-  }
-  Result<int> route_oif(uint8_t family, const Addr& addr) override {
-    return netlink::reopen_once_and_resend(
-        "rtnetlink (route lookups)",
-        [&] { return routes_ ? routes_->oif(family, addr) : Result<int>(gone("route lookup")); },
-        [&] { return open_routes(); });
-  }
-  void poll_events(const std::function<void(const netlink::LinkEvent&)>& on_event) override {
-    if (!monitor_) return;
-    auto r = monitor_->drain(on_event);
-    if (r) return;
-    if (netlink::socket_gone(r.err())) {
-      // Events sent to the dead socket are lost; every operation checks
-      // the devices it uses anyway, and the table check re-adds those that
-      // came back.
-      log::get("nft_flowtable")->warn("link event socket failed ({}); reopening it", r.status().to_string());
-      if (Status s = open_monitor(); !s) log::get("nft_flowtable")->warn("no link events: {}", s.to_string());
-      return;
-    }
-    log::get("nft_flowtable")->warn("reading link events: {}", r.status().to_string());
-  }
-
- private:
-  RealDevices() = default;
-
-  static Status gone(std::string_view what) {
-    return Status::error(EBADF, std::string(what) + ": no rtnetlink socket (reopening it failed)");
-  }
-
-  // Each open_* closes the old socket before it opens the new one: opened
-  // first, the new socket could get the number of a descriptor that was
-  // closed under us, and closing the old one would close the new one.
-  Status open_links() {
-    links_.reset();
-    auto c = netlink::LinkClient::open();
-    if (!c) return c.status();
-    links_.emplace(std::move(*c));
-    return {};
-  }
-  Status open_routes() {
-    routes_.reset();
-    auto r = netlink::RouteClient::open();
-    if (!r) return r.status();
-    routes_.emplace(std::move(*r));
-    return {};
-  }
-  Status open_monitor() {
-    monitor_.reset();
-    auto m = netlink::LinkMonitor::open();
-    if (!m) return m.status();
-    monitor_.emplace(std::move(*m));
-    return {};
-  }
-
-  // Runs 'fn' on the link client; once more on a new one when its socket
-  // was closed under us (a lookup is safe to repeat).
-  template <typename Fn>
-  auto with_links(Fn fn) -> decltype(fn(std::declval<netlink::LinkClient&>())) {
-    using R = decltype(fn(std::declval<netlink::LinkClient&>()));
-    return netlink::reopen_once_and_resend(
-        "rtnetlink (link lookups)", [&] { return links_ ? fn(*links_) : R(gone("link lookup")); },
-        [&] { return open_links(); });
-  }
-
-  std::optional<netlink::LinkClient> links_;
-  std::optional<netlink::RouteClient> routes_;
-  std::optional<netlink::LinkMonitor> monitor_;
-};
-
-// ------------------------------------------------------------------------
-// Connection records
-// ------------------------------------------------------------------------
-
-constexpr uint16_t kNoDevice = 0xffff;
-
 // Conntrack entries a batch of deletes failed to delete that are logged one
 // by one; the rest are counted in one line.
 constexpr size_t kMaxLoggedCtFailures = 8;
-
-// Record flags.
-constexpr uint8_t kRecSeen = 0x2;        // Counters observed at least once.
-constexpr uint8_t kRecNoCounters = 0x4;  // The conntrack entry has no accounting.
-
-struct Record {
-  Conn conn;          // 80 bytes: identity (family, proto, zone, both tuples).
-  uint64_t packets;   // Both directions, at the last observation.
-  int64_t last_used;  // ms since the epoch when 'packets' last changed; 0 = not yet.
-  uint16_t iif;       // Device of the original direction (index into devices).
-  uint16_t riif;      // Device of the reply direction, kNoDevice if unknown.
-  uint8_t flags;
-  FtMode ft;  // The flowtable its selection set's rule adds it to: kSw or kHw.
-};
-static_assert(sizeof(Conn) == 80, "Conn layout changed");
-static_assert(sizeof(Record) <= 104, "keep per-connection bookkeeping compact");
-
-bool same_key(const Conn& a, uint8_t family, uint8_t proto, uint16_t zone, const Tuple& orig) {
-  return a.family == family && a.proto == proto && a.zone == zone && same_tuple(a.orig, orig);
-}
-
-// Dense records plus a linear-probing index on (family, proto, zone,
-// original tuple).  Erasing moves the last record into the hole, so the
-// records in use are always the first size() of the array and the memory
-// touched follows the number held, not the capacity.
-class ConnTable {
- public:
-  static constexpr size_t npos = SIZE_MAX;
-
-  Status init(size_t capacity) {
-    capacity_ = capacity;
-    // calloc: pages are committed as records are used.
-    records_.reset(static_cast<Record*>(std::calloc(capacity, sizeof(Record))));
-    size_t slots = 16;
-    while (slots < capacity * 2) slots <<= 1;
-    slots_.reset(static_cast<uint32_t*>(std::calloc(slots, sizeof(uint32_t))));
-    if (!records_ || !slots_) return Status::error(ENOMEM, "cannot allocate the connection table");
-    mask_ = slots - 1;
-    size_ = 0;
-    return {};
-  }
-
-  size_t size() const { return size_; }
-  size_t capacity() const { return capacity_; }
-  Record& at(size_t i) { return records_.get()[i]; }
-  const Record& at(size_t i) const { return records_.get()[i]; }
-
-  size_t find(uint8_t family, uint8_t proto, uint16_t zone, const Tuple& orig) const {
-    if (!slots_) return npos;
-    size_t s = hash_tuple(family, proto, zone, orig) & mask_;
-    for (;;) {
-      const uint32_t v = slots_.get()[s];
-      if (v == 0) return npos;
-      if (same_key(at(v - 1).conn, family, proto, zone, orig)) return v - 1;
-      s = (s + 1) & mask_;
-    }
-  }
-  size_t find(const Conn& c) const { return find(c.family, c.proto, c.zone, c.orig); }
-
-  // Adds 'r' (the caller checked room and absence); returns its index.
-  size_t insert(const Record& r) {
-    const size_t i = size_++;
-    at(i) = r;
-    size_t s = slot_of(r.conn);
-    while (slots_.get()[s] != 0) s = (s + 1) & mask_;
-    slots_.get()[s] = static_cast<uint32_t>(i + 1);
-    return i;
-  }
-
-  // Removes record 'i'; the last record takes its index.
-  void erase(size_t i) {
-    remove_slot(i);
-    const size_t last = size_ - 1;
-    if (i != last) {
-      // Re-point the last record's slot at its new index.
-      size_t s = slot_of(at(last).conn);
-      while (slots_.get()[s] != last + 1) s = (s + 1) & mask_;
-      slots_.get()[s] = static_cast<uint32_t>(i + 1);
-      at(i) = at(last);
-    }
-    std::memset(&at(last), 0, sizeof(Record));
-    --size_;
-  }
-
-  void clear() {
-    if (slots_) std::memset(slots_.get(), 0, (mask_ + 1) * sizeof(uint32_t));
-    if (records_) std::memset(records_.get(), 0, size_ * sizeof(Record));
-    size_ = 0;
-  }
-
- private:
-  struct Free {
-    void operator()(void* p) const noexcept { std::free(p); }
-  };
-
-  size_t slot_of(const Conn& c) const { return hash_tuple(c.family, c.proto, c.zone, c.orig) & mask_; }
-
-  // Backward-shift deletion: no tombstones, probe sequences stay short.
-  void remove_slot(size_t i) {
-    size_t s = slot_of(at(i).conn);
-    while (slots_.get()[s] != i + 1) s = (s + 1) & mask_;
-    size_t hole = s;
-    size_t j = s;
-    for (;;) {
-      j = (j + 1) & mask_;
-      const uint32_t v = slots_.get()[j];
-      if (v == 0) break;
-      const size_t home = slot_of(at(v - 1).conn);
-      // Move v into the hole unless its home lies cyclically in (hole, j].
-      const bool stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
-      if (!stays) {
-        slots_.get()[hole] = v;
-        hole = j;
-      }
-    }
-    slots_.get()[hole] = 0;
-  }
-
-  std::unique_ptr<Record, Free> records_;
-  std::unique_ptr<uint32_t, Free> slots_;
-  size_t mask_ = 0;
-  size_t size_ = 0;
-  size_t capacity_ = 0;
-};
-
-// One device the provider uses.
-struct Device {
-  std::string name;
-  int ifindex = 0;
-  bool present = false;
-  // The flowtable the device belongs in (decided at first use), kNone
-  // before that or without flowtables.
-  FtMode mode = FtMode::kNone;
-  // The kernel's flowtable lists it now.
-  bool in_kernel = false;
-  uint32_t refs = 0;
-  std::string note;
-};
 
 struct SetInfo {
   bool exists = false;  // Set and rule are in the kernel.
@@ -392,7 +154,16 @@ struct DelPlan {
 // ------------------------------------------------------------------------
 
 struct NftFlowtableProvider::Impl {
-  explicit Impl(NftFlowtableOptions o, NftBackend b) : opts(std::move(o)), backend(std::move(b)) {
+  explicit Impl(NftFlowtableOptions o, NftBackend b)
+      : opts(std::move(o)),
+        backend(std::move(b)),
+        devices(
+            layout, opts.hw_offload, backend,
+            [this] {
+              mu.assert_held();  // Devices, guarded by mu, calls it from its methods.
+              return now();
+            },
+            logger) {
     layout.table = opts.table;
     layout.flowtables = opts.flowtables;
   }
@@ -415,8 +186,7 @@ struct NftFlowtableProvider::Impl {
     held.store(conns.size(), std::memory_order_relaxed);
   }
   ConnTable conns CTO_GUARDED_BY(mu);
-  std::vector<Device> devs CTO_GUARDED_BY(mu);
-  std::unordered_map<std::string, uint16_t> dev_by_name CTO_GUARDED_BY(mu);
+  nft::Devices devices CTO_GUARDED_BY(mu);
   std::map<SelKey, SetInfo> sets CTO_GUARDED_BY(mu);
   // Readings shared with the other processes of this table (usage_store.h);
   // empty when opts.usage_dir is "" or the store could not be opened.
@@ -429,9 +199,6 @@ struct NftFlowtableProvider::Impl {
   long long last_verify CTO_GUARDED_BY(mu) = 0;
   long long last_stats CTO_GUARDED_BY(mu) = 0;  // When read_stats() last read the counters.
   bool verifying CTO_GUARDED_BY(mu) = false;
-  static constexpr long long kRouteCacheMs = 1000;
-  static constexpr size_t kRouteCacheMax = 65536;
-  std::unordered_map<std::string, std::pair<int, long long>> route_cache CTO_GUARDED_BY(mu);
 
   // ---- Setup ----
   int init() CTO_EXCLUDES(mu);  // Takes it.
@@ -489,9 +256,7 @@ struct NftFlowtableProvider::Impl {
   //                of elements a read back found missing, and one more of
   //                elements whose resend lost its verdict too ("at most
   //                twice", 8508627).
-  //   devices      the first send, the software fallback of a device the
-  //                hardware flowtable refused, and a resend of a lost
-  //                verdict.
+  //   devices      nft::Devices::kJoinSettle (nft_devices.h).
   //   established  the first send and one resend: a resend that moves the
   //                element to another set meets ENOENT from its delete,
   //                which is then checked against the kernel's copy.
@@ -499,7 +264,6 @@ struct NftFlowtableProvider::Impl {
   //                table's handle) and reported, never sent again - the
   //                caller may flush again.
   static constexpr netlink::Settle kSegmentSettle{3};
-  static constexpr netlink::Settle kDeviceSettle{3};
   static constexpr netlink::Settle kEstablishedSettle{2};
   static constexpr netlink::Settle kFlushSettle{1};
   // The elements of selection sets 'keys' as the kernel has them: element
@@ -509,26 +273,13 @@ struct NftFlowtableProvider::Impl {
   void flush_all() CTO_REQUIRES(mu);
   long long update(const Ctx& ctx) CTO_REQUIRES(mu);
 
-  // ---- Devices ----
-  Result<uint16_t> resolve_device(const Netdev* nd, uint8_t family, const Addr* peer, bool required) CTO_REQUIRES(mu);
-  // The route lookup, cached for kRouteCacheMs (many connections share
-  // their peers; link events clear the cache).
-  Result<int> route_oif(uint8_t family, const Addr& addr) CTO_REQUIRES(mu);
-  uint16_t device_slot(const std::string& name) CTO_REQUIRES(mu);
-  FtMode wanted_mode(Device& d) CTO_REQUIRES(mu);
-  std::map<uint16_t, Status> ensure_devices(const std::vector<uint16_t>& wanted) CTO_REQUIRES(mu);
+  // ---- Devices (nft_devices.h) ----
+  // Devices of 'added' that joined for ops the kernel then refused leave
+  // again; when that fails, the table check reads what the kernel lists.
   void rollback_devices(const std::vector<uint16_t>& added) CTO_REQUIRES(mu);
-  void ensure_present_devices() CTO_REQUIRES(mu);
-  void on_link_event(const netlink::LinkEvent& ev) CTO_REQUIRES(mu);
   // Applies the link events queued since the last call; every operation
   // starts with it, so no direct lookup is ever older than an event.
-  void sync_links() CTO_REQUIRES(mu) {
-    backend.devices->poll_events([this](const netlink::LinkEvent& ev) {
-      mu.assert_held();  // Called back from within poll_events().
-      on_link_event(ev);
-    });
-  }
-  FtMode mode_for(uint16_t iif, uint16_t riif) const CTO_REQUIRES(mu);
+  void sync_links() CTO_REQUIRES(mu) { devices.poll_events(); }
 
   // ---- Consistency ----
   void maybe_verify(bool force) CTO_REQUIRES(mu);
@@ -538,7 +289,6 @@ struct NftFlowtableProvider::Impl {
   // delete are taken out of 'have_rules' so they are added back.
   size_t repair_flowtable_flags(netlink::NftTxn& txn, const nft::LayoutState& st, FtMode k,
                                 std::set<std::string>& have_rules) CTO_REQUIRES(mu);
-  std::string note_dev(uint16_t i) const CTO_REQUIRES(mu) { return i == kNoDevice ? std::string() : devs[i].name; }
   nft::ElemNote note_of(const Record& r) const CTO_REQUIRES(mu);
   nft::ElemNote note_of(const Conn& c, uint16_t iif, uint16_t riif) const CTO_REQUIRES(mu);
 
@@ -574,10 +324,6 @@ struct NftFlowtableProvider::Impl {
   long long now() const CTO_REQUIRES(mu) { return backend.clock ? backend.clock() : realtime_ms(); }
   SelKey key_of(const Conn& c, FtMode k) const { return SelKey{c.family, c.zone, k}; }
   SelKey key_of(const Record& r) const { return key_of(r.conn, r.ft); }
-  void ref(uint16_t i, int delta) CTO_REQUIRES(mu) {
-    if (i == kNoDevice) return;
-    devs[i].refs = static_cast<uint32_t>(static_cast<int64_t>(devs[i].refs) + delta);
-  }
 };
 
 // ---- Probe ----
@@ -743,7 +489,7 @@ Status NftFlowtableProvider::Impl::open_backend() {
     backend.ct = std::make_unique<netlink::Ctnetlink>(std::move(*c));
   }
   if (!backend.devices) {
-    auto d = RealDevices::open();
+    auto d = nft::open_device_directory();
     if (!d) return d.status().with_context("open rtnetlink sockets");
     backend.devices = std::move(*d);
   }
@@ -872,13 +618,7 @@ Status NftFlowtableProvider::Impl::adopt(const nft::LayoutState& st) {
     } else {
       continue;
     }
-    for (const auto& name : ft.devices) {
-      const uint16_t i = device_slot(name);
-      if (i == kNoDevice) continue;
-      devs[i].mode = m;
-      devs[i].in_kernel = true;
-      devs[i].note = "adopted from the existing flowtable " + ft.name;
-    }
+    for (const auto& name : ft.devices) devices.adopt(name, m, ft.name);
   }
   // Sets, and which layout their rules have.  A set with a layout 1 rule
   // (`ct original` tuple, comment = the set's name) holds layout 1 keys.
@@ -908,21 +648,17 @@ Status NftFlowtableProvider::Impl::adopt(const nft::LayoutState& st) {
   }
   // Devices of adopted connections that are no longer in a flowtable, and
   // anything else missing, are put back now.
-  for (auto& d : devs) {
-    auto idx = backend.devices->ifindex(d.name);
-    d.present = idx.ok();
-    d.ifindex = idx ? *idx : 0;
-  }
+  for (size_t i = 0; i < devices.size(); ++i) devices.recheck(static_cast<uint16_t>(i));
   if (!legacy.empty()) {
     if (Status s = migrate(legacy, legacy_rules); !s) return s;
   }
   Status s = verify_and_restore(false);
   if (!s) return s;
   if (complete) {
-    logger->info("adopted {} connections and {} devices from table inet {}", conns.size(), devs.size(), opts.table);
+    logger->info("adopted {} connections and {} devices from table inet {}", conns.size(), devices.size(), opts.table);
   } else {
     logger->info("adopted table inet {} ({} devices); connections are read as they are asked about", opts.table,
-                 devs.size());
+                 devices.size());
   }
   return {};
 }
@@ -964,12 +700,12 @@ Status NftFlowtableProvider::Impl::adopt_elements(const nft::LayoutState& st, co
 size_t NftFlowtableProvider::Impl::insert_adopted(const SelKey& key, const Conn& conn, const nft::ElemNote& note) {
   Record r{};
   r.conn = conn;
-  r.iif = note.iif.empty() ? kNoDevice : device_slot(note.iif);
-  r.riif = note.reply_iif.empty() ? kNoDevice : device_slot(note.reply_iif);
+  r.iif = note.iif.empty() ? kNoDevice : devices.slot(note.iif);
+  r.riif = note.reply_iif.empty() ? kNoDevice : devices.slot(note.reply_iif);
   r.ft = key.kind;
   const size_t i = conns.insert(r);
-  ref(r.iif, +1);
-  ref(r.riif, +1);
+  devices.ref(r.iif, +1);
+  devices.ref(r.riif, +1);
   ++sets[key].count;
   return i;
 }
@@ -1074,254 +810,18 @@ void NftFlowtableProvider::Impl::prune_usage() {
 
 // ---- Devices ----
 
-uint16_t NftFlowtableProvider::Impl::device_slot(const std::string& name) {
-  auto it = dev_by_name.find(name);
-  if (it != dev_by_name.end()) return it->second;
-  if (devs.size() >= kNoDevice) return kNoDevice;
-  const auto i = static_cast<uint16_t>(devs.size());
-  Device d;
-  d.name = name;
-  devs.push_back(std::move(d));
-  dev_by_name.emplace(name, i);
-  return i;
-}
-
-Result<int> NftFlowtableProvider::Impl::route_oif(uint8_t family, const Addr& addr) {
-  std::string key(1, static_cast<char>(family));
-  key.append(reinterpret_cast<const char*>(addr.bytes), family == AF_INET ? 4 : 16);
-  const long long t = now();
-  auto it = route_cache.find(key);
-  if (it != route_cache.end() && t - it->second.second < kRouteCacheMs) {
-    // A negative entry holds the lookup's errno, negated.
-    if (it->second.first > 0) return it->second.first;
-    return Status::error(-it->second.first, "route lookup for " + format_address(family, addr) + " (cached)");
-  }
-  auto oif = backend.devices->route_oif(family, addr);
-  if (route_cache.size() >= kRouteCacheMax) route_cache.clear();
-  route_cache[key] = {oif ? *oif : -oif.err(), t};
-  return oif;
-}
-
-Result<uint16_t> NftFlowtableProvider::Impl::resolve_device(const Netdev* nd, uint8_t family, const Addr* peer,
-                                                            bool required) {
-  std::string name;
-  int ifindex = 0;
-  if (nd != nullptr && (nd->name[0] != '\0' || nd->ifindex > 0)) {
-    const std::string given(nd->name, strnlen(nd->name, sizeof(nd->name)));
-    // A device in use and present has a current ifindex (link events and
-    // the periodic check keep it so): no lookup per connection.
-    if (!given.empty()) {
-      auto known = dev_by_name.find(given);
-      if (known != dev_by_name.end() && devs[known->second].present && devs[known->second].ifindex > 0) {
-        return known->second;
-      }
-      auto idx = backend.devices->ifindex(given);
-      if (!idx) return Status::error(ENODEV, "input device '" + given + "': " + idx.message());
-      name = given;
-      ifindex = *idx;
-    } else {
-      for (size_t i = 0; i < devs.size(); ++i) {
-        if (devs[i].present && devs[i].ifindex == nd->ifindex) return static_cast<uint16_t>(i);
-      }
-      auto n = backend.devices->name(nd->ifindex);
-      if (!n) return Status::error(ENODEV, "input device ifindex " + std::to_string(nd->ifindex) + ": " + n.message());
-      name = *n;
-      ifindex = nd->ifindex;
-    }
-  } else if (peer != nullptr) {
-    auto oif = route_oif(family, *peer);
-    if (!oif) {
-      if (required) return oif.status().with_context("no input device given");
-      return kNoDevice;
-    }
-    for (size_t i = 0; i < devs.size(); ++i) {
-      if (devs[i].present && devs[i].ifindex == *oif) return static_cast<uint16_t>(i);
-    }
-    auto n = backend.devices->name(*oif);
-    if (!n) {
-      if (required) return n.status();
-      return kNoDevice;
-    }
-    name = *n;
-    ifindex = *oif;
-  } else {
-    return Status::error(ENODEV, "no input device");
-  }
-  const uint16_t i = device_slot(name);
-  if (i == kNoDevice) return Status::error(ENOSPC, "too many devices");
-  Device& d = devs[i];
-  if (!d.present || d.ifindex != ifindex) {
-    // New, or back (possibly with a new ifindex): the kernel dropped it
-    // from the flowtable when it went away.
-    if (d.ifindex != 0 && d.ifindex != ifindex) d.in_kernel = false;
-    d.present = true;
-    d.ifindex = ifindex;
-  }
-  return i;
-}
-
-FtMode NftFlowtableProvider::Impl::wanted_mode(Device& d) {
-  switch (opts.hw_offload) {
-    case HwOffload::kOff:
-      d.note = "hw_offload=off";
-      return FtMode::kSw;
-    case HwOffload::kOn:
-      return FtMode::kHw;
-    case HwOffload::kAuto: {
-      auto hw = backend.devices->hw_tc_offload(d.name);
-      if (hw && *hw) return FtMode::kHw;
-      d.note = hw ? "device does not advertise hw-tc-offload" : "hw-tc-offload unknown: " + hw.message();
-      return FtMode::kSw;
-    }
-  }
-  return FtMode::kSw;
-}
-
-std::map<uint16_t, Status> NftFlowtableProvider::Impl::ensure_devices(const std::vector<uint16_t>& wanted) {
-  std::map<uint16_t, Status> result;
-  if (!layout.flowtables) {
-    for (uint16_t i : wanted) {
-      devs[i].in_kernel = true;  // Nothing to do without flowtables.
-      if (devs[i].mode == FtMode::kNone) devs[i].mode = FtMode::kSw;
-      result[i] = Status();
-    }
-    return result;
-  }
-  // First attempt: each device to the flowtable it wants (its earlier mode
-  // if it had one), one op per device so each gets its own verdict.
-  std::vector<std::pair<uint16_t, FtMode>> todo;
-  for (uint16_t i : wanted) {
-    Device& d = devs[i];
-    const FtMode k = d.mode == FtMode::kNone ? wanted_mode(d) : d.mode;
-    todo.emplace_back(i, k);
-  }
-  for (const netlink::Settle::Round& round : kDeviceSettle) {
-    netlink::NftTxn txn(*backend.nft);
-    std::vector<netlink::OpId> ids;
-    ids.reserve(todo.size());
-    for (auto [i, k] : todo) {
-      ids.push_back(
-          txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(layout, k, {devs[i].name}),
-                            "add device " + devs[i].name + " to flowtable " + std::string(nft::flowtable_name(k))));
-    }
-    (void)txn.commit();
-    std::vector<std::pair<uint16_t, FtMode>> again;
-    for (size_t n = 0; n < todo.size(); ++n) {
-      auto [i, k] = todo[n];
-      Device& d = devs[i];
-      const Status& s = txn.status(ids[n]);
-      if (s) {
-        d.mode = k;
-        d.in_kernel = true;
-        if (k == FtMode::kHw) d.note = "hardware offload accepted";
-        logger->info("device {} joined flowtable {} ({} offload{}{})", d.name, nft::flowtable_name(k),
-                     k == FtMode::kHw ? "hardware" : "software", d.note.empty() ? "" : ": ", d.note);
-        result[i] = Status();
-        continue;
-      }
-      if (txn.outcome_unknown(ids[n])) {
-        // NEWFLOWTABLE with NLM_F_CREATE is idempotent (a device already
-        // listed is fine): resent without reading back.  Out of rounds, the
-        // lost verdict is the device's error.
-        result[i] = s;
-        if (round.lost(netlink::ReadBack::kIdempotent) == netlink::Fate::kResend) again.emplace_back(i, k);
-        continue;
-      }
-      if (k == FtMode::kHw && s.err() != ENOENT && s.err() != ENODEV && s.err() != EPERM &&
-          round.again() == netlink::Fate::kResend) {
-        // Refused for hardware (EOPNOTSUPP on veth and most drivers):
-        // the device takes the software flowtable.
-        d.note = "hardware offload refused: " + s.message();
-        logger->info("device {}: {}; using the software flowtable", d.name, d.note);
-        again.emplace_back(i, FtMode::kSw);
-        continue;
-      }
-      if (s.err() == ENOENT) {
-        d.present = false;
-        d.in_kernel = false;
-        result[i] = Status::error(ENODEV, "device " + d.name + " is gone: " + s.message());
-      } else {
-        result[i] = s;
-      }
-    }
-    todo = std::move(again);
-    if (todo.empty()) break;
-  }
-  return result;
-}
-
 void NftFlowtableProvider::Impl::rollback_devices(const std::vector<uint16_t>& added) {
-  std::map<FtMode, std::vector<std::string>> drop;
-  for (uint16_t i : added) {
-    Device& d = devs[i];
-    if (d.refs != 0 || !d.in_kernel || d.mode == FtMode::kNone) continue;
-    if (layout.flowtables) drop[d.mode].push_back(d.name);
-    d.in_kernel = false;
-  }
-  if (drop.empty()) return;
-  netlink::NftTxn txn(*backend.nft);
-  for (auto& [m, names] : drop) {
-    txn.add_flowtable(NFT_MSG_DELFLOWTABLE, 0, nft::build_flowtable(layout, m, names),
-                      "remove unused devices from a flowtable");
-  }
-  if (Status s = txn.commit(); !s) {
+  if (Status s = devices.leave_unused(added); !s) {
     logger->warn("removing unused devices: {}", s.to_string());
     // Which devices the flowtables list now is the kernel's to say.
     (void)verify_and_restore(false);
   }
 }
 
-void NftFlowtableProvider::Impl::on_link_event(const netlink::LinkEvent& ev) {
-  route_cache.clear();
-  if (ev.type == netlink::LinkEventType::kRemoved) {
-    for (auto& d : devs) {
-      if (d.present && d.ifindex == ev.ifindex) {
-        d.present = false;
-        d.in_kernel = false;  // The kernel drops a vanished device from its flowtable.
-        d.ifindex = 0;
-        logger->info("device {} went away; the kernel dropped it from its flowtable", d.name);
-      }
-    }
-    return;
-  }
-  auto it = dev_by_name.find(ev.name);
-  if (it == dev_by_name.end()) return;
-  Device& d = devs[it->second];
-  if (d.present && d.ifindex == ev.ifindex) return;
-  // Events queue up between operations; one about an ifindex the name no
-  // longer has is stale (what it reports was already undone).
-  auto now_idx = backend.devices->ifindex(d.name);
-  if (!now_idx || *now_idx != ev.ifindex) return;
-  if (!d.present || d.ifindex != ev.ifindex) {
-    if (d.ifindex != ev.ifindex) d.in_kernel = false;
-    d.present = true;
-    d.ifindex = ev.ifindex;
-    logger->info("device {} is back (ifindex {})", d.name, d.ifindex);
-  }
-}
-
-void NftFlowtableProvider::Impl::ensure_present_devices() {
-  std::vector<uint16_t> want;
-  for (size_t i = 0; i < devs.size(); ++i) {
-    const Device& d = devs[i];
-    if (d.refs > 0 && d.present && !d.in_kernel) want.push_back(static_cast<uint16_t>(i));
-  }
-  if (want.empty()) return;
-  for (const auto& [i, s] : ensure_devices(want)) {
-    if (!s) logger->warn("device {} could not rejoin its flowtable: {}", devs[i].name, s.to_string());
-  }
-}
-
-FtMode NftFlowtableProvider::Impl::mode_for(uint16_t iif, uint16_t riif) const {
-  if (iif == kNoDevice || devs[iif].mode != FtMode::kHw) return FtMode::kSw;
-  if (riif != kNoDevice && devs[riif].mode != FtMode::kHw) return FtMode::kSw;
-  return FtMode::kHw;
-}
-
 nft::ElemNote NftFlowtableProvider::Impl::note_of(const Conn& c, uint16_t iif, uint16_t riif) const {
   nft::ElemNote n;
-  n.iif = note_dev(iif);
-  n.reply_iif = note_dev(riif);
+  n.iif = devices.name_of(iif);
+  n.reply_iif = devices.name_of(riif);
   (void)c;  // What NAT changed is written from the connection itself (format_note).
   return n;
 }
@@ -1360,7 +860,7 @@ Status NftFlowtableProvider::Impl::verify_and_restore(bool deep) {
   std::set<std::string> have_sets(st->sets.begin(), st->sets.end());
   std::set<std::string> have_rules;
   for (const auto& r : st->rules) have_rules.insert(r.comment);
-  std::map<std::string, std::set<std::string>> ft_devs;
+  std::map<std::string, std::set<std::string>> ft_devs;  // Flowtable -> the devices it lists.
   for (const auto& f : st->flowtables) ft_devs[f.name] = std::set<std::string>(f.devices.begin(), f.devices.end());
 
   netlink::NftTxn txn(*backend.nft);
@@ -1376,35 +876,18 @@ Status NftFlowtableProvider::Impl::verify_and_restore(bool deep) {
   // Flowtables and their devices.
   std::vector<std::pair<uint16_t, netlink::OpId>> dev_ops;
   if (layout.flowtables) {
-    bool need_hw = false;
-    for (const auto& d : devs) need_hw = need_hw || d.mode == FtMode::kHw;
+    const bool need_hw = devices.any_hw();
     for (FtMode k : {FtMode::kSw, FtMode::kHw}) {
-      const std::string fname(nft::flowtable_name(k));
-      const bool exists = ft_devs.count(fname) != 0;
+      auto listed = ft_devs.find(std::string(nft::flowtable_name(k)));
+      const bool exists = listed != ft_devs.end();
       if (!exists && (k == FtMode::kSw || need_hw)) {
         txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(layout, k, {}));
         ++repairs;
       }
       if (exists) repairs += repair_flowtable_flags(txn, *st, k, have_rules);
-      for (size_t i = 0; i < devs.size(); ++i) {
-        Device& d = devs[i];
-        if (d.mode != k) continue;
-        const bool listed = exists && ft_devs[fname].count(d.name) != 0;
-        d.in_kernel = listed;
-        if (!listed && d.refs > 0) {
-          // The kernel dropped it (it went away); is it back?
-          auto idx = backend.devices->ifindex(d.name);
-          d.present = idx.ok();
-          d.ifindex = idx ? *idx : 0;
-        }
-        if (!listed && d.present && d.refs > 0) {
-          dev_ops.emplace_back(
-              static_cast<uint16_t>(i),
-              txn.add_flowtable(NFT_MSG_NEWFLOWTABLE, NLM_F_CREATE, nft::build_flowtable(layout, k, {d.name}),
-                                "add device " + d.name + " to flowtable " + fname));
-          ++repairs;
-        }
-      }
+      auto ops = devices.restore(txn, k, exists ? &listed->second : nullptr);
+      repairs += ops.size();
+      dev_ops.insert(dev_ops.end(), ops.begin(), ops.end());
     }
   }
   // Sets, rules, and the elements of sets that had to be made again.
@@ -1449,13 +932,7 @@ Status NftFlowtableProvider::Impl::verify_and_restore(bool deep) {
   }
   if (deep_refill) logger->info("resync: re-adding the elements of {} connections", conns.size());
   Status result = txn.commit();
-  for (auto [i, op] : dev_ops) {
-    if (txn.status(op)) {
-      devs[i].in_kernel = true;
-    } else {
-      logger->warn("device {} could not rejoin its flowtable: {}", devs[i].name, txn.status(op).to_string());
-    }
-  }
+  devices.restored(txn, dev_ops);
   for (const auto& [key, op] : set_ops) {
     if (!txn.status(op)) sets[key].exists = false;
   }
@@ -1606,8 +1083,8 @@ NftConnInfo NftFlowtableProvider::Impl::info_of(const Record& r, const std::opti
   NftConnInfo info;
   info.conn = r.conn;
   info.flowtable = r.ft;
-  info.iif = note_dev(r.iif);
-  info.reply_iif = note_dev(r.riif);
+  info.iif = devices.name_of(r.iif);
+  info.reply_iif = devices.name_of(r.riif);
   info.last_used_ms = (r.flags & kRecNoCounters) ? 0 : r.last_used;
   if (e) {
     info.in_conntrack = true;
@@ -1628,7 +1105,7 @@ NftConnInfo NftFlowtableProvider::Impl::info_of(const Record& r, const std::opti
 void NftFlowtableProvider::Impl::process(std::span<Op> ops) {
   sync_links();
   maybe_verify(false);
-  ensure_present_devices();
+  devices.rejoin_present();
 
   size_t i = 0;
   while (i < ops.size()) {
@@ -1722,14 +1199,14 @@ std::vector<size_t> NftFlowtableProvider::Impl::segment_round(std::span<Op> ops,
     AddPlan a;
     a.op = k;
     a.conn = c;
-    auto iif = resolve_device(op.ctx.netdev_in, c->family, &c->orig.src, true);
+    auto iif = devices.resolve(op.ctx.netdev_in, c->family, &c->orig.src, true);
     if (!iif) {
       logger->debug("conn_add {}: {}", format_conn(*c), iif.status().to_string());
       op.error = iif.err();
       continue;
     }
     a.iif = *iif;
-    auto riif = resolve_device(nullptr, c->family, &c->reply.src, false);
+    auto riif = devices.resolve(nullptr, c->family, &c->reply.src, false);
     a.riif = riif ? *riif : kNoDevice;
     ++pending;
     adds.push_back(a);
@@ -1739,14 +1216,14 @@ std::vector<size_t> NftFlowtableProvider::Impl::segment_round(std::span<Op> ops,
   std::vector<uint16_t> need;
   for (const auto& a : adds) {
     for (uint16_t d : {a.iif, a.riif}) {
-      if (d != kNoDevice && !devs[d].in_kernel && std::find(need.begin(), need.end(), d) == need.end()) {
+      if (d != kNoDevice && !devices.at(d).in_kernel && std::find(need.begin(), need.end(), d) == need.end()) {
         need.push_back(d);
       }
     }
   }
   std::vector<uint16_t> added;
   if (!need.empty()) {
-    auto res = ensure_devices(need);
+    auto res = devices.join(need);
     for (auto& a : adds) {
       for (uint16_t* d : {&a.iif, &a.riif}) {
         if (*d == kNoDevice) continue;
@@ -1765,7 +1242,7 @@ std::vector<size_t> NftFlowtableProvider::Impl::segment_round(std::span<Op> ops,
       if (s.ok()) added.push_back(d);
     }
   }
-  for (auto& a : adds) a.key = key_of(*a.conn, mode_for(a.iif, a.riif));
+  for (auto& a : adds) a.key = key_of(*a.conn, devices.mode_for(a.iif, a.riif));
   // A lazily adopted table may hold a connection this process has not
   // seen.  The set it goes to needs no lookup: the add carries
   // NLM_F_EXCL, and the kernel's EEXIST for it is read back below.  Only
@@ -1983,8 +1460,8 @@ std::vector<size_t> NftFlowtableProvider::Impl::segment_round(std::span<Op> ops,
     r.riif = a.riif;
     r.ft = a.key.kind;
     conns.insert(r);
-    ref(a.iif, +1);
-    ref(a.riif, +1);
+    devices.ref(a.iif, +1);
+    devices.ref(a.riif, +1);
     ++sets[a.key].count;
   }
   std::vector<Conn> ended;
@@ -1993,8 +1470,8 @@ std::vector<size_t> NftFlowtableProvider::Impl::segment_round(std::span<Op> ops,
     const size_t r = conns.find(d.conn);
     if (r == ConnTable::npos) continue;
     const Record rec = conns.at(r);
-    ref(rec.iif, -1);
-    ref(rec.riif, -1);
+    devices.ref(rec.iif, -1);
+    devices.ref(rec.riif, -1);
     --sets[d.key].count;
     conns.erase(r);
     ended.push_back(d.conn);
@@ -2053,7 +1530,7 @@ void NftFlowtableProvider::Impl::established(const Ctx& ctx) {
   const size_t i = find_held(*ctx.conn);
   if (i == ConnTable::npos || !same_conn(conns.at(i).conn, *ctx.conn)) return;
   if (ctx.netdev_in == nullptr) return;
-  auto dev = resolve_device(ctx.netdev_in, ctx.conn->family, nullptr, true);
+  auto dev = devices.resolve(ctx.netdev_in, ctx.conn->family, nullptr, true);
   if (!dev) {
     logger->debug("conn_established {}: {}", format_conn(*ctx.conn), dev.status().to_string());
     return;
@@ -2061,17 +1538,17 @@ void NftFlowtableProvider::Impl::established(const Ctx& ctx) {
   Record r = conns.at(i);
   if (r.riif == *dev) return;
   std::vector<uint16_t> added;
-  if (!devs[*dev].in_kernel) {
-    auto res = ensure_devices({*dev});
+  if (!devices.at(*dev).in_kernel) {
+    auto res = devices.join({*dev});
     if (!res[*dev]) {
-      logger->warn("conn_established {}: reply device {}: {}", format_conn(r.conn), devs[*dev].name,
+      logger->warn("conn_established {}: reply device {}: {}", format_conn(r.conn), devices.at(*dev).name,
                    res[*dev].to_string());
       return;
     }
     added.push_back(*dev);
   }
   const SelKey old_key = key_of(r);
-  const SelKey new_key = key_of(r.conn, mode_for(r.iif, *dev));
+  const SelKey new_key = key_of(r.conn, devices.mode_for(r.iif, *dev));
   // Delete and add in one transaction: the element carries the new reply
   // device in its comment (and may move to the other flowtable's set).
   // When the verdict is lost, the same transaction is sent once more: in
@@ -2129,13 +1606,13 @@ void NftFlowtableProvider::Impl::established(const Ctx& ctx) {
     return;
   }
   Record& rec = conns.at(i);
-  ref(rec.riif, -1);
-  ref(*dev, +1);
+  devices.ref(rec.riif, -1);
+  devices.ref(*dev, +1);
   --sets[old_key].count;
   ++sets[new_key].count;
   rec.riif = *dev;
   rec.ft = new_key.kind;
-  logger->debug("conn_established {}: reply device {}", format_conn(rec.conn), devs[*dev].name);
+  logger->debug("conn_established {}: reply device {}", format_conn(rec.conn), devices.at(*dev).name);
 }
 
 void NftFlowtableProvider::Impl::flush_all() {
@@ -2170,9 +1647,7 @@ void NftFlowtableProvider::Impl::flush_all() {
   conns.clear();
   complete = true;  // The table is empty: nothing is left to read.
   if (auto session = usage_session()) session->clear();
-  devs.clear();
-  dev_by_name.clear();
-  route_cache.clear();
+  devices.clear();
   sets.clear();
   for (const SelKey& key : kBaselineSets) sets[key];
   // Puts back whatever of the baseline is missing (all of it when the
@@ -2229,7 +1704,9 @@ void NftFlowtableProvider::conn_established(const Ctx& ctx) {
 }
 
 bool NftFlowtableProvider::can_offload(const Ctx& ctx) {
-  if (ctx.conn == nullptr || !validate(*ctx.conn).ok()) return false;
+  // This class is a boundary of its own (used without a registry by tools
+  // and tests), so it checks its input; a yes or no needs no message.
+  if (ctx.conn == nullptr || !check::conn_valid(*ctx.conn)) return false;
   // Lock-free: a batch in progress on another thread does not hold this up.
   return impl_->ready_seen.load(std::memory_order_relaxed) &&
          impl_->held.load(std::memory_order_relaxed) < impl_->opts.capacity;
@@ -2282,7 +1759,7 @@ std::vector<NftDeviceInfo> NftFlowtableProvider::devices() {
   MutexLock lock(impl_->mu);
   if (impl_->ready) impl_->sync_links();
   std::vector<NftDeviceInfo> out;
-  for (const auto& d : impl_->devs) {
+  for (const Device& d : impl_->devices.all()) {
     NftDeviceInfo i;
     i.name = d.name;
     i.ifindex = d.present ? d.ifindex : 0;
