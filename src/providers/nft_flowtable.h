@@ -44,7 +44,8 @@
 // flowtable only when both of its devices are there.  devices() reports
 // each device's mode.  A device that disappears is dropped from the
 // flowtable by the kernel and re-added when it comes back (link events,
-// checked at every operation).
+// checked at every operation).  nft_devices.h keeps the device table, and
+// nft_conn_table.h the per-connection records.
 //
 // Ownership and tampering: everything lives in one table, with a comment
 // naming the owner.  A new process adopts the connections in an existing
