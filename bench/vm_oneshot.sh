@@ -33,6 +33,8 @@
 # and removes on exit.  Prints Markdown (to --md FILE, appended, or stdout).
 # Exit status non-zero when a step fails to run; timing never fails it.
 set -uo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" || exit 2
 
 ctl="" sizes="10000 100000 1000000" reps=5 oreps="" once_from=1000000 bound=1200 md=/dev/stdout logs=""
 skip_adopt=0
@@ -47,39 +49,27 @@ while (($#)); do
     --bound) bound=$2; shift 2 ;;
     --md) md=$2; shift 2 ;;
     --logs) logs=$2; shift 2 ;;
-    -h | --help) sed -n '2,/^set -uo/s/^# \{0,1\}//p' "$0" | grep -v '^set -uo'; exit 0 ;;
-    *) echo "vm_oneshot.sh: unknown argument '$1'" >&2; exit 2 ;;
+    -h | --help) usage_help; exit 0 ;;
+    *) usage_error "unknown argument '$1'" ;;
   esac
 done
-[[ -x $ctl ]] || { echo "vm_oneshot.sh: --ctl PATH (ctoffloadctl) is required" >&2; exit 2; }
+[[ -x $ctl ]] || usage_error "--ctl PATH (ctoffloadctl) is required"
 oreps=${oreps:-$reps}
-[[ $reps =~ ^[1-9][0-9]*$ && $oreps =~ ^[1-9][0-9]*$ ]] || { echo "vm_oneshot.sh: --reps and --oneshot-reps want a count" >&2; exit 2; }
-[[ $bound =~ ^[1-9][0-9]*$ ]] || { echo "vm_oneshot.sh: --bound wants seconds" >&2; exit 2; }
-[[ -z $logs || -d $logs ]] || { echo "vm_oneshot.sh: --logs wants an existing directory" >&2; exit 2; }
+[[ $reps =~ ^[1-9][0-9]*$ && $oreps =~ ^[1-9][0-9]*$ ]] || usage_error "--reps and --oneshot-reps want a count"
+[[ $bound =~ ^[1-9][0-9]*$ ]] || usage_error "--bound wants seconds"
+[[ -z $logs || -d $logs ]] || usage_error "--logs wants an existing directory"
 read -ra sizes <<<"$sizes"
-((${#sizes[@]})) || { echo "vm_oneshot.sh: --sizes is empty" >&2; exit 2; }
+((${#sizes[@]})) || usage_error "--sizes is empty"
 prev=0
 for n in "${sizes[@]}"; do
   if ! [[ $n =~ ^[1-9][0-9]*$ ]] || ((n <= prev || n > 4000000)); then
-    echo "vm_oneshot.sh: --sizes wants increasing counts up to 4000000" >&2
-    exit 2
+    usage_error "--sizes wants increasing counts up to 4000000"
   fi
   prev=$n
 done
-for tool in ip nft conntrack timeout awk; do
-  command -v "$tool" >/dev/null || { echo "vm_oneshot.sh: $tool is missing" >&2; exit 2; }
-done
+need_tools ip nft conntrack timeout awk
 
-p=oneshot-$$
-nsc=$p-c nsr=$p-r nss=$p-s
-work=$(mktemp -d /tmp/ctoffload-oneshot.XXXXXX)
-cleanup() {
-  for ns in "$nsc" "$nsr" "$nss"; do ip netns del "$ns" 2>/dev/null; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-die() { echo "vm_oneshot.sh: $*" >&2; exit 1; }
-log() { echo "vm_oneshot.sh: [${SECONDS}s] $*" >&2; }
+bench_start oneshot oneshot
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 

@@ -32,6 +32,8 @@
 # (and left loaded).  Prints Markdown (to --md FILE, appended, or stdout).
 # Exit status non-zero when a step fails to run; timing never fails it.
 set -uo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" || exit 2
 
 ctl="" simnic="" rounds=5 secs=5 md=/dev/stdout variants="gso mtu"
 while (($#)); do
@@ -42,31 +44,15 @@ while (($#)); do
     --seconds) secs=$2; shift 2 ;;
     --md) md=$2; shift 2 ;;
     --variants) variants=$2; shift 2 ;;
-    -h | --help) sed -n '2,33s/^# \{0,1\}//p' "$0"; exit 0 ;;
-    *) echo "vm_row6b.sh: unknown argument '$1'" >&2; exit 2 ;;
+    -h | --help) usage_help; exit 0 ;;
+    *) usage_error "unknown argument '$1'" ;;
   esac
 done
-[[ -x $ctl ]] || { echo "vm_row6b.sh: --ctl PATH (ctoffloadctl) is required" >&2; exit 2; }
-[[ -n $simnic ]] || { echo "vm_row6b.sh: --simnic DIR (tests/simnic/build.sh --out DIR) is required" >&2; exit 2; }
-for tool in ip nft conntrack iperf3 jq ethtool; do
-  command -v "$tool" >/dev/null || { echo "vm_row6b.sh: $tool is missing" >&2; exit 2; }
-done
+[[ -x $ctl ]] || usage_error "--ctl PATH (ctoffloadctl) is required"
+[[ -n $simnic ]] || usage_error "--simnic DIR (tests/simnic/build.sh --out DIR) is required"
+need_tools ip nft conntrack iperf3 jq ethtool
 
-p=bench6b-$$
-nsc=$p-c nsr=$p-r nss=$p-s
-work=$(mktemp -d /tmp/ctoffload-row6b.XXXXXX)
-server_pid=""
-cleanup() {
-  [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null
-  # The provider's table goes with the router's namespace; the ports go
-  # with their namespaces (deleting one end of a pair deletes both).
-  for ns in "$nsc" "$nsr" "$nss"; do ip netns del "$ns" 2>/dev/null; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-die() { echo "vm_row6b.sh: $*" >&2; exit 1; }
-log() { echo "vm_row6b.sh: [${SECONDS}s] $*" >&2; }
-
+bench_start bench6b row6b
 
 # ---- The simulated NIC ---------------------------------------------------
 ko=$simnic/$(uname -r)/simnic.ko

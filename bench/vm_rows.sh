@@ -22,6 +22,8 @@
 # and removes on exit.  Prints Markdown (to --md FILE, appended, or stdout).
 # Exit status non-zero when a step fails to run; timing never fails it.
 set -uo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" || exit 2
 
 ctl="" n=20000 rounds=5 secs=5 md=/dev/stdout
 while (($#)); do
@@ -31,27 +33,14 @@ while (($#)); do
     --rounds) rounds=$2; shift 2 ;;
     --seconds) secs=$2; shift 2 ;;
     --md) md=$2; shift 2 ;;
-    -h | --help) sed -n '2,22s/^# \{0,1\}//p' "$0"; exit 0 ;;
-    *) echo "vm_rows.sh: unknown argument '$1'" >&2; exit 2 ;;
+    -h | --help) usage_help; exit 0 ;;
+    *) usage_error "unknown argument '$1'" ;;
   esac
 done
-[[ -x $ctl ]] || { echo "vm_rows.sh: --ctl PATH (ctoffloadctl) is required" >&2; exit 2; }
-for tool in ip nft conntrack iperf3 jq; do
-  command -v "$tool" >/dev/null || { echo "vm_rows.sh: $tool is missing" >&2; exit 2; }
-done
+[[ -x $ctl ]] || usage_error "--ctl PATH (ctoffloadctl) is required"
+need_tools ip nft conntrack iperf3 jq
 
-p=bench-$$
-nsc=$p-c nsr=$p-r nss=$p-s
-work=$(mktemp -d /tmp/ctoffload-vmrows.XXXXXX)
-server_pid=""
-cleanup() {
-  [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null
-  for ns in "$nsc" "$nsr" "$nss"; do ip netns del "$ns" 2>/dev/null; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-die() { echo "vm_rows.sh: $*" >&2; exit 1; }
-log() { echo "vm_rows.sh: [${SECONDS}s] $*" >&2; }
+bench_start bench vmrows
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
