@@ -30,6 +30,18 @@
 #   bench_cleanup       kills server_pid if set, deletes the three
 #                       namespaces (the provider's table and the ports go
 #                       with them) and removes work.  Prints nothing.
+#   topology KIND       creates the namespaces and the router between them:
+#                       client eth0 10.0.1.2/24 - r-c 10.0.1.1/24 (router)
+#                       r-s 10.0.2.1/24 - server eth0 10.0.2.2/24, pairs of
+#                       link type KIND (veth, or simnic: IP_LIB_DIR set and
+#                       the module loaded), lo and every port up, the
+#                       client's and server's default routes via the router,
+#                       IPv4 forwarding on in the router.  Dies on failure.
+#   rx CMD...           runs CMD in the router's namespace; its status.
+#   route_far           routes 10.200.0.0/16 (the generated connections'
+#                       destinations) from the router out of r-s, so that
+#                       the provider finds the reply device itself, as it
+#                       would for real traffic.  Dies on failure.
 
 bench_name=${0##*/}
 
@@ -60,3 +72,21 @@ bench_cleanup() {
   for ns in "$nsc" "$nsr" "$nss"; do ip netns del "$ns" 2>/dev/null; done
   rm -rf "$work"
 }
+
+topology() {
+  local kind=$1 ns
+  for ns in "$nsc" "$nsr" "$nss"; do ip netns add "$ns" || die "ip netns add $ns"; done
+  {
+    ip -n "$nsr" link add r-c type "$kind" peer name eth0 netns "$nsc" &&
+      ip -n "$nsr" link add r-s type "$kind" peer name eth0 netns "$nss" &&
+      ip -n "$nsc" addr add 10.0.1.2/24 dev eth0 && ip -n "$nsr" addr add 10.0.1.1/24 dev r-c &&
+      ip -n "$nsr" addr add 10.0.2.1/24 dev r-s && ip -n "$nss" addr add 10.0.2.2/24 dev eth0 &&
+      for ns in "$nsc" "$nsr" "$nss"; do ip -n "$ns" link set lo up; done &&
+      ip -n "$nsc" link set eth0 up && ip -n "$nss" link set eth0 up &&
+      ip -n "$nsr" link set r-c up && ip -n "$nsr" link set r-s up &&
+      ip -n "$nsc" route add default via 10.0.1.1 && ip -n "$nss" route add default via 10.0.2.1 &&
+      ip netns exec "$nsr" sysctl -qw net.ipv4.ip_forward=1
+  } || die "could not build the topology"
+}
+rx() { ip netns exec "$nsr" "$@"; }
+route_far() { rx ip route add 10.200.0.0/16 via 10.0.2.2 || die "route in the router"; }

@@ -109,21 +109,8 @@ count_json() { tr '{' '\n' | grep -c '^"zone"'; }      # connections in `ctofflo
 count_none() { cat; }                                  # batch: its result lines
 
 # ---- Topology: client - router - server ------------------------------------
-for ns in "$nsc" "$nsr" "$nss"; do ip netns add "$ns" || die "ip netns add $ns"; done
-{
-  ip -n "$nsr" link add r-c type veth peer name eth0 netns "$nsc" &&
-    ip -n "$nsr" link add r-s type veth peer name eth0 netns "$nss" &&
-    ip -n "$nsc" addr add 10.0.1.2/24 dev eth0 && ip -n "$nsr" addr add 10.0.1.1/24 dev r-c &&
-    ip -n "$nsr" addr add 10.0.2.1/24 dev r-s && ip -n "$nss" addr add 10.0.2.2/24 dev eth0 &&
-    for ns in "$nsc" "$nsr" "$nss"; do ip -n "$ns" link set lo up; done &&
-    ip -n "$nsc" link set eth0 up && ip -n "$nss" link set eth0 up &&
-    ip -n "$nsr" link set r-c up && ip -n "$nsr" link set r-s up &&
-    ip netns exec "$nsr" sysctl -qw net.ipv4.ip_forward=1 &&
-    # The destinations are routed out of r-s, so the provider finds the reply
-    # device itself, as it would for real traffic.
-    ip -n "$nsr" route add 10.200.0.0/16 via 10.0.2.2
-} || die "could not build the topology"
-rx() { ip netns exec "$nsr" "$@"; }
+topology veth
+route_far
 
 # Connections i = FROM .. TO-1 of the table, as batch lines.
 gen() {

@@ -68,19 +68,7 @@ fi
   echo Y >"$knobs/forward"; } || die "cannot set the simnic knobs to their defaults"
 
 # ---- Topology: client - router - server over simnic pairs -----------------
-for ns in "$nsc" "$nsr" "$nss"; do ip netns add "$ns" || die "ip netns add $ns"; done
-{
-  ip -n "$nsr" link add r-c type simnic peer name eth0 netns "$nsc" &&
-    ip -n "$nsr" link add r-s type simnic peer name eth0 netns "$nss" &&
-    ip -n "$nsc" addr add 10.0.1.2/24 dev eth0 && ip -n "$nsr" addr add 10.0.1.1/24 dev r-c &&
-    ip -n "$nsr" addr add 10.0.2.1/24 dev r-s && ip -n "$nss" addr add 10.0.2.2/24 dev eth0 &&
-    for ns in "$nsc" "$nsr" "$nss"; do ip -n "$ns" link set lo up; done &&
-    ip -n "$nsc" link set eth0 up && ip -n "$nss" link set eth0 up &&
-    ip -n "$nsr" link set r-c up && ip -n "$nsr" link set r-s up &&
-    ip -n "$nsc" route add default via 10.0.1.1 && ip -n "$nss" route add default via 10.0.2.1 &&
-    ip netns exec "$nsr" sysctl -qw net.ipv4.ip_forward=1
-} || die "could not build the topology"
-rx() { ip netns exec "$nsr" "$@"; }
+topology simnic
 
 # /proc/simnic: one line per port, "netns=INUM dev=NAME ... name=value".
 router_netns=$(stat -L -c %i "/run/netns/$nsr")

@@ -55,24 +55,10 @@ timed() {
 }
 
 # ---- Topology: client - router - server --------------------------------
-for ns in "$nsc" "$nsr" "$nss"; do ip netns add "$ns" || die "ip netns add $ns"; done
-{
-  ip -n "$nsr" link add r-c type veth peer name eth0 netns "$nsc" &&
-    ip -n "$nsr" link add r-s type veth peer name eth0 netns "$nss" &&
-    ip -n "$nsc" addr add 10.0.1.2/24 dev eth0 && ip -n "$nsr" addr add 10.0.1.1/24 dev r-c &&
-    ip -n "$nsr" addr add 10.0.2.1/24 dev r-s && ip -n "$nss" addr add 10.0.2.2/24 dev eth0 &&
-    for ns in "$nsc" "$nsr" "$nss"; do ip -n "$ns" link set lo up; done &&
-    ip -n "$nsc" link set eth0 up && ip -n "$nss" link set eth0 up &&
-    ip -n "$nsr" link set r-c up && ip -n "$nsr" link set r-s up &&
-    ip -n "$nsc" route add default via 10.0.1.1 && ip -n "$nss" route add default via 10.0.2.1 &&
-    ip netns exec "$nsr" sysctl -qw net.ipv4.ip_forward=1
-} || die "could not build the topology"
-rx() { ip netns exec "$nsr" "$@"; }
+topology veth
 
 # ---- Row 1b ---------------------------------------------------------------
-# The destinations are routed out of r-s, so the provider finds the reply
-# device itself, as it would for real traffic.
-rx ip route add 10.200.0.0/16 via 10.0.2.2 || die "route in the router"
+route_far
 gen() {  # count -> batch lines
   awk -v n="$1" 'BEGIN {
     for (i = 0; i < n; i++)
