@@ -42,6 +42,16 @@
 #                       destinations) from the router out of r-s, so that
 #                       the provider finds the reply device itself, as it
 #                       would for real traffic.  Dies on failure.
+#
+# Measuring
+#   median              reads one number a line, prints their median
+#                       (%.6g for the mean of the middle two), or "nan"
+#                       when there is none.
+#   timed CMD...        runs CMD, its stdout in work/timed.out and stderr in
+#                       work/timed.err, and sets t_wall, t_user, t_sys
+#                       (seconds, bash's `time`).  When CMD fails: prints
+#                       "NAME: failed: CMD :" and the first 600 bytes of its
+#                       stderr, and returns 1 (t_* untouched).
 
 bench_name=${0##*/}
 
@@ -90,3 +100,16 @@ topology() {
 }
 rx() { ip netns exec "$nsr" "$@"; }
 route_far() { rx ip route add 10.200.0.0/16 via 10.0.2.2 || die "route in the router"; }
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+timed() {
+  local TIMEFORMAT='%R %U %S' out
+  { out=$( { time "$@" >"$work/timed.out" 2>"$work/timed.err"; } 2>&1); } || {
+    echo "$bench_name: failed: $* :" >&2
+    head -c 600 "$work/timed.err" >&2
+    return 1
+  }
+  # shellcheck disable=SC2034  # For the caller.
+  read -r t_wall t_user t_sys <<<"$out"
+}

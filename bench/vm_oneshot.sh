@@ -71,19 +71,6 @@ need_tools ip nft conntrack timeout awk
 
 bench_start oneshot oneshot
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-
-# Times a command (stdout and stderr to files); sets t_wall, t_user, t_sys.
-timed() {
-  local TIMEFORMAT='%R %U %S' out
-  { out=$( { time "$@" >"$work/timed.out" 2>"$work/timed.err"; } 2>&1); } || {
-    echo "vm_oneshot.sh: failed: $* :" >&2
-    head -c 600 "$work/timed.err" >&2
-    return 1
-  }
-  read -r t_wall t_user t_sys <<<"$out"
-}
-
 # timed_to COUNTER CMD...: times CMD alone, at most $bound seconds, its stdout
 # into a file of the guest's tmpfs that the function COUNTER reads afterwards
 # (- : to /dev/null; a counter reading a pipe while CMD runs would compete

@@ -42,18 +42,6 @@ need_tools ip nft conntrack iperf3 jq
 
 bench_start bench vmrows
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-
-# Times a command; sets t_wall, t_user, t_sys (seconds).
-timed() {
-  local TIMEFORMAT='%R %U %S' out
-  { out=$( { time "$@" >"$work/timed.out" 2>"$work/timed.err"; } 2>&1); } || {
-    cat "$work/timed.err" >&2
-    return 1
-  }
-  read -r t_wall t_user t_sys <<<"$out"
-}
-
 # ---- Topology: client - router - server --------------------------------
 topology veth
 
