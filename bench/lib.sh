@@ -43,6 +43,16 @@
 #                       the provider finds the reply device itself, as it
 #                       would for real traffic.  Dies on failure.
 #
+# Traffic: iperf3, TCP from the client to the server's 10.0.2.2:5201
+#   iperf_server        starts `iperf3 -s -p 5201` in the server's namespace
+#                       (its output in work/server.log), sets server_pid,
+#                       and waits up to 10 s for it to listen (if it does
+#                       not, the first client fails).
+#   iperf_client CPORT SECS
+#                       runs the client in the client's namespace from
+#                       port CPORT for SECS seconds, its JSON report (or
+#                       its error) in work/iperf.json; iperf3's status.
+#
 # Measuring
 #   median              reads one number a line, prints their median
 #                       (%.6g for the mean of the middle two), or "nan"
@@ -100,6 +110,18 @@ topology() {
 }
 rx() { ip netns exec "$nsr" "$@"; }
 route_far() { rx ip route add 10.200.0.0/16 via 10.0.2.2 || die "route in the router"; }
+
+iperf_server() {
+  ip netns exec "$nss" iperf3 -s -p 5201 >"$work/server.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 50); do
+    ip netns exec "$nss" ss -ltn 2>/dev/null | grep -q ':5201 ' && break
+    sleep 0.2
+  done
+}
+iperf_client() {
+  ip netns exec "$nsc" iperf3 -c 10.0.2.2 -p 5201 --cport "$1" -t "$2" -J >"$work/iperf.json" 2>&1
+}
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 

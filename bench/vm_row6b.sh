@@ -88,12 +88,7 @@ cpu_now() {
 }
 
 # ---- The runs --------------------------------------------------------------
-ip netns exec "$nss" iperf3 -s -p 5201 >"$work/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 50); do
-  ip netns exec "$nss" ss -ltn 2>/dev/null | grep -q ':5201 ' && break
-  sleep 0.2
-done
+iperf_server
 
 # run MODE CPORT: prepares MODE for the tuple from CPORT, runs iperf3 and
 # appends "mbit busy_s_per_gbit softirq_s_per_gbit stack_pkts nic_pkts" to
@@ -129,7 +124,7 @@ run() {
   : >"$work/running"
   cpu_now
   b0=$busy q0=$sirq
-  ip netns exec "$nsc" iperf3 -c 10.0.2.2 -p 5201 --cport "$port" -t "$secs" -J >"$work/iperf.json" 2>&1 ||
+  iperf_client "$port" "$secs" ||
     die "iperf3 ($mode) failed: $(head -c 300 "$work/iperf.json")"
   cpu_now
   b1=$busy q1=$sirq

@@ -95,14 +95,9 @@ rx "$ctl" flush >/dev/null || die "ctoffloadctl flush"
 
 # ---- Row 6 ----------------------------------------------------------------
 log "row 6: iperf3 through the router, $rounds rounds of ${secs}s slow path and ${secs}s offloaded"
-ip netns exec "$nss" iperf3 -s -p 5201 >"$work/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 50); do
-  ip netns exec "$nss" ss -ltn 2>/dev/null | grep -q ':5201 ' && break
-  sleep 0.2
-done
+iperf_server
 run_iperf() {  # cport -> prints Mbit/s received
-  ip netns exec "$nsc" iperf3 -c 10.0.2.2 -p 5201 --cport "$1" -t "$secs" -J >"$work/iperf.json" 2>&1 ||
+  iperf_client "$1" "$secs" ||
     { echo "iperf3 failed: $(head -c 300 "$work/iperf.json")" >&2; return 1; }
   jq '.end.sum_received.bits_per_second / 1e5 | round / 10' "$work/iperf.json"
 }
