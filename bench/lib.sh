@@ -53,6 +53,19 @@
 #                       port CPORT for SECS seconds, its JSON report (or
 #                       its error) in work/iperf.json; iperf3's status.
 #
+# The provider's table
+#   conn_awk            (a variable) awk functions to put before an awk
+#                       program, which define connection i (0, 1, ...) of
+#                       the generated tables: conn_src(i) its source
+#                       address "10.A.B.C", conn_sport(i) its source port;
+#                       TCP to 10.200.0.1:80 (route_far), as every caller
+#                       writes it.
+#   conns FROM TO       prints the connections FROM .. TO-1 as
+#                       `ctoffloadctl batch` lines ("add --iif r-c ...").
+#   elem_comment        reads `nft list set` output and prints the first
+#                       element's comment (what the provider writes), or
+#                       nothing.
+#
 # Measuring
 #   median              reads one number a line, prints their median
 #                       (%.6g for the mean of the middle two), or "nan"
@@ -122,6 +135,18 @@ iperf_server() {
 iperf_client() {
   ip netns exec "$nsc" iperf3 -c 10.0.2.2 -p 5201 --cport "$1" -t "$2" -J >"$work/iperf.json" 2>&1
 }
+
+conn_awk='
+  function conn_src(i) { return sprintf("10.%d.%d.%d", 1 + int(i / 62500), int(i / 250) % 250, i % 250 + 1) }
+  function conn_sport(i) { return 1024 + i % 60000 }'
+conns() {
+  awk -v from="$1" -v to="$2" "$conn_awk"'
+    BEGIN {
+      for (i = from; i < to; i++)
+        printf "add --iif r-c --proto tcp --src %s:%d --dst 10.200.0.1:80\n", conn_src(i), conn_sport(i)
+    }'
+}
+elem_comment() { sed -n 's/.* comment "\([^"]*\)".*/\1/p' | head -1; }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 

@@ -99,14 +99,6 @@ count_none() { cat; }                                  # batch: its result lines
 topology veth
 route_far
 
-# Connections i = FROM .. TO-1 of the table, as batch lines.
-gen() {
-  awk -v from="$1" -v to="$2" 'BEGIN {
-    for (i = from; i < to; i++)
-      printf "add --iif r-c --proto tcp --src 10.%d.%d.%d:%d --dst 10.200.0.1:80\n",
-        1 + int(i / 62500), int(i / 250) % 250, i % 250 + 1, 1024 + i % 60000
-  }'
-}
 # Capacity for a process that reads the whole table of N connections.
 cap_for() { local c=$(($1 + $1 / 4)); ((c < 262144)) && c=262144; echo "$c"; }
 # The measured one-shot connections: ours 10.99.x.y, the peer's 10.98.x.y,
@@ -117,7 +109,7 @@ oneshot_addr() { echo "10.$1.$(($2 / 250)).$(($2 % 250 + 1))"; }
 rx "$ctl" add --iif r-c --proto tcp --src 10.97.0.1:40000 --dst 10.200.0.1:80 >/dev/null ||
   die "ctoffloadctl add of one connection failed"
 one=$(rx nft list set inet ctoffload sel4)
-note=$(sed -n 's/.* comment "\([^"]*\)".*/\1/p' <<<"$one" | head -1)
+note=$(elem_comment <<<"$one")
 [[ -n $note ]] || die "no element comment in set sel4: $(head -c 400 <<<"$one")"
 elem_line=$(grep -m1 '10\.97\.0\.1' <<<"$one" | sed 's/^[[:space:]]*\(elements = { \)\{0,1\}//; s/[ ,}]*$//')
 rx "$ctl" flush >/dev/null || die "ctoffloadctl flush"
@@ -136,7 +128,7 @@ filled=0 k=0 stopped="" warm=1
 for n in "${sizes[@]}"; do
   cap=$(cap_for "$n")
   log "N = $n: filling the table ($filled -> $n connections, capacity $cap)"
-  gen "$filled" "$n" >"$work/fill.txt"
+  conns "$filled" "$n" >"$work/fill.txt"
   timed rx "$ctl" -o nft_flowtable.capacity="$cap" batch "$work/fill.txt" || die "the fill batch failed to run"
   rm -f "$work/fill.txt"
   summary=$(tail -1 "$work/timed.out")
@@ -191,7 +183,7 @@ for n in "${sizes[@]}"; do
   ((n >= once_from)) && areps=1
   # The batch updates the table's last connection, which gets a conntrack
   # entry, as a live connection has.
-  read -r usrc uport < <(awk -v i=$((n - 1)) 'BEGIN { printf "10.%d.%d.%d %d\n", 1 + int(i / 62500), int(i / 250) % 250, i % 250 + 1, 1024 + i % 60000 }')
+  read -r usrc uport < <(awk -v i=$((n - 1)) "$conn_awk"' BEGIN { printf "%s %d\n", conn_src(i), conn_sport(i) }')
   rx conntrack -I -p tcp -s "$usrc" -d 10.200.0.1 --sport "$uport" --dport 80 --state ESTABLISHED \
     -t 3600 -u ASSURED >/dev/null 2>&1 || die "conntrack -I of $usrc:$uport"
   echo "update --proto tcp --src $usrc:$uport --dst 10.200.0.1:80" >"$work/update.txt"

@@ -47,26 +47,19 @@ topology veth
 
 # ---- Row 1b ---------------------------------------------------------------
 route_far
-gen() {  # count -> batch lines
-  awk -v n="$1" 'BEGIN {
-    for (i = 0; i < n; i++)
-      printf "add --iif r-c --proto tcp --src 10.%d.%d.%d:%d --dst 10.200.0.1:80\n",
-        1 + int(i / 62500), int(i / 250) % 250, i % 250 + 1, 1024 + i % 60000
-  }'
-}
 # One connection first, to read the element comment the provider writes
 # (listing a small set is quick; nft's listing of a big one is slow, and
 # under emulation minutes long, so the peer's input is generated, not
 # listed back).
-gen 1 >"$work/one.txt"
+conns 0 1 >"$work/one.txt"
 rx "$ctl" batch "$work/one.txt" >/dev/null || die "ctoffloadctl batch of one connection failed"
-note=$(rx nft list set inet ctoffload sel4 | sed -n 's/.* comment "\([^"]*\)".*/\1/p' | head -1)
+note=$(rx nft list set inet ctoffload sel4 | elem_comment)
 [[ -n $note ]] || die "no element comment in set sel4: $(rx nft list set inet ctoffload sel4 | head -c 400)"
 layout=$(rx nft -t list table inet ctoffload) || die "nft -t list table inet ctoffload"
 rx "$ctl" flush >/dev/null || die "ctoffloadctl flush"
 
 log "row 1b: $n connections through ctoffloadctl batch, then the same elements with nft -f"
-gen "$n" >"$work/batch.txt"
+conns 0 "$n" >"$work/batch.txt"
 timed rx "$ctl" batch "$work/batch.txt" || die "ctoffloadctl batch failed"
 log "ctoffloadctl batch: ${t_wall}s"
 ours_wall=$t_wall ours_user=$t_user ours_sys=$t_sys
@@ -79,13 +72,13 @@ ok=$(grep -c '^line [0-9]*: ok$' "$work/timed.out" || true)
   echo "table inet peer {"
   awk '/^\tset / { inset = 1 } inset { print } inset && /^\t}/ { inset = 0 }' <<<"$layout"
   echo "}"
-  awk -v n="$n" -v note="$note" 'BEGIN {
-    print "add element inet peer sel4 {"
-    for (i = 0; i < n; i++)
-      printf "  10.%d.%d.%d . 10.200.0.1 . tcp . %d . 80 comment \"%s\"%s\n",
-        1 + int(i / 62500), int(i / 250) % 250, i % 250 + 1, 1024 + i % 60000, note, (i + 1 < n ? "," : "")
-    print "}"
-  }'
+  awk -v n="$n" -v note="$note" "$conn_awk"'
+    BEGIN {
+      print "add element inet peer sel4 {"
+      for (i = 0; i < n; i++)
+        printf "  %s . 10.200.0.1 . tcp . %d . 80 comment \"%s\"%s\n", conn_src(i), conn_sport(i), note, (i + 1 < n ? "," : "")
+      print "}"
+    }'
 } >"$work/peer.nft"
 timed rx nft -f "$work/peer.nft" || die "nft -f of the peer table failed"
 log "nft -f: ${t_wall}s"
