@@ -32,8 +32,12 @@ Bytes dump_interrupted(Bytes datagram) {
 }
 
 Status FakeKernel::send(std::span<const iovec> iov) {
+  if (on_send) on_send(flatten(iov), *this);
   if (gone != 0) return Status::error(gone, "fake kernel: send on a socket that is gone");
   if (std::exchange(eintr_send, false)) return Status::error(EINTR, "fake kernel: send interrupted");
+  if (const int err = std::exchange(fail_next_send, 0); err != 0) {
+    return Status::error(err, "fake kernel: send failed");
+  }
   if (!send_error) return send_error;
   Status s = deliver(iov);
   if (s && gone_after_send != 0) gone = std::exchange(gone_after_send, 0);
@@ -59,6 +63,7 @@ Result<size_t> FakeKernel::receive(std::span<std::byte> buf, int timeout_ms) {
   if (d.err != 0) return Status::error(d.err, "fake kernel: scripted error");
   if (d.bytes.size() > buf.size()) return Status::error(EMSGSIZE, "fake kernel: datagram too big for the buffer");
   if (!d.bytes.empty()) std::memcpy(buf.data(), d.bytes.data(), d.bytes.size());
+  if (on_read) on_read(d.bytes, *this);
   return d.bytes.size();
 }
 

@@ -8,8 +8,11 @@
 // receive(), and shows, when told, each condition of the transport's errno
 // table (transport.h): nothing queued (ETIMEDOUT), a datagram too big
 // (EMSGSIZE), messages dropped (ENOBUFS), the socket gone (EBADF/ENOTSOCK
-// until reopen()), an interrupted call (EINTR).  What a kernel answers to
-// what is the test's own: that logic lives in the handler.
+// until reopen()), an interrupted call (EINTR), a send that fails with
+// some other errno.  What a kernel answers to what is the test's own: that
+// logic lives in the handler.  A test that decides faults datagram by
+// datagram sets them from on_send, which sees every datagram before the
+// faults do; on_read sees what the client read.
 #pragma once
 
 #include <sys/uio.h>
@@ -53,6 +56,14 @@ class FakeKernel : public netlink::Transport {
   // Called by every receive() before it looks at the queue: a kernel that
   // answers as it is read queues here.
   std::function<void(FakeKernel& k)> on_receive;
+  // Called by every send() with its datagram before any fault below is
+  // looked at, whether the datagram then arrives or not: a test that
+  // checks every datagram the client tries to send, or whose faults depend
+  // on the datagram, does it here (setting a fault for this very send).
+  std::function<void(const Bytes& datagram, FakeKernel& k)> on_send;
+  // Called with each queued datagram a receive() hands out, as the client
+  // gets it (not with one too big for the buffer: that one is lost).
+  std::function<void(const Bytes& datagram, FakeKernel& k)> on_read;
 
   // The socket (portid(), max_send_bytes(), receive_buffer_bytes()).  A
   // datagram over 'max_send' is refused with EMSGSIZE and never arrives.
@@ -63,6 +74,7 @@ class FakeKernel : public netlink::Transport {
   // Faults, as the errno table has them.
   Status send_error;           // every send fails with it (when not ok); nothing arrives
   bool eintr_send = false;     // the next send is interrupted: EINTR, nothing arrives
+  int fail_next_send = 0;      // the next send fails with this errno (when not 0); nothing arrives
   bool eintr_receive = false;  // the next receive is interrupted: EINTR, nothing read
   bool overrun = false;        // messages were dropped: the next receive says ENOBUFS
   int gone = 0;                // EBADF/ENOTSOCK: send and receive fail with it until reopen()
