@@ -253,7 +253,7 @@ Bytes scripted_seed(const uint8_t cfg_bytes[4], Script script) {
                                                       : Record::kReceiveError;
     k.records.push_back(Record{kind, {}, code});
   };
-  k.on_send = [&](const SentBatch& b) {
+  k.on_batch = [&](const SentBatch& b) {
     const int n = batch_no++;
     if (n > 0) queue_error(kNextRequestBits, 0);
     // Sequence numbers relative to BATCH_BEGIN (see nft_txn_harness.h).

@@ -1,6 +1,7 @@
-// nft_txn_harness.h - an nf_tables transaction against a fake kernel whose
-// answers come from a fuzz input; shared by nft_txn_fuzz.cc and the seed
-// generator (make_seeds.cc).
+// nft_txn_harness.h - an nf_tables transaction against a fake kernel (the
+// tests' FakeKernel, tests/support/fake_kernel.h) whose answers come from a
+// fuzz input; shared by nft_txn_fuzz.cc and the seed generator
+// (make_seeds.cc).
 //
 // Input: a 4-byte configuration, then records (fuzz_support.h).
 //   byte 0: bits 0-3: 1 + n elements to add (NEWSETELEM); bits 4-6: n
@@ -33,15 +34,14 @@
 #include <algorithm>
 #include <cerrno>
 #include <functional>
-#include <map>
 #include <optional>
 #include <set>
 #include <vector>
 
 #include "fuzz_support.h"
-#include "netlink/nft_socket.h"
 #include "netlink/nft_txn.h"
 #include "netlink/nl_error.h"
+#include "support/fake_kernel.h"
 
 namespace ctoffload::fuzz {
 
@@ -102,60 +102,67 @@ inline int receive_errno(uint8_t code) {
   return kErr[code % 4];
 }
 
-class FakeNftKernel final : public netlink::Transport {
+// The kernel: the tests' FakeKernel, port kFakePortid, with a receive
+// buffer of 1 KiB per ack, answering batch by batch from the records.
+// Every send() starts the next batch's answers (on_send): the batch is
+// checked and kept in 'batches', what is still queued of the last batch's
+// answers is dropped, and a send error record makes this send fail
+// (fail_next_send).  A batch that arrives (on_request) gets its answers
+// queued, sequence numbers rewritten, up to the next kNextRequest or send
+// error record; receive() hands them out, and after them says ETIMEDOUT.
+// The acks the transaction reads (on_read) are noted in the batch.
+class FakeNftKernel final : public testing::FakeKernel {
  public:
-  explicit FakeNftKernel(size_t max_acks) : rcvbuf_(max_acks * 1024) {}
+  explicit FakeNftKernel(size_t max_acks) {
+    port = kFakePortid;
+    max_send = kFakeMaxSend;
+    rcvbuf = max_acks * 1024;
+    on_send = [this](const testing::Bytes& datagram, FakeKernel&) { start_batch(datagram); };
+    on_request = [this](const testing::Bytes&, FakeKernel&) { queue_answers(); };
+    on_read = [this](const testing::Bytes& datagram, FakeKernel&) { note_acks(datagram); };
+  }
 
-  // Called when a batch arrives, before its answers are read (the seed
-  // generator queues them here).
-  std::function<void(const SentBatch&)> on_send;
+  // Called when a batch is sent, before its answers are looked for (the
+  // seed generator adds them here).
+  std::function<void(const SentBatch&)> on_batch;
   std::vector<Record> records;
-  std::vector<SentBatch> batches;
+  std::vector<SentBatch> batches;  // every batch sent, the failed sends' too
   size_t max_batch_bytes = 0;
 
-  Status send(std::span<const iovec> iov) override {
-    std::vector<uint8_t> data;
-    for (const iovec& v : iov) {
-      const auto* p = static_cast<const uint8_t*>(v.iov_base);
-      data.insert(data.end(), p, p + v.iov_len);
-    }
+ private:
+  void start_batch(const testing::Bytes& data) {
     FUZZ_CHECK(data.size() <= kFakeMaxSend, "a datagram of %zu bytes over max_send_bytes", data.size());
     if (max_batch_bytes != 0) {
       FUZZ_CHECK(data.size() <= max_batch_bytes, "a batch of %zu bytes over the limit of %zu", data.size(),
                  max_batch_bytes);
     }
     batches.push_back(parse_batch(data));
-    if (on_send) on_send(batches.back());
+    if (on_batch) on_batch(batches.back());
+    queue.clear();  // The last batch's answers not read by now are dropped.
     if (batches.size() > 1) {
       // The answers to this batch start after the next marker.
       while (pos_ < records.size() && records[pos_].kind != Record::kNextRequest) ++pos_;
       if (pos_ < records.size()) ++pos_;
     }
     if (pos_ < records.size() && records[pos_].kind == Record::kSendError) {
-      return netlink::errno_status(send_errno(records[pos_++].code), "fake send");
+      fail_next_send = send_errno(records[pos_++].code);
     }
-    return Status();
   }
 
-  Result<size_t> receive(std::span<std::byte> buf, int) override {
-    if (pos_ >= records.size() || records[pos_].kind == Record::kSendError ||
-        records[pos_].kind == Record::kNextRequest) {
-      return Status::error(ETIMEDOUT, "fake: nothing came");
+  void queue_answers() {
+    for (; pos_ < records.size(); ++pos_) {
+      const Record& r = records[pos_];
+      if (r.kind == Record::kSendError || r.kind == Record::kNextRequest) return;
+      if (r.kind == Record::kReceiveError) {
+        push_error(receive_errno(r.code));
+        continue;
+      }
+      testing::Bytes d = r.bytes;
+      rewrite_seqs(d);
+      push(std::move(d));
     }
-    Record r = records[pos_++];
-    if (r.kind == Record::kReceiveError) return netlink::errno_status(receive_errno(r.code), "fake receive");
-    if (r.bytes.size() > buf.size()) return Status::error(EMSGSIZE, "fake: datagram too big");
-    rewrite_seqs(r.bytes);
-    note_acks(r.bytes);
-    if (!r.bytes.empty()) std::memcpy(buf.data(), r.bytes.data(), r.bytes.size());
-    return r.bytes.size();
   }
 
-  uint32_t portid() const override { return kFakePortid; }
-  size_t max_send_bytes() const override { return kFakeMaxSend; }
-  size_t receive_buffer_bytes() const override { return rcvbuf_; }
-
- private:
   static SentBatch parse_batch(const std::vector<uint8_t>& data) {
     std::vector<uint32_t> aligned(data.size() / 4 + 1);
     std::memcpy(aligned.data(), data.data(), data.size());
@@ -282,8 +289,7 @@ class FakeNftKernel final : public netlink::Transport {
     (void)mnl_cb_run2(aligned.data(), len, 0, kFakePortid, nullptr, &batches.back(), ctl, NLMSG_MIN_TYPE);
   }
 
-  size_t rcvbuf_;
-  size_t pos_ = 0;  // The next record to deliver.
+  size_t pos_ = 0;  // The next record to queue.
 };
 
 // The ops of one transaction, and what the checks need to know of them.
