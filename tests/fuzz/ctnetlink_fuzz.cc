@@ -145,11 +145,14 @@ void check_message(const nlmsghdr* nlh, size_t rest) {
 class FakeCtKernel final : public testing::FakeKernel {
  public:
   explicit FakeCtKernel(std::deque<Record> q) : records_(std::move(q)) {
+    on_send = [this](const testing::Bytes& d, FakeKernel& k) { check_request(d, k); };
     on_receive = [this](FakeKernel&) { next_answer(); };
   }
 
-  Status send(std::span<const iovec> iov) override {
-    const testing::Bytes d = testing::flatten(iov);
+ private:
+  // Checks a request the client sends and takes its sequence number; a
+  // send error record next fails this send.
+  void check_request(const testing::Bytes& d, FakeKernel& k) {
     FUZZ_CHECK(d.size() >= sizeof(nlmsghdr), "a request of %zu bytes", d.size());
     nlmsghdr h;
     std::memcpy(&h, d.data(), sizeof h);
@@ -159,14 +162,11 @@ class FakeCtKernel final : public testing::FakeKernel {
     seq_ = h.nlmsg_seq;
     if (!records_.empty() && records_.front().kind == Record::kSendError) {
       static constexpr int kErr[] = {EPERM, ENOBUFS, EMSGSIZE, ECONNREFUSED};
-      const int err = kErr[records_.front().code % 4];
+      k.fail_next_send = kErr[records_.front().code % 4];
       records_.pop_front();
-      return Status::error(err, "fake send");
     }
-    return FakeKernel::send(iov);
   }
 
- private:
   // Queues the next record, unless a send error is next (then the kernel
   // says nothing until the send that takes it).
   void next_answer() {
