@@ -529,11 +529,11 @@ struct ConnKeyHash {
 };
 using ConnKeySet = std::unordered_set<ConnKey, ConnKeyHash>;
 
-}  // namespace
-
-int Registry::conn_add(const Ctx& ctx) { return conn_add(ctx, nullptr); }
-
-int Registry::conn_add(const Ctx& ctx, std::string* why) {
+// Registry::conn_add(), both overloads: 'why' is null for the C++ one.
+// Inlined into each rather than one calling the other: a call between two
+// exported functions of this shared library goes through its PLT.
+__attribute__((always_inline)) inline int dispatch_add(const std::atomic<Registry::Snapshot*>& current,
+                                                       ConnStateTable& states, const Ctx& ctx, std::string* why) {
   // The boundary: the one check of the connection on its way to the
   // providers, for C and C++ callers alike.  Providers do not check again.
   // Inlined: the accepting path is a few compares (conn_check.h);
@@ -541,8 +541,8 @@ int Registry::conn_add(const Ctx& ctx, std::string* why) {
   if (__builtin_expect(!check::conn_valid(*ctx.conn), 0)) {
     if (const int err = refuse_add(*ctx.conn, why); err != 0) return err;
   }
-  ReadGuard guard(current_);
-  const Snapshot* s = guard.get();
+  ReadGuard guard(current);
+  const Registry::Snapshot* s = guard.get();
   if (__builtin_expect(!s, 0)) {
     log_too_deep();
     if (why) *why = "dispatch nested too deep";
@@ -554,11 +554,17 @@ int Registry::conn_add(const Ctx& ctx, std::string* why) {
     if (const int err = offer(*e, ctx); err != kSkipped) out.note(err, false);
   }
   if (!out.settled && s->n_primaries != s->entries.size()) conn_add_fallbacks(*s, ctx, &out);
-  if (out.held) states_->mark_added(*ctx.conn);
+  if (out.held) states.mark_added(*ctx.conn);
   const int err = out.result();
   if (__builtin_expect(err != 0, 0) && why) *why = format_conn(*ctx.conn) + ": " + errno_text(err);
   return err;
 }
+
+}  // namespace
+
+int Registry::conn_add(const Ctx& ctx) { return dispatch_add(current_, *states_, ctx, nullptr); }
+
+int Registry::conn_add(const Ctx& ctx, std::string* why) { return dispatch_add(current_, *states_, ctx, why); }
 
 void Registry::conn_del(const Ctx& ctx) {
   ReadGuard guard(current_);
