@@ -496,11 +496,14 @@ struct AddOutcome {
 
 // conn_add's second half, when no primary settled the connection: offer it
 // to the fallbacks in order; the first to accept ends it.  Out of line so
-// the common case (a primary took it) stays small.
-__attribute__((noinline)) void conn_add_fallbacks(const Registry::Snapshot& s, const Ctx& ctx, AddOutcome* out) {
-  for (size_t i = s.n_primaries; i < s.entries.size() && !out->settled; ++i) {
-    if (const int err = offer(s.entries[i], ctx); err != kSkipped) out->note(err, true);
+// the common case (a primary took it) stays small.  The outcome goes in and
+// out by value (8 bytes, one register): the caller's copy is then not
+// address-taken, and the compiler may keep it in registers.
+__attribute__((noinline)) AddOutcome conn_add_fallbacks(const Registry::Snapshot& s, const Ctx& ctx, AddOutcome out) {
+  for (size_t i = s.n_primaries; i < s.entries.size() && !out.settled; ++i) {
+    if (const int err = offer(s.entries[i], ctx); err != kSkipped) out.note(err, true);
   }
+  return out;
 }
 
 // The boundary's slow half, for a connection check::conn_valid() did not
@@ -553,7 +556,7 @@ __attribute__((always_inline)) inline int dispatch_add(const std::atomic<Registr
   for (const auto *e = s->entries.data(), *end = e + s->n_primaries; e != end; ++e) {
     if (const int err = offer(*e, ctx); err != kSkipped) out.note(err, false);
   }
-  if (!out.settled && s->n_primaries != s->entries.size()) conn_add_fallbacks(*s, ctx, &out);
+  if (!out.settled && s->n_primaries != s->entries.size()) out = conn_add_fallbacks(*s, ctx, out);
   if (out.held) states.mark_added(*ctx.conn);
   const int err = out.result();
   if (__builtin_expect(err != 0, 0) && why) *why = format_conn(*ctx.conn) + ": " + errno_text(err);
