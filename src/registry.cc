@@ -209,9 +209,10 @@ __attribute__((always_inline)) inline int call_add(const Entry& e, const Ctx& ct
   return e.cls ? e.cls->conn_add(&ctx) : e.provider->conn_add(ctx);
 }
 
-// The provider's can_offload answer (yes for a C class without one).
+// The provider's can_offload answer (yes for a C class without one: its
+// has_can, read from the class at registration as has_add and has_est are).
 __attribute__((always_inline)) inline bool call_can_offload(const Entry& e, const Ctx& ctx) {
-  if (e.cls) return !e.cls->can_offload || e.cls->can_offload(&ctx);
+  if (e.cls) return !e.has_can || e.cls->can_offload(&ctx);
   return e.provider->can_offload(ctx);
 }
 
