@@ -3,13 +3,16 @@
 
 usage: callgrind_ir.py CALLGRIND_OUT FUNCTION_REGEX OP_REGEX [PER_OP]
 
-Prints one number: the inclusive instruction count (Ir) of the one function
-matching FUNCTION_REGEX (the benchmark function: every run Google Benchmark
-makes of it, the timed loops and their set-up), divided by the number of
-ops, which is the number of calls of the functions matching OP_REGEX
-divided by PER_OP (default 1).  Counting calls rather than trusting the
-benchmark's printed iterations takes in the runs Google Benchmark makes to
-choose its iteration count.  Instruction counts do not move with the
+Prints one number: the instructions (Ir) of the one function matching
+FUNCTION_REGEX (the benchmark function, every run Google Benchmark makes of
+it) per op.  Ops are the calls of the functions matching OP_REGEX divided by
+PER_OP (default 1); counting calls rather than trusting the benchmark's
+printed iterations takes in the runs Google Benchmark makes to choose its
+iteration count.  What the function spends per op is its own instructions
+plus the inclusive cost of the calls it makes at least once per two ops:
+calls made fewer times than that are set-up (building a registry once per
+run), which would otherwise weigh in when a loaded machine leaves few
+iterations to a run.  Instruction counts do not move with the
 machine's load, which wall-clock times on these shared machines do.
 """
 import re
@@ -18,11 +21,12 @@ from collections import defaultdict
 
 
 def read_profile(path):
-    """Returns (inclusive Ir per function, calls per function)."""
+    """Returns (self Ir per function, calls per function, calls and
+    inclusive Ir per (caller, callee))."""
     names = {}
     self_ir = defaultdict(int)
-    callee_ir = defaultdict(int)
     calls = defaultdict(int)
+    edges = defaultdict(lambda: [0, 0])
     fn = cfn = None
     pending = None
 
@@ -50,12 +54,12 @@ def read_profile(path):
                 if pending is not None:
                     calls[cfn] += pending
                     if cfn != fn:
-                        callee_ir[fn] += cost
+                        edges[fn, cfn][0] += pending
+                        edges[fn, cfn][1] += cost
                     pending = None
                 else:
                     self_ir[fn] += cost
-    inclusive = {k: self_ir[k] + callee_ir[k] for k in set(self_ir) | set(callee_ir)}
-    return inclusive, calls
+    return self_ir, calls, edges
 
 
 def main():
@@ -63,14 +67,16 @@ def main():
         sys.exit(__doc__.strip().splitlines()[2])
     path, fn_re, op_re = sys.argv[1:4]
     per_op = int(sys.argv[4]) if len(sys.argv) == 5 else 1
-    inclusive, calls = read_profile(path)
-    fns = [k for k in inclusive if re.search(fn_re, k)]
+    self_ir, calls, edges = read_profile(path)
+    fns = [k for k in self_ir if re.search(fn_re, k)]
     if len(fns) != 1:
         sys.exit(f"callgrind_ir.py: '{fn_re}' matches {len(fns)} functions in {path}: {fns[:5]}")
     ops = sum(n for k, n in calls.items() if re.search(op_re, k)) // per_op
     if ops == 0:
         sys.exit(f"callgrind_ir.py: no calls of '{op_re}' in {path}")
-    print(f"{inclusive[fns[0]] / ops:.1f}")
+    fn = fns[0]
+    per_op = self_ir[fn] + sum(cost for (caller, _), (n, cost) in edges.items() if caller == fn and 2 * n >= ops)
+    print(f"{per_op / ops:.1f}")
 
 
 if __name__ == "__main__":

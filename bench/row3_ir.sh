@@ -8,7 +8,8 @@
 # Each variant of each binary runs alone under valgrind --tool=callgrind
 # (--benchmark_filter='^VARIANT/real_time/threads:1$'); an op is one
 # conn_add dispatched to the variant's two providers, so ops = the
-# providers' conn_add callbacks / 2 (bench/callgrind_ir.py).  Prints a
+# providers' conn_add callbacks / 2, and the registry's set-up is left
+# out (bench/callgrind_ir.py says how).  Prints a
 # Markdown table: Ir/op per build, and each build's ratio to the first.
 # The two Rfc_GlobalMutex rows are the same code in every build of this
 # benchmark; equal counts there check the method.  Needs valgrind and
