@@ -80,30 +80,20 @@ class RealDevices final : public NftDeviceDirectory {
     return Status::error(EBADF, std::string(what) + ": no rtnetlink socket (reopening it failed)");
   }
 
-  // Each open_* closes the old socket before it opens the new one: opened
+  // Opens a new Client into 'slot', closing the old one first: opened
   // first, the new socket could get the number of a descriptor that was
   // closed under us, and closing the old one would close the new one.
-  Status open_links() {
-    links_.reset();
-    auto c = netlink::LinkClient::open();
+  template <typename Client>
+  static Status reopen(std::optional<Client>& slot) {
+    slot.reset();
+    auto c = Client::open();
     if (!c) return c.status();
-    links_.emplace(std::move(*c));
+    slot.emplace(std::move(*c));
     return {};
   }
-  Status open_routes() {
-    routes_.reset();
-    auto r = netlink::RouteClient::open();
-    if (!r) return r.status();
-    routes_.emplace(std::move(*r));
-    return {};
-  }
-  Status open_monitor() {
-    monitor_.reset();
-    auto m = netlink::LinkMonitor::open();
-    if (!m) return m.status();
-    monitor_.emplace(std::move(*m));
-    return {};
-  }
+  Status open_links() { return reopen(links_); }
+  Status open_routes() { return reopen(routes_); }
+  Status open_monitor() { return reopen(monitor_); }
 
   // Runs 'fn' on the link client; once more on a new one when its socket
   // was closed under us (a lookup is safe to repeat).
